@@ -1,0 +1,3 @@
+from damoc.cli import run
+
+run()

@@ -1,0 +1,84 @@
+"""The `damoc` command line: parse, load config, call one function, print the result.
+
+Every command module under ``damoc.cli`` attaches its commands to the apps in ``damoc.cli.apps``.
+A :class:`~damoc.errors.DamocError` becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+import typer
+
+from damoc.cli.apps import app
+from damoc.errors import DamocError
+from damoc.logging_utils import setup_logging
+
+COMMAND_MODULES = ["zoo", "layers", "data", "calibrated", "finescope", "select"]
+
+
+@app.callback()
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages.")) -> None:
+    setup_logging(verbose)
+
+
+@app.command()
+def validate(
+    job: Path = typer.Argument(..., help="A YAML job file (its 'job:' key names the kind)."),
+) -> None:
+    """Check a YAML job file without running it: unknown keys, bad values and missing inputs are reported."""
+    from damoc.config import load_job
+
+    cfg = load_job(job)
+    typer.echo(f"{job}: valid '{cfg.job}' job")
+
+
+def _load_commands() -> None:
+    for name in COMMAND_MODULES:
+        mod = f"damoc.cli.{name}"
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    _load_commands()
+    try:
+        app(args=argv, standalone_mode=False)
+    except DamocError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        return 130
+    except typer.Exit as exc:
+        return exc.exit_code
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            typer.echo("aborted", err=True)
+            return 130
+        raise
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()

@@ -1,0 +1,1 @@
+"""Task loading, field mapping, run directories and atomic writes."""

@@ -1,0 +1,298 @@
+"""Task loading: JSONL / JSON / CSV files, `datasets` directories and the bundled domain sets.
+
+Every row becomes an :class:`Example` with ``question``, optional ``context``, ``answer`` and
+optional ``label``. Field names are mapped with :class:`FieldMap`. Errors are one-line
+:class:`~damoc.errors.DamocError` messages that name the file and, where it helps, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from damoc.errors import DamocError
+
+BUILTIN_TASKS = {
+    "pubmedqa": "PubMedQA PQA-L, 1,000 biomedical yes/no/maybe questions with abstracts (MIT)",
+    "finance": "TAT-QA dev subset, 1,200 financial questions over report tables and text (CC BY 4.0)",
+}
+
+
+class FieldMap(BaseModel):
+    """Which column of the user's data holds each field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = "id"
+    question: str = "question"
+    context: str | None = "context"
+    answer: str = "answer"
+    label: str | None = "label"
+
+
+@dataclass
+class Example:
+    id: str
+    question: str
+    answer: str
+    context: str = ""
+    label: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": self.id,
+            "question": self.question,
+            "context": self.context,
+            "answer": self.answer,
+        }
+        if self.label is not None:
+            row["label"] = self.label
+        row.update({k: v for k, v in self.meta.items() if k not in row})
+        return row
+
+    def prompt(self) -> str:
+        """The text a model sees before the answer (context, then question)."""
+        parts = []
+        if self.context:
+            parts.append(f"Context: {self.context}")
+        parts.append(f"Question: {self.question}")
+        parts.append("Answer:")
+        return "\n".join(parts)
+
+    def text(self) -> str:
+        return f"{self.prompt()} {self.answer}"
+
+
+@dataclass
+class Task:
+    name: str
+    train: list[Example]
+    dev: list[Example]
+    source: str = ""
+
+    @property
+    def examples(self) -> list[Example]:
+        return self.train + self.dev
+
+    def fingerprint(self) -> str:
+        """A content hash of the task (ids, texts and split), for caching results."""
+        h = hashlib.sha256()
+        for split, rows in (("train", self.train), ("dev", self.dev)):
+            for ex in rows:
+                h.update(json.dumps([split, ex.id, ex.question, ex.context, ex.answer, ex.label]).encode())
+        return h.hexdigest()[:16]
+
+    def labels(self) -> list[str]:
+        return sorted({e.label for e in self.examples if e.label is not None})
+
+
+def builtin_path(name: str) -> Path:
+    root = resources.files("damoc") / "resources" / "data" / name / "data.jsonl"
+    return Path(str(root))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DamocError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise DamocError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(obj)
+    return rows
+
+
+def _read_json(path: Path) -> list[dict[str, Any]]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DamocError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if isinstance(obj, dict) and "data" in obj and isinstance(obj["data"], list):
+        obj = obj["data"]
+    if not isinstance(obj, list) or not all(isinstance(r, dict) for r in obj):
+        raise DamocError(f"{path}: expected a JSON list of objects")
+    return obj
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8", newline="") as fh:
+        return [dict(r) for r in csv.DictReader(fh)]
+
+
+def _read_datasets_dir(path: Path) -> list[dict[str, Any]]:
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise DamocError(
+            f"{path} looks like a `datasets` directory: pip install datasets to read it"
+        ) from None
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        rows: list[dict[str, Any]] = []
+        for split in ds:
+            for r in ds[split]:
+                rows.append({**r, "split": r.get("split", split)})
+        return rows
+    return [dict(r) for r in ds]
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Read raw rows from a file or directory (no field mapping)."""
+    p = Path(path)
+    if not p.exists():
+        if str(path) in BUILTIN_TASKS:
+            p = builtin_path(str(path))
+        else:
+            raise DamocError(f"task file {path} does not exist (built-in tasks: {', '.join(BUILTIN_TASKS)})")
+    try:
+        if p.is_dir():
+            if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists():
+                rows = _read_datasets_dir(p)
+            else:
+                files = sorted([*p.glob("*.jsonl"), *p.glob("*.csv"), *p.glob("*.json")])
+                if not files:
+                    raise DamocError(
+                        f"{p}: directory holds no .jsonl/.csv/.json files and is not a `datasets` directory"
+                    )
+                rows = [r for f in files for r in read_rows(f)]
+        elif p.suffix == ".jsonl":
+            rows = _read_jsonl(p)
+        elif p.suffix == ".json":
+            rows = _read_json(p)
+        elif p.suffix == ".csv":
+            rows = _read_csv(p)
+        else:
+            raise DamocError(
+                f"{p}: unknown task format '{p.suffix}' (use .jsonl, .json, .csv or a datasets directory)"
+            )
+    except UnicodeDecodeError as exc:
+        raise DamocError(f"{p}: not UTF-8 text (byte {exc.start}): re-encode the file as UTF-8") from None
+    if not rows:
+        raise DamocError(f"{p}: no rows")
+    return rows
+
+
+def to_examples(
+    rows: list[dict[str, Any]], fields: FieldMap | None = None, source: str = ""
+) -> list[Example]:
+    fields = fields or FieldMap()
+    where = f"{source}: " if source else ""
+    for required in (fields.question, fields.answer):
+        if required not in rows[0]:
+            raise DamocError(
+                f"{where}field '{required}' is missing (columns: {', '.join(map(str, rows[0]))}); "
+                f"map it with --question-field/--answer-field"
+            )
+    out: list[Example] = []
+    seen: set[str] = set()
+    used = {fields.id, fields.question, fields.context, fields.answer, fields.label}
+    for i, r in enumerate(rows):
+        for required in (fields.question, fields.answer):
+            if r.get(required) is None:
+                raise DamocError(f"{where}row {i + 1} has no '{required}'")
+        rid = str(r[fields.id]) if fields.id and r.get(fields.id) is not None else str(i)
+        if rid in seen:
+            raise DamocError(f"{where}duplicate id '{rid}' (row {i + 1})")
+        seen.add(rid)
+        ctx = r.get(fields.context) if fields.context else None
+        if isinstance(ctx, list):
+            ctx = "\n\n".join(map(str, ctx))
+        label = r.get(fields.label) if fields.label else None
+        meta = {k: v for k, v in r.items() if k not in used}
+        out.append(
+            Example(
+                id=rid,
+                question=str(r[fields.question]),
+                answer=str(r[fields.answer]),
+                context="" if ctx is None else str(ctx),
+                label=None if label in (None, "") else str(label),
+                meta=meta,
+            )
+        )
+    return out
+
+
+def split_examples(
+    examples: list[Example], dev_size: int | float = 0.2, seed: int = 0, max_rows: int | None = None
+) -> tuple[list[Example], list[Example]]:
+    """Shuffle with ``seed`` and split; ``dev_size`` is a fraction (<1) or a row count."""
+    rng = random.Random(seed)
+    idx = list(range(len(examples)))
+    rng.shuffle(idx)
+    if max_rows is not None:
+        idx = idx[:max_rows]
+    n_dev = int(round(dev_size * len(idx))) if isinstance(dev_size, float) and dev_size < 1 else int(dev_size)
+    if n_dev <= 0 or n_dev >= len(idx):
+        raise DamocError(f"cannot hold out {n_dev} dev rows from a task of {len(idx)} rows")
+    dev = [examples[i] for i in idx[:n_dev]]
+    train = [examples[i] for i in idx[n_dev:]]
+    return train, dev
+
+
+def load_task(
+    path: str | Path,
+    fields: FieldMap | None = None,
+    dev_size: int | float = 0.2,
+    seed: int = 0,
+    max_rows: int | None = None,
+    dev_path: str | Path | None = None,
+) -> Task:
+    """Load a task; with ``dev_path`` the dev split comes from that file, otherwise it is held out."""
+    rows = read_rows(path)
+    examples = to_examples(rows, fields, source=str(path))
+    name = Path(str(path)).stem if str(path) not in BUILTIN_TASKS else str(path)
+    if dev_path is not None:
+        dev = to_examples(read_rows(dev_path), fields, source=str(dev_path))
+        rng = random.Random(seed)
+        train = list(examples)
+        rng.shuffle(train)
+        if max_rows is not None:
+            train = train[:max_rows]
+        return Task(name=name, train=train, dev=dev, source=str(path))
+    train, dev = split_examples(examples, dev_size, seed, max_rows)
+    return Task(name=name, train=train, dev=dev, source=str(path))
+
+
+def load_examples(path: str | Path, fields: FieldMap | None = None) -> list[Example]:
+    """All rows of a file as examples, no split."""
+    return to_examples(read_rows(path), fields, source=str(path))
+
+
+def calibration_texts(
+    path: str | Path, fields: FieldMap | None = None, limit: int | None = None
+) -> list[str]:
+    """Texts to calibrate on: a task file's examples (context + question + answer) or a plain .txt file.
+
+    A .txt file gives one text per blank-line-separated paragraph.
+    """
+    p = Path(path)
+    if p.suffix == ".txt":
+        if not p.exists():
+            raise DamocError(f"text file {p} does not exist")
+        try:
+            raw = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DamocError(f"{p}: not UTF-8 text") from None
+        texts = [t.strip() for t in raw.split("\n\n") if t.strip()]
+        if not texts:
+            raise DamocError(f"{p}: no text")
+    else:
+        texts = [e.text() for e in load_examples(path, fields)]
+    return texts[:limit] if limit else texts

@@ -1,0 +1,1 @@
+"""Model level: loading, layer importance, layer removal, merging, calibrated and structured pruning."""
