@@ -35,7 +35,8 @@ JOBS: Registry[type[JobConfig]] = Registry("job kind")
 # Modules that define job configs; imported lazily so `damoc validate` knows every kind.
 JOB_MODULES = [
     "damoc.model.config",
-    "damoc.data.config",
+    "damoc.data.filters.config",
+    "damoc.data.compress.config",
     "damoc.select.config",
     "damoc.model.calibrated.config",
     "damoc.curate.config",

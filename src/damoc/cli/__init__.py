@@ -17,7 +17,7 @@ from damoc.cli.apps import app
 from damoc.errors import DamocError
 from damoc.logging_utils import setup_logging
 
-COMMAND_MODULES = ["zoo", "layers", "data", "calibrated", "finescope", "select"]
+COMMAND_MODULES = ["zoo", "layers", "filter", "compress", "calibrated", "finescope", "select"]
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""Evaluation: likelihood scores, generation and metrics."""

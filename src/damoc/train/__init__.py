@@ -1,0 +1,1 @@
+"""Proxy fine-tuning (LoRA or full) and self-data distillation."""

@@ -1,0 +1,128 @@
+"""Supervised fine-tuning on (prompt, answer) pairs: LoRA via peft, or full; loss on answer tokens only.
+
+Every candidate in a sweep gets the same hyper-parameters and the same token budget, so the
+comparison is fair. The function returns a plain ``transformers`` model (LoRA weights merged in).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from damoc.config import StrictModel
+from damoc.evaluate.likelihood import collate, encode_pair
+from damoc.logging_utils import progress
+
+LOG = logging.getLogger(__name__)
+
+
+class FinetuneConfig(StrictModel):
+    """Hyper-parameters of one fine-tune (the same for every candidate of a sweep)."""
+
+    method: Literal["lora", "full"] = "lora"
+    epochs: float = 1.0
+    max_steps: int | None = None
+    token_budget: int | None = None  # stop once this many (non-pad) tokens were processed
+    batch_size: int = 4
+    max_length: int = 256
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] | Literal["all-linear"] = "all-linear"
+    add_eos: bool = True
+    seed: int = 0
+
+
+@dataclass
+class FinetuneResult:
+    model: torch.nn.Module
+    steps: int
+    tokens: int
+    wall_s: float
+    losses: list[float] = field(default_factory=list)
+
+
+def _wrap_lora(model, cfg: FinetuneConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.lora_targets,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lcfg)
+
+
+def finetune(
+    model: torch.nn.Module,
+    tok,
+    pairs: Sequence[tuple[str, str]],
+    cfg: FinetuneConfig | None = None,
+    desc: str = "fine-tune",
+) -> FinetuneResult:
+    """Train ``model`` on ``pairs`` of (prompt, answer); returns the trained plain model and counts."""
+    cfg = cfg or FinetuneConfig()
+    if not pairs:
+        raise ValueError("no training pairs")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    enc = [encode_pair(tok, p, a, cfg.max_length, add_eos=cfg.add_eos) for p, a in pairs]
+    steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
+    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    work = _wrap_lora(model, cfg) if cfg.method == "lora" else model
+    work.train()
+    params = [p for p in work.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    warm = max(1, int(cfg.warmup_ratio * total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.0, (total_steps - s) / max(1, total_steps - warm + 1))
+    )
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    dev = next(work.parameters()).device
+    t0 = time.perf_counter()
+    tokens, step, losses = 0, 0, []
+    order: list[int] = []
+    bar = progress(total=total_steps, desc=desc, unit="step")
+    while step < total_steps:
+        if len(order) < cfg.batch_size:
+            perm = list(range(len(enc)))
+            rng.shuffle(perm)
+            order.extend(perm)
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        batch = collate([enc[i][0] for i in idx], [enc[i][1] for i in idx], pad)
+        out = work(**{k: v.to(dev) for k, v in batch.items()})
+        out.loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += int(batch["attention_mask"].sum())
+        losses.append(float(out.loss.detach()))
+        step += 1
+        bar.update(1)
+        if cfg.token_budget is not None and tokens >= cfg.token_budget:
+            break
+    bar.close()
+    work.eval()
+    if cfg.method == "lora":
+        work = work.merge_and_unload()
+    return FinetuneResult(
+        model=work, steps=step, tokens=tokens, wall_s=time.perf_counter() - t0, losses=losses
+    )

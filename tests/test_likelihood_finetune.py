@@ -1,0 +1,60 @@
+import math
+
+import pytest
+import torch
+
+from damoc.evaluate.likelihood import answer_scores, encode_pair, text_loss
+from damoc.testing import tiny_model, tiny_tokenizer
+from damoc.train.finetune import FinetuneConfig, finetune
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tiny_tokenizer()
+
+
+def test_encode_pair_keeps_answer_and_cuts_prompt_left(tok):
+    ids, start = encode_pair(tok, "x" * 100, "yes", max_length=20)
+    assert len(ids) == 20
+    assert tok.decode(ids[start:]) == " yes"
+
+
+def test_answer_nll_matches_manual_and_is_batch_invariant(tok):
+    m = tiny_model("qwen2")
+    prompts, answers = ["Q: one? A:", "Q: a longer question here? A:"], ["first", "second answer"]
+    s1 = answer_scores(m, tok, prompts, answers, batch_size=1)
+    s2 = answer_scores(m, tok, prompts, answers, batch_size=2)
+    for a, b in zip(s1, s2, strict=True):
+        assert a.nll == pytest.approx(b.nll, rel=1e-4)
+    ids, st = encode_pair(tok, prompts[0], answers[0], 512)
+    with torch.no_grad():
+        logp = torch.log_softmax(m(torch.tensor([ids])).logits[0], -1)
+    manual = -sum(float(logp[t - 1, ids[t]]) for t in range(st, len(ids)))
+    assert s1[0].nll == pytest.approx(manual, rel=1e-4)
+    assert s1[0].n_bytes == len(b"first")
+    assert s1[0].bits_per_byte == pytest.approx(manual / math.log(2) / 5, rel=1e-4)
+
+
+def test_finetune_lora_and_full_reduce_answer_loss(tok):
+    pairs = [(f"Q: capital of land {i}? A:", f"city{i % 3}") for i in range(24)]
+    for method, lr in (("lora", 1e-2), ("full", 3e-3)):
+        m = tiny_model("llama", seed=2)
+        before = sum(s.nll for s in answer_scores(m, tok, *zip(*pairs, strict=True)))
+        res = finetune(m, tok, pairs, FinetuneConfig(method=method, epochs=4, lr=lr, batch_size=4))
+        after = sum(s.nll for s in answer_scores(res.model, tok, *zip(*pairs, strict=True)))
+        assert after < 0.8 * before, method
+        assert type(res.model).__name__ == "LlamaForCausalLM"
+        assert res.steps == 24 and res.tokens > 0
+
+
+def test_finetune_token_budget_stops_early(tok):
+    pairs = [(f"Q{i}", "a b c d") for i in range(40)]
+    res = finetune(tiny_model("llama"), tok, pairs, FinetuneConfig(epochs=3, token_budget=100, batch_size=4))
+    assert res.tokens >= 100 and res.steps < 30
+
+
+def test_text_loss_of_uniform_model(tok):
+    m = tiny_model("llama")
+    with torch.no_grad():
+        m.lm_head.weight.zero_()
+    assert text_loss(m, tok, ["hello world", "abc"]) == pytest.approx(math.log(m.config.vocab_size), rel=1e-5)
