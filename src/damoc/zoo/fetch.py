@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -33,7 +34,7 @@ RECORD_FILE = "damoc_zoo.json"
 class FetchConfig(StrictModel):
     """How a zoo model is fetched and saved."""
 
-    dtype: str = Field(
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
         default="float32",
         description="dtype of the saved weights (float32 keeps the dequantized values exactly)",
     )
