@@ -1,0 +1,65 @@
+"""GPTQ (Frantar et al., 2022): quantize columns in order, spreading each column's rounding error over
+the remaining columns through the Cholesky factor of ``H⁻¹``; per-group asymmetric min-max
+parameters, optional act-order (columns by decreasing ``diag(H)``)."""
+
+from __future__ import annotations
+
+import torch
+
+from damoc.model.calibrated.config import QuantSpec
+from damoc.model.calibrated.methods import METHODS, LayerResult, QuantPayload
+from damoc.model.calibrated.obs import Rounder, damped_inverse_cholesky, handle_dead_inputs, obs_sweep
+from damoc.model.calibrated.quant import group_index, minmax_params, quantize_codes
+
+
+class _QuantRounder(Rounder):
+    def __init__(self, spec: QuantSpec, w: torch.Tensor):
+        self.bits = spec.bits
+        self.group = spec.group(w.shape[1])
+        self.w = w  # replaced by the sweep's working weight in start_block
+        rows, cols = w.shape
+        n_groups = (cols + self.group - 1) // self.group
+        self.codes = torch.zeros(rows, cols)
+        self.scales = torch.zeros(rows, n_groups)
+        self.zeros = torch.zeros(rows, n_groups)
+        self.scale = self.zero = None
+
+    def start_block(self, w1: torch.Tensor, hinv1: torch.Tensor, col0: int, w: torch.Tensor) -> None:
+        self.w = w
+
+    def round(self, col: int, i: int, w1: torch.Tensor, hinv1: torch.Tensor) -> torch.Tensor:
+        if col % self.group == 0:
+            # parameters from the group's current (error-updated) values
+            in_block = w1[:, i : i + self.group]
+            rest = self.group - in_block.shape[1]
+            cur = (
+                in_block
+                if rest <= 0
+                else torch.cat([in_block, self.w[:, col + in_block.shape[1] : col + self.group]], 1)
+            )
+            self.scale, self.zero = minmax_params(cur, self.bits)
+            g = col // self.group
+            self.scales[:, g], self.zeros[:, g] = self.scale[:, 0], self.zero[:, 0]
+        code = quantize_codes(w1[:, i : i + 1], self.scale, self.zero, self.bits)
+        self.codes[:, col] = code[:, 0]
+        return (self.scale * (code - self.zero))[:, 0]
+
+
+@METHODS.register("gptq", family="quantize", help="OBS quantization with error feedback (Hessian-based)")
+def gptq(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec) -> LayerResult:
+    w32, h32 = handle_dead_inputs(w.detach().float(), h.float())
+    perm = None
+    if spec.act_order:
+        perm = torch.argsort(torch.diagonal(h32), descending=True)
+        w32 = w32[:, perm]
+        h32 = h32[perm][:, perm]
+    hinv = damped_inverse_cholesky(h32, spec.damp)
+    rounder = _QuantRounder(spec, w32)
+    obs_sweep(w32, hinv, rounder, spec.block_size)
+    codes = rounder.codes
+    if perm is not None:
+        inv = torch.argsort(perm)
+        codes = codes[:, inv]
+    g_idx = group_index(w.shape[1], rounder.group, perm)
+    payload = QuantPayload(codes.to(torch.uint8), rounder.scales, rounder.zeros, g_idx, spec.bits)
+    return LayerResult(weight=payload.dequantize().to(w.dtype), quant=payload)

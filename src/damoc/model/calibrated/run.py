@@ -1,0 +1,104 @@
+"""The two jobs: ``prune-calibrated`` and ``quantize`` (load → calibration data → compress → save)."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from damoc.errors import DamocError
+from damoc.evaluate.perplexity import pack_sequences
+from damoc.io.files import atomic_output_dir, check_output_dir
+from damoc.model.calibrated.checkpoint import save_checkpoint
+from damoc.model.calibrated.config import CalibrationConfig, PruneCalibratedJob, QuantizeJob
+from damoc.model.calibrated.general_text import load_source_texts
+from damoc.model.calibrated.hessian import source_weights
+from damoc.model.calibrated.methods import METHODS, method_family
+from damoc.model.calibrated.pipeline import CompressionResult, compress_model
+
+LOG = logging.getLogger(__name__)
+
+
+def calibration_sequences(tok, cfg: CalibrationConfig) -> dict[str, torch.Tensor]:
+    """Token windows (samples × length) of each configured source, from its calibration part."""
+    out: dict[str, torch.Tensor] = {}
+    for name, src in (("general", cfg.general), ("domain", cfg.domain)):
+        if not src:
+            continue
+        texts = load_source_texts(src, "calib", cfg.dev_size, cfg.seed)
+        out[name] = pack_sequences(tok, texts, cfg.samples, cfg.length, cfg.seed, what=f"{name} text '{src}'")
+    return out
+
+
+def mixing_weights(cfg: CalibrationConfig) -> dict[str, float]:
+    return source_weights(cfg.alpha, bool(cfg.general), bool(cfg.domain))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20
+
+
+@dataclass
+class CompressionRecord:
+    """What ``damoc_calibrated.json`` holds: the job, the achieved numbers, per-layer statistics."""
+
+    job: dict[str, Any]
+    method: str
+    family: str
+    weights: dict[str, float]
+    tokens: dict[str, int]
+    sparsity: float
+    wall_s: float
+    peak_rss_mb: float
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    storage: str = ""
+
+
+def _check_method(method: str, family: str) -> None:
+    METHODS.entry(method)
+    if method_family(method) != family:
+        names = [e.name for e in METHODS.entries() if (e.family or "prune") == family]
+        raise DamocError(f"'{method}' is not a {family} method (use one of: {', '.join(names)})")
+
+
+def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) -> CompressionRecord:
+    """Run a job end to end; ``model``/``tok`` may be passed in (already loaded) to skip loading."""
+    family = "prune" if isinstance(job, PruneCalibratedJob) else "quantize"
+    spec = job.prune if isinstance(job, PruneCalibratedJob) else job.quant
+    _check_method(job.method, family)
+    check_output_dir(job.out, job.overwrite)
+    if model is None:
+        from damoc.model.arch import load_model
+
+        model, tok = load_model(job.model)
+    needs_data = getattr(METHODS.get(job.method), "needs_calibration", True)
+    calib = calibration_sequences(tok, job.calibration) if needs_data else {}
+    result: CompressionResult = compress_model(
+        model, calib, mixing_weights(job.calibration), job.method, spec, job.calibration.batch_size
+    )
+    storage = (
+        "dequantized weights in model.safetensors; bit-packed codes, scales, zeros, g_idx in damoc_quant.safetensors"
+        if family == "quantize"
+        else "pruned weights stored as exact zeros in dense safetensors"
+    )
+    record = CompressionRecord(
+        job=job.model_dump(mode="json"),
+        method=job.method,
+        family=family,
+        weights=result.weights,
+        tokens=result.tokens,
+        sparsity=result.sparsity,
+        wall_s=result.wall_s,
+        peak_rss_mb=peak_rss_mb(),
+        layers=[asdict(s) for s in result.layers],
+        storage=storage,
+    )
+    with atomic_output_dir(job.out, job.overwrite) as tmp:
+        save_checkpoint(model, tok, tmp, record, result.payloads or None)
+    return record
