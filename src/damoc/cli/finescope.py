@@ -1,0 +1,185 @@
+"""FineScope commands: `damoc curate`, `damoc prune structured`, `damoc distill`, `damoc finescope`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from damoc.cli.apps import app, prune_app
+from damoc.errors import DamocError
+
+
+def _split(csv: str) -> list[str]:
+    return [s.strip() for s in csv.split(",") if s.strip()]
+
+
+@app.command("curate")
+def curate_cmd(
+    pool: str = typer.Option(
+        None, "--pool", help="Pool of candidate rows (JSONL/CSV/JSON or a built-in task)."
+    ),
+    seeds: str = typer.Option(
+        None, "--seeds", help="A few in-domain seed rows (default: the first 10 are used)."
+    ),
+    model: str = typer.Option(None, "--model", "-m", help="Source model (HF dir or zoo name) for the SAE."),
+    top: int = typer.Option(200, "--top", help="M: how many pool rows to keep."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output .jsonl (the report goes to <stem>.report.json)."
+    ),
+    method: str = typer.Option("sae", "--method", help="Scoring method: sae, embed, tfidf, random."),
+    compare: str = typer.Option(
+        "embed,random", "--compare", help="Comma list of methods to compare against."
+    ),
+    layer: int = typer.Option(None, "--layer", help="Decoder layer feeding the SAE (default: middle)."),
+    expansion: int = typer.Option(16, "--expansion", help="SAE width = expansion x d_model."),
+    k: int = typer.Option(32, "--k", help="Active SAE latents per token (TopK)."),
+    sae_steps: int = typer.Option(400, "--sae-steps", help="SAE training steps."),
+    max_length: int = typer.Option(128, "--max-length", help="Tokens per row fed to the model."),
+    reduce: str = typer.Option("mean", "--reduce", help="Combine similarity over seeds: mean or max."),
+    domain_field: str = typer.Option(
+        "domain", "--domain-field", help="Pool column with a known domain (precision)."
+    ),
+    job: Path = typer.Option(None, "--job", help="A YAML 'curate' job instead of the options above."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+) -> None:
+    """Pick the M pool rows most like the seed rows (FineScope: TopK-SAE signatures), write them with scores."""
+    from damoc.config import load_job, parse_config
+    from damoc.curate.config import CurateJob
+    from damoc.curate.pipeline import report_path, run_curate
+
+    if job is not None:
+        cfg = load_job(job)
+        if not isinstance(cfg, CurateJob):
+            raise DamocError(f"{job}: a '{cfg.job}' job; damoc curate runs 'curate' jobs")
+    else:
+        if not pool or not seeds or out is None:
+            raise DamocError("--pool, --seeds and --out are required (or pass --job)")
+        data: dict[str, Any] = {
+            "job": "curate",
+            "pool": pool,
+            "seeds": seeds,
+            "model": model,
+            "top": top,
+            "out": str(out),
+            "method": method,
+            "compare": [c for c in _split(compare) if c != method],
+            "layer": layer,
+            "reduce": reduce,
+            "max_length": max_length,
+            "domain_field": domain_field,
+            "overwrite": overwrite,
+            "sae": {"expansion": expansion, "k": k, "steps": sae_steps},
+        }
+        cfg = parse_config(CurateJob, data, where="curate")
+    curated = run_curate(cfg)
+    rep = curated.report
+    typer.echo(f"kept {rep.top} of {rep.n_pool} rows -> {cfg.out} (report: {report_path(cfg.out)})")
+    for m in rep.methods:
+        p = "n/a" if m.precision is None else f"{m.precision:.3f}"
+        typer.echo(
+            f"  {m.method:8s} precision {p}  overlap with {rep.method} {m.overlap_with_primary:.2f}  {m.wall_s:.1f}s"
+        )
+    if rep.random_expected_precision is not None:
+        typer.echo(f"  domain '{rep.target_domain}' share of the pool: {rep.random_expected_precision:.3f}")
+
+
+@prune_app.command("structured")
+def prune_structured_cmd(
+    model: str = typer.Argument(..., help="Model to prune (HF dir or zoo name)."),
+    ratio: float = typer.Option(0.3, "--ratio", help="Fraction of all parameters to remove, in (0, 1)."),
+    data: str = typer.Option(
+        None, "--data", help="Calibration rows for Taylor importance (e.g. curated.jsonl)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output checkpoint directory."),
+    importance: str = typer.Option("taylor", "--importance", help="taylor, magnitude or random."),
+    attention_unit: str = typer.Option(
+        "query_heads", "--attention-unit", help="query_heads (same count per KV group) or kv_groups."
+    ),
+    samples: int = typer.Option(32, "--samples", help="Calibration rows used for the gradients."),
+    max_length: int = typer.Option(256, "--max-length", help="Tokens per calibration row."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+) -> None:
+    """LLM-Pruner-style structured pruning (heads + MLP channels, uniform per layer) to a loadable checkpoint."""
+    from damoc.config import parse_config
+    from damoc.model.structured.config import StructuredPruneConfig
+    from damoc.model.structured.run import prune_to_dir
+
+    if not 0.0 < ratio < 1.0:
+        raise DamocError(f"--ratio must be in (0, 1), got {ratio}")
+    cfg = parse_config(
+        StructuredPruneConfig,
+        {
+            "ratio": ratio,
+            "importance": importance,
+            "attention_unit": attention_unit,
+            "samples": samples,
+            "max_length": max_length,
+        },
+        where="prune structured",
+    )
+    rep = prune_to_dir(model, data, out, cfg, overwrite)
+    typer.echo(
+        f"{rep.params_before:,} -> {rep.params_after:,} parameters ({100 * rep.ratio_achieved:.1f}% removed); "
+        f"heads {rep.num_attention_heads[0]}->{rep.num_attention_heads[1]}, kv {rep.num_key_value_heads[0]}->"
+        f"{rep.num_key_value_heads[1]}, mlp {rep.intermediate_size[0]}->{rep.intermediate_size[1]} -> {out}"
+    )
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: str = typer.Option(..., "--teacher", help="The unpruned source model."),
+    student: str = typer.Option(..., "--student", help="The pruned model to train."),
+    data: str = typer.Option(
+        ..., "--data", help="Rows whose prompts the teacher answers (e.g. curated.jsonl)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output checkpoint directory."),
+    method: str = typer.Option("lora", "--method", help="lora or full."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the teacher answers."),
+    max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+    lr: float = typer.Option(2e-4, "--lr", help="Learning rate."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest teacher answer, in tokens."),
+    max_rows: int = typer.Option(None, "--max-rows", help="Use only the first N rows of --data."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+) -> None:
+    """Self-data distillation: the teacher answers the prompts greedily, the student is fine-tuned on them."""
+    from damoc.config import parse_config
+    from damoc.train.distill import DistillConfig, distill_to_dir
+
+    cfg = parse_config(
+        DistillConfig,
+        {
+            "generation": {"max_new_tokens": max_new_tokens},
+            "finetune": {"method": method, "epochs": epochs, "max_steps": max_steps, "lr": lr},
+        },
+        where="distill",
+    )
+    res = distill_to_dir(teacher, student, data, str(out), cfg, overwrite, max_rows)
+    typer.echo(
+        f"trained on {res.kept} teacher answers: {res.train.steps} steps, {res.train.tokens:,} tokens, "
+        f"final loss {res.train.losses[-1]:.3f} -> {out}"
+    )
+
+
+@app.command("finescope")
+def finescope_cmd(
+    job: Path = typer.Argument(..., help="A YAML 'finescope' job (see examples/finescope.yaml)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Run directory (overrides the job's 'out')."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty run directory."),
+) -> None:
+    """FineScope end to end: SAE curation -> structured pruning -> self-distillation, with domain scores."""
+    from damoc.config import load_job
+    from damoc.curate.config import FinescopeJob
+    from damoc.curate.recipe import render_markdown, run_finescope
+
+    cfg = load_job(job)
+    if not isinstance(cfg, FinescopeJob):
+        raise DamocError(f"{job}: a '{cfg.job}' job; damoc finescope runs 'finescope' jobs")
+    if out is not None:
+        cfg.out = str(out)
+    if overwrite:
+        cfg.overwrite = True
+    report = run_finescope(cfg)
+    typer.echo(render_markdown(report), nl=False)
+    typer.echo(f"-> {cfg.out}")

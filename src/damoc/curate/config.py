@@ -1,0 +1,75 @@
+"""Job configs: ``curate`` (SAE curation alone) and ``finescope`` (curate -> prune -> distill -> score)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.curate.train_sae import SAETrainConfig
+from damoc.model.structured.config import StructuredPruneConfig
+from damoc.train.distill import DistillConfig
+
+
+class CurationSettings(StrictModel):
+    """How to pick the top M pool rows that look like the seeds."""
+
+    method: str = "sae"  # registered in damoc.curate.curation.CURATORS
+    compare: list[str] = ["embed", "random"]  # also run these and report their precision
+    top: int = Field(200, ge=1)  # M: rows to keep
+    max_seeds: int = Field(10, ge=1)  # use at most this many seed rows (the first ones)
+    min_seeds: int = Field(3, ge=1)  # fewer seed rows than this is an error
+    layer: int | None = None  # decoder layer whose output feeds the SAE; None = the middle one
+    reduce: Literal["mean", "max"] = "mean"  # over seeds, of the cosine similarity
+    center: bool = True  # subtract the pool's mean signature before the cosine (all methods)
+    idf: bool = True  # weight SAE latents by inverse document frequency over the pool
+    max_length: int = Field(128, ge=4)  # tokens per row fed to the model
+    batch_size: int = Field(8, ge=1)
+    max_train_tokens: int = Field(100_000, ge=16)  # SAE training tokens (sampled from the pool)
+    sae: SAETrainConfig = SAETrainConfig()
+    domain_field: str = "domain"  # pool column holding a known domain label, for precision
+    target_domain: str | None = None  # default: the most common domain among the seeds
+    seed: int = 0
+
+
+@JOBS.register("curate")
+class CurateJob(CurationSettings, JobConfig):
+    """Curate a pool against seed rows; writes the top rows (with scores) and a report."""
+
+    job: Literal["curate"] = "curate"
+    pool: str
+    seeds: str
+    model: str | None = None  # needed by the sae method
+    out: str  # a .jsonl file; the report goes beside it as <stem>.report.json
+    overwrite: bool = False
+
+
+class ScoreSettings(StrictModel):
+    """How each stage's domain score is measured (teacher-forced answer bits per byte, label accuracy)."""
+
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(384, ge=8)
+    eval_rows: int = Field(100, ge=1)  # held-out domain rows scored per stage
+
+
+@JOBS.register("finescope")
+class FinescopeJob(JobConfig):
+    """FineScope end to end: curate the pool, prune on the curated rows, recover with self-distillation.
+
+    Stages scored on the ``eval`` rows: source, pruned, pruned + plain fine-tune on the curated rows'
+    gold answers, pruned + self-distillation on the same rows (same fine-tune settings).
+    """
+
+    job: Literal["finescope"] = "finescope"
+    model: str
+    pool: str
+    seeds: str
+    eval: str  # held-out domain rows (question/context/answer[/label]); never trained on
+    out: str  # run directory
+    overwrite: bool = False
+    curate: CurationSettings = CurationSettings()
+    prune: StructuredPruneConfig = StructuredPruneConfig()
+    distill: DistillConfig = DistillConfig()  # its finetune settings also drive the plain fine-tune
+    score: ScoreSettings = ScoreSettings()
+    save_models: bool = True  # write pruned/ and distilled/ checkpoints into the run directory
