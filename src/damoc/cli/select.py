@@ -1,0 +1,146 @@
+"""``damoc select``: rank candidate models for a task with cheap proxy fine-tunes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from damoc.cli.apps import app
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    if value is None:
+        return
+    *parents, last = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[last] = value
+
+
+@app.command("select")
+def select(
+    job: Path | None = typer.Argument(None, help="A YAML job file (job: select); flags override its values."),
+    task: str | None = typer.Option(
+        None, "--task", "-t", help="Task file/directory or built-in name (pubmedqa, finance)."
+    ),
+    candidate: list[str] | None = typer.Option(
+        None, "--candidate", "-c", help="A candidate: zoo name or HF model directory (repeat the flag)."
+    ),
+    metric: str | None = typer.Option(None, "--metric", "-m", help="Metric to rank by (--list-metrics)."),
+    run_dir: str | None = typer.Option(
+        None, "--run-dir", "-o", help="Run directory (artifacts, records, report)."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue a run: skip units that already have a record."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Delete a non-empty run directory first."),
+    validate: bool | None = typer.Option(
+        None, "--validate/--no-validate", help="Also fully fine-tune each candidate for the true ranking."
+    ),
+    baselines: bool | None = typer.Option(
+        None, "--baselines/--no-baselines", help="Zero-/few-shot baselines."
+    ),
+    dev_rows: int | None = typer.Option(
+        None, "--dev-rows", help="Dev rows to score (the task must have them)."
+    ),
+    dev_size: float | None = typer.Option(
+        None, "--dev-size", help="Held-out dev rows (count, or fraction < 1)."
+    ),
+    max_rows: int | None = typer.Option(None, "--max-rows", help="Bound the task to this many rows."),
+    filter_method: str | None = typer.Option(None, "--filter", help="Data filter method, or 'none'."),
+    budget: float | None = typer.Option(None, "--budget", help="Filter budget: fraction < 1 or a row count."),
+    compress_rate: float | None = typer.Option(
+        None, "--compress-rate", help="Token compression rate (kept/original)."
+    ),
+    no_compress: bool = typer.Option(False, "--no-compress", help="Skip token compression."),
+    layer_fraction: float | None = typer.Option(
+        None, "--layer-fraction", help="Fraction of layers to remove."
+    ),
+    merge: str | None = typer.Option(None, "--merge", help="Merge method for removed layers."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Proxy fine-tune steps (cap)."),
+    token_budget: int | None = typer.Option(None, "--token-budget", help="Proxy fine-tune token budget."),
+    few_shot_k: int | None = typer.Option(None, "--few-shot-k", help="Shots for the few-shot baseline."),
+    cache_dir: str | None = typer.Option(None, "--cache-dir", help="Ground-truth cache directory."),
+    backend: str | None = typer.Option(None, "--backend", help="local or ray."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (backend ray)."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Candidates run at once."),
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    question_field: str | None = typer.Option(None, "--question-field", help="Column holding the question."),
+    answer_field: str | None = typer.Option(None, "--answer-field", help="Column holding the answer."),
+    context_field: str | None = typer.Option(None, "--context-field", help="Column holding the context."),
+    label_field: str | None = typer.Option(None, "--label-field", help="Column holding the label."),
+    list_metrics: bool = typer.Option(False, "--list-metrics", help="List the metrics and exit."),
+) -> None:
+    """Rank candidate models for a task: compress the data and each candidate, run the same cheap proxy
+    fine-tune on each (one subprocess per candidate), score on the dev split, and print the leaderboard.
+
+    With --validate, every uncompressed candidate is also fully fine-tuned (bounded, cached) to measure how
+    well the proxy and the zero-/few-shot baselines rank: Spearman, Kendall, top-1 hit/regret, cost ratio.
+    """
+    from damoc.config import parse_config, read_yaml
+
+    if list_metrics:
+        from damoc.evaluate.metrics import METRICS
+
+        for e in METRICS.entries():
+            typer.echo(f"{e.name:12s} {e.family:10s} {e.help}")
+        return
+    data: dict[str, Any] = read_yaml(job) if job else {"job": "select"}
+    where = str(job) if job else "select"
+    if data.get("job", "select") != "select":
+        from damoc.errors import DamocError
+
+        raise DamocError(f"{job}: this is a '{data.get('job')}' job, not a 'select' job")
+    if task:
+        data["task"] = {**(data.get("task") or {}), "path": task}
+    if candidate:
+        data["candidates"] = list(candidate)
+    data.setdefault("candidates", [])
+    data.setdefault("task", {})
+    if "path" not in data["task"]:
+        from damoc.errors import DamocError
+
+        raise DamocError("no task: pass --task FILE (or a built-in name) or set task.path in the job file")
+    if dev_size is not None:
+        _set(data, "task.dev_size", int(dev_size) if dev_size >= 1 else dev_size)
+    if no_compress:
+        data.setdefault("data", {})["compress_rate"] = None
+    if budget is not None:
+        _set(data, "data.budget", int(budget) if budget >= 1 else budget)
+    for key, value in {
+        "eval.metric": metric,
+        "run.run_dir": run_dir,
+        "validate.enabled": validate,
+        "baselines": baselines,
+        "eval.dev_rows": dev_rows,
+        "task.max_rows": max_rows,
+        "data.filter": filter_method,
+        "data.compress_rate": compress_rate,
+        "model.layer_fraction": layer_fraction,
+        "model.merge": merge,
+        "proxy.max_steps": max_steps,
+        "proxy.token_budget": token_budget,
+        "eval.few_shot_k": few_shot_k,
+        "validate.cache_dir": cache_dir,
+        "run.backend": backend,
+        "run.address": address,
+        "run.jobs": jobs,
+        "run.device": device,
+        "task.fields.question": question_field,
+        "task.fields.answer": answer_field,
+        "task.fields.context": context_field,
+        "task.fields.label": label_field,
+    }.items():
+        _set(data, key, value)
+
+    from damoc.select.config import SelectConfig
+    from damoc.select.pipeline import run_select
+    from damoc.select.report import render_table
+
+    cfg = parse_config(SelectConfig, data, where=where)
+    board = run_select(cfg, resume=resume, overwrite=overwrite)
+    typer.echo(render_table(board))
+    typer.echo(f"\nreport: {Path(board.run_dir) / 'report.md'}")

@@ -1,0 +1,215 @@
+"""Score a model on a task's dev examples with a registered metric, zero-shot or few-shot.
+
+- likelihood metrics: batched teacher-forced answer NLL (``answer_scores``), pooled over examples;
+- label accuracy: the label with the highest likelihood after the prompt;
+- generation metrics: batched greedy decoding (left-padded), cut at the first new line, then EM/F1/ROUGE-L.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from damoc.config import StrictModel
+from damoc.errors import DamocError
+from damoc.evaluate.likelihood import answer_scores, encode_pair
+from damoc.evaluate.metrics import Metric, accuracy, get_metric, text_metric
+from damoc.io.tasks import Example
+from damoc.logging_utils import progress
+
+
+class EvalConfig(StrictModel):
+    """How candidates are scored on the dev split (the same for every candidate and method)."""
+
+    metric: str = "answer_bpb"
+    batch_size: int = 8
+    max_length: int = 256  # prompt + answer tokens; the prompt is cut from the left
+    max_new_tokens: int = 32  # generation metrics
+    stop_at_newline: bool = True  # generation metrics: the answer ends at the first new line
+    shot_context_chars: int = 300  # few-shot: each shot's context is cut to this many characters
+    few_shot_max_length: int = 768  # few-shot prompts are longer
+    alias_field: str | None = None  # meta field holding extra accepted answers (a list), e.g. answer_spans
+
+
+@dataclass
+class TaskScore:
+    """A model's score on a set of examples."""
+
+    metric: str
+    value: float
+    higher_is_better: bool
+    n_examples: int
+    tokens: int  # tokens run through the model
+    wall_s: float
+    per_example: list[float] = field(default_factory=list)
+    predictions: list[str] | None = None
+
+
+def target(example: Example, metric: Metric) -> str:
+    """What the model should produce for ``example``: its label for label metrics, else its answer."""
+    if metric.needs_labels:
+        if example.label is None:
+            raise DamocError(f"example '{example.id}' has no label, which metric '{metric.name}' needs")
+        return example.label
+    return example.answer
+
+
+def check_metric_fits(metric_name: str, examples: Sequence[Example]) -> Metric:
+    """The metric, or a one-line error when the task cannot be scored with it."""
+    metric = get_metric(metric_name)
+    if metric.needs_labels:
+        missing = sum(1 for e in examples if e.label is None)
+        if missing:
+            raise DamocError(
+                f"metric '{metric.name}' needs a label on every example but {missing} of {len(examples)} "
+                f"have none (map the label column with task.fields.label, or pick another metric)"
+            )
+        if len({e.label for e in examples}) < 2 and len(examples) > 1:
+            raise DamocError(f"metric '{metric.name}' needs at least two distinct labels in the task")
+    return metric
+
+
+def shot_text(example: Example, metric: Metric, context_chars: int) -> str:
+    ctx = example.context
+    if len(ctx) > context_chars:
+        ctx = ctx[:context_chars].rsplit(" ", 1)[0] + " ..."
+    shot = Example(id=example.id, question=example.question, answer=example.answer, context=ctx)
+    return f"{shot.prompt()} {target(example, metric)}"
+
+
+def build_prompts(
+    examples: Sequence[Example], metric: Metric, shots: Sequence[Example] = (), context_chars: int = 300
+) -> list[str]:
+    """Prompts for ``examples``; with ``shots``, each prompt starts with the solved shots."""
+    prefix = "".join(shot_text(s, metric, context_chars) + "\n\n" for s in shots)
+    return [prefix + e.prompt() for e in examples]
+
+
+def _pair_tokens(tok, prompts: Sequence[str], answers: Sequence[str], max_length: int) -> int:
+    return sum(len(encode_pair(tok, p, a, max_length)[0]) for p, a in zip(prompts, answers, strict=True))
+
+
+def _likelihood(model, tok, prompts, answers, metric: Metric, cfg: EvalConfig, max_length: int):
+    scores = answer_scores(model, tok, prompts, answers, cfg.batch_size, max_length, desc=metric.name)
+    nll = sum(s.nll for s in scores)
+    if metric.name == "answer_bpb":
+        value = nll / math.log(2) / max(1, sum(s.n_bytes for s in scores))
+        per = [s.bits_per_byte for s in scores]
+    else:
+        per_tok = nll / max(1, sum(s.n_tokens for s in scores))
+        value = math.exp(per_tok) if metric.name == "perplexity" else per_tok
+        per = [s.nll_per_token for s in scores]
+    return value, per, None, _pair_tokens(tok, prompts, answers, max_length)
+
+
+def _labels(model, tok, prompts, golds, labels: Sequence[str], cfg: EvalConfig, max_length: int):
+    """Pick, per prompt, the label with the lowest summed NLL."""
+    flat_p = [p for p in prompts for _ in labels]
+    flat_a = [lab for _ in prompts for lab in labels]
+    scores = answer_scores(model, tok, flat_p, flat_a, cfg.batch_size, max_length, desc="labels")
+    preds = []
+    for i in range(len(prompts)):
+        row = scores[i * len(labels) : (i + 1) * len(labels)]
+        preds.append(labels[min(range(len(labels)), key=lambda j: row[j].nll)])
+    per = accuracy(preds, golds)
+    return sum(per) / len(per), per, preds, _pair_tokens(tok, flat_p, flat_a, max_length)
+
+
+@torch.no_grad()
+def generate_greedy(
+    model,
+    tok,
+    prompts: Sequence[str],
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    max_length: int = 256,
+    stop_at_newline: bool = True,
+) -> tuple[list[str], int]:
+    """Greedy continuations of ``prompts`` (batched, left-padded); returns (texts, tokens processed)."""
+    room = max(1, max_length - max_new_tokens)
+    enc = [tok(p, add_special_tokens=True)["input_ids"][-room:] for p in prompts]
+    order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    dev = next(model.parameters()).device
+    out: list[str] = [""] * len(enc)
+    tokens = 0
+    for b in progress(range(0, len(order), batch_size), desc="generating", unit="batch"):
+        idx = order[b : b + batch_size]
+        width = max(len(enc[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for j, i in enumerate(idx):
+            ids[j, width - len(enc[i]) :] = torch.tensor(enc[i])
+            mask[j, width - len(enc[i]) :] = 1
+        gen = model.generate(
+            input_ids=ids.to(dev),
+            attention_mask=mask.to(dev),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tok.eos_token_id,
+        )
+        new = gen[:, width:].cpu()
+        tokens += int(mask.sum()) + int((new != pad).sum())
+        for j, i in enumerate(idx):
+            text = tok.decode(new[j], skip_special_tokens=True)
+            if stop_at_newline:
+                text = text.strip().split("\n", 1)[0]
+            out[i] = text.strip()
+    return out, tokens
+
+
+def _golds(example: Example, alias_field: str | None) -> list[str]:
+    golds = [example.answer]
+    extra = example.meta.get(alias_field) if alias_field else None
+    if isinstance(extra, list):
+        golds += [str(x) for x in extra if str(x).strip()]
+    return golds
+
+
+def score_examples(
+    model,
+    tok,
+    examples: Sequence[Example],
+    cfg: EvalConfig | None = None,
+    shots: Sequence[Example] = (),
+    labels: Sequence[str] | None = None,
+) -> TaskScore:
+    """Score ``model`` on ``examples`` with ``cfg.metric`` (few-shot when ``shots`` are given)."""
+    cfg = cfg or EvalConfig()
+    if not examples:
+        raise DamocError("no examples to score")
+    metric = check_metric_fits(cfg.metric, examples)
+    max_length = cfg.few_shot_max_length if shots else cfg.max_length
+    prompts = build_prompts(examples, metric, shots, cfg.shot_context_chars)
+    t0 = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    if metric.kind == "likelihood":
+        answers = [target(e, metric) for e in examples]
+        value, per, preds, tokens = _likelihood(model, tok, prompts, answers, metric, cfg, max_length)
+    elif metric.kind == "label":
+        golds = [target(e, metric) for e in examples]
+        labs = sorted(set(labels) if labels else set(golds))
+        value, per, preds, tokens = _labels(model, tok, prompts, golds, labs, cfg, max_length)
+    else:
+        preds, tokens = generate_greedy(
+            model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, max_length, cfg.stop_at_newline
+        )
+        per = text_metric(metric.name, preds, [_golds(e, cfg.alias_field) for e in examples])
+        value = sum(per) / len(per)
+    model.train(was_training)
+    return TaskScore(
+        metric=metric.name,
+        value=float(value),
+        higher_is_better=metric.higher_is_better,
+        n_examples=len(examples),
+        tokens=int(tokens),
+        wall_s=time.perf_counter() - t0,
+        per_example=[float(x) for x in per],
+        predictions=preds,
+    )

@@ -1,0 +1,173 @@
+"""The ``select`` job: a task, candidates, a metric, and how cheap the proxy should be.
+
+Every number the pipeline uses is a field here with its default; a YAML job file or CLI flags fill it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.evaluate.scoring import EvalConfig
+from damoc.io.tasks import FieldMap
+from damoc.train.finetune import FinetuneConfig
+
+
+class TaskSettings(StrictModel):
+    """The task: a file/directory or a built-in name (``pubmedqa``, ``finance``)."""
+
+    path: str
+    fields: FieldMap = Field(default_factory=FieldMap)
+    dev_path: str | None = None  # a separate dev file; otherwise ``dev_size`` rows are held out
+    dev_size: int | float = 0.2  # held-out dev rows (a count, or a fraction < 1)
+    max_rows: int | None = None  # bound the task (train + held-out dev) to this many rows
+    seed: int = 0
+
+
+class DataSettings(StrictModel):
+    """Data-level compression, applied once to the training split and shared by all candidates."""
+
+    filter: str | None = "random"  # a registered filter method (damoc filter --list), or null for none
+    budget: int | float = 0.1  # fraction (< 1) or number of training rows kept by the filter
+    filter_options: dict[str, Any] = Field(default_factory=dict)
+    compress_rate: float | None = 0.5  # kept/original tokens; null = no token compression
+    compress_options: dict[str, Any] = Field(default_factory=dict)  # other CompressConfig fields
+    rewrite: bool = False  # iterative rewriting (slow on CPU)
+    rewrite_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, v):
+        if v <= 0:
+            raise ValueError("budget must be > 0 (a fraction < 1 or a row count)")
+        return v
+
+    @field_validator("compress_rate")
+    @classmethod
+    def _rate(cls, v):
+        if v is not None and not 0 < v <= 1:
+            raise ValueError("compress_rate must be in (0, 1] or null")
+        return v
+
+
+class ModelSettings(StrictModel):
+    """Model-level compression, per candidate: remove low-importance layers and merge them."""
+
+    layer_fraction: float = 0.25  # fraction of decoder layers removed (0 = keep all)
+    merge: str | None = None  # merge method for removed layers; null = the layer-pruning default
+    calibration_rows: int = 16  # training texts used to score layer importance
+    calibration_max_length: int = 256
+    prune_options: dict[str, Any] = Field(default_factory=dict)  # other LayerPruneConfig fields
+
+    @field_validator("layer_fraction")
+    @classmethod
+    def _frac(cls, v):
+        if not 0 <= v < 1:
+            raise ValueError("layer_fraction must be in [0, 1)")
+        return v
+
+
+class SelectEval(EvalConfig):
+    """Dev-split scoring (same for the proxy, the baselines and the ground truth)."""
+
+    dev_rows: int | None = 64  # dev rows scored; the task must hold at least this many
+    few_shot_k: int = 2  # shots (from the training split) for the few-shot baseline
+    train_target: Literal["auto", "answer", "label"] = "auto"  # auto: the label for label metrics
+
+
+class ValidateSettings(StrictModel):
+    """Ground truth: full fine-tune of every uncompressed candidate on the (bounded) training split."""
+
+    enabled: bool = False
+    train_rows: int | None = None  # bound the ground-truth training rows (null: the whole training split)
+    finetune: FinetuneConfig = Field(
+        default_factory=lambda: FinetuneConfig(method="full", lr=2e-5, epochs=1.0, max_length=256)
+    )
+    cache_dir: str = "~/.cache/damoc/groundtruth"
+
+
+class RunSettings(StrictModel):
+    """Where and how the work runs."""
+
+    run_dir: str = "runs/select"
+    backend: Literal["local", "ray"] = "local"
+    jobs: int = 1  # candidates run at once
+    address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
+    cpus_per_candidate: float = 1.0
+    gpus_per_candidate: float = 0.0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None  # torch threads per worker; null = the torch default
+    timeout_s: float | None = None  # per candidate process
+
+    @field_validator("jobs")
+    @classmethod
+    def _jobs(cls, v):
+        if v < 1:
+            raise ValueError("jobs must be >= 1")
+        return v
+
+
+@JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
+class SelectConfig(JobConfig):
+    """A selection run (``damoc select``)."""
+
+    job: Literal["select"] = "select"
+    task: TaskSettings
+    candidates: list[str]
+    data: DataSettings = Field(default_factory=DataSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    proxy: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(method="lora", epochs=1.0))
+    eval: SelectEval = Field(default_factory=SelectEval)
+    baselines: bool = True  # zero-shot and few-shot scores of the uncompressed candidates
+    validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    run: RunSettings = Field(default_factory=RunSettings)
+    seed: int = 0
+
+    model_config = {**JobConfig.model_config, "populate_by_name": True}
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, v: list[str]):
+        if not v:
+            raise ValueError("give at least one candidate (a zoo name or a model directory)")
+        seen: set[str] = set()
+        for c in v:
+            key = candidate_key(c)
+            if key in seen:
+                raise ValueError(f"candidate '{c}' is listed twice")
+            seen.add(key)
+        return v
+
+    @model_validator(mode="after")
+    def _metric(self):
+        from damoc.evaluate.metrics import METRICS
+
+        if self.eval.metric not in METRICS:
+            METRICS.get(self.eval.metric)  # raises the helpful unknown-name error
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def candidate_key(name: str) -> str:
+    """Two spellings of the same candidate (``./m`` and ``m/``) map to the same key."""
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.exists() else name.strip().lower()
+
+
+def candidate_slug(name: str) -> str:
+    """A file-name-safe id for a candidate, unique within a run."""
+    base = Path(name.rstrip("/")).name or name
+    safe = "".join(ch if ch.isalnum() or ch in "-._" else "_" for ch in base)[:48]
+    return f"{safe}-{hashlib.sha1(candidate_key(name).encode()).hexdigest()[:6]}"
+
+
+def config_hash(obj: Any) -> str:
+    data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,452 @@
+"""``damoc select`` top to bottom: check → data stages → work units per candidate → leaderboard.
+
+Run directory::
+
+    config.yaml               the config used
+    data/                     train/dev splits, filtered/compressed subsets, shots, data.json
+    candidates/<slug>/        <method>.json records, <method>.log, <method>.spec.json
+    leaderboard.json          typed Leaderboard (records, ranking agreement, cost)
+    report.md, leaderboard.png
+
+Records are the unit of resume: ``resume=True`` reruns only the units without a successful record.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from damoc.errors import DamocError
+from damoc.evaluate.scoring import check_metric_fits
+from damoc.io.files import _to_jsonable, atomic_output_dir, read_json, write_jsonl_atomic, write_text_atomic
+from damoc.io.tasks import Example, Task, load_task
+from damoc.select.cache import GroundTruthCache, ground_truth_key
+from damoc.select.config import SelectConfig, candidate_slug, config_hash
+from damoc.select.records import DataRecord, Method, UnitRecord
+from damoc.select.worker import CandidateJob, UnitSpec, read_examples
+
+LOG = logging.getLogger(__name__)
+
+# Config sections that must match when a run is resumed (the rest only says how/where to run).
+RESUME_KEYS = ("task", "data", "model", "proxy", "eval", "seed")
+
+
+@dataclass
+class DataStage:
+    record: DataRecord
+    train: Path  # the whole (bounded) training split
+    dev: Path
+    proxy_train: Path  # filtered (+ compressed, + rewritten)
+    calibration: Path  # filtered, uncompressed: texts for layer importance
+    shots: Path
+
+
+# --- checks (before anything is written) ---------------------------------------------------------
+
+
+def zoo_names() -> list[str] | None:
+    """Names of the offline zoo, or None when the zoo cannot list them."""
+    try:
+        from damoc.zoo import registry as zoo
+    except ImportError:
+        return None
+    for attr in ("zoo_names", "names", "list_models"):
+        fn = getattr(zoo, attr, None)
+        if callable(fn):
+            try:
+                return [str(n).lower() for n in fn()]
+            except Exception:  # pragma: no cover - a zoo without a listing
+                return None
+    for attr in ("ZOO", "MODELS", "ZOO_MODELS"):
+        reg = getattr(zoo, attr, None)
+        if hasattr(reg, "names"):
+            return [n.lower() for n in reg.names()]
+        if isinstance(reg, dict):
+            return [str(n).lower() for n in reg]
+    return None
+
+
+def check_candidates(candidates: list[str]) -> None:
+    """Each candidate is an existing path or a zoo name (a broken directory fails later, in its worker)."""
+    known = zoo_names()
+    for c in candidates:
+        if Path(c).expanduser().exists():
+            continue
+        looks_like_path = "/" in c or c.startswith(".") or c.startswith("~")
+        if looks_like_path or (known is not None and c.lower() not in known):
+            zoo = f"; zoo models: {', '.join(sorted(known))}" if known else ""
+            raise DamocError(f"unknown candidate '{c}': not a model directory nor a zoo model{zoo}")
+
+
+def load_checked_task(cfg: SelectConfig) -> tuple[Task, list[Example]]:
+    """The task and the dev rows to score, with one-line errors for what cannot work."""
+    t = cfg.task
+    task = load_task(t.path, t.fields, t.dev_size, t.seed, t.max_rows, t.dev_path)
+    need = cfg.eval.dev_rows
+    if need is not None and len(task.dev) < need:
+        raise DamocError(
+            f"the task has {len(task.dev)} dev rows but eval.dev_rows is {need} "
+            f"(raise task.dev_size or lower eval.dev_rows)"
+        )
+    dev = task.dev[:need] if need is not None else task.dev
+    if len(dev) < 2:
+        raise DamocError(f"need at least 2 dev rows to score candidates, the task has {len(dev)}")
+    check_metric_fits(cfg.eval.metric, dev)
+    if train_target(cfg) == "label":
+        check_metric_fits(cfg.eval.metric, task.train)
+    if cfg.baselines and cfg.eval.few_shot_k > len(task.train):
+        raise DamocError(f"few-shot k={cfg.eval.few_shot_k} is more than the {len(task.train)} training rows")
+    return task, dev
+
+
+def train_target(cfg: SelectConfig) -> str:
+    from damoc.evaluate.metrics import get_metric
+
+    if cfg.eval.train_target != "auto":
+        return cfg.eval.train_target
+    return "label" if get_metric(cfg.eval.metric).needs_labels else "answer"
+
+
+# --- run directory ---------------------------------------------------------------------------------
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{where}.{k}" if where else str(k))
+            if d:
+                return d
+        return None
+    return None if a == b else where
+
+
+def open_run_dir(cfg: SelectConfig, resume: bool, overwrite: bool) -> Path:
+    run = Path(cfg.run.run_dir).expanduser()
+    if run.exists() and not run.is_dir():
+        raise DamocError(f"run directory {run} exists and is not a directory")
+    saved = run / "config.yaml"
+    if run.is_dir() and any(run.iterdir()):
+        if overwrite:
+            shutil.rmtree(run)
+        elif not resume:
+            raise DamocError(
+                f"run directory {run} is not empty (pass --resume to continue it, or --overwrite)"
+            )
+        elif saved.is_file():
+            old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+            new = cfg.dump()
+            for key in RESUME_KEYS:
+                diff = _first_difference(old.get(key), new.get(key), key)
+                if diff:
+                    raise DamocError(
+                        f"cannot resume {run}: '{diff}' differs from the run's config.yaml (use a new run dir)"
+                    )
+            if (old.get("validate") or {}).get("finetune") != new["validate"]["finetune"]:
+                LOG.warning("validate.finetune changed: full fine-tune records will be redone")
+    run.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(saved, yaml.safe_dump(cfg.dump(), sort_keys=False))
+    return run
+
+
+# --- data stages -----------------------------------------------------------------------------------
+
+
+def _jsonable(obj: Any) -> Any:
+    if obj is None or isinstance(obj, (str, int, float, bool, list, dict)):
+        return obj
+    try:
+        return _to_jsonable(obj)
+    except TypeError:
+        return str(obj)
+
+
+def _field(obj: Any, *names: str) -> Any:
+    for n in names:
+        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _write_examples(path: Path, examples: list[Example]) -> Path:
+    return write_jsonl_atomic(path, [e.to_row() for e in examples])
+
+
+def run_filter_stage(cfg: SelectConfig, train: list[Example], rec: DataRecord) -> list[Example]:
+    d = cfg.data
+    if d.filter is None or d.filter == "none":
+        return list(train)
+    from damoc.data.filters import run_filter
+
+    t0 = time.perf_counter()
+    sel = run_filter(d.filter, train, d.budget, seed=cfg.seed, **d.filter_options)
+    rec.stage_s["filter"] = time.perf_counter() - t0
+    picked = [train[i] for i in sel.indices]
+    if not picked:
+        raise DamocError(f"filter '{d.filter}' with budget {d.budget} kept no training rows")
+    return picked
+
+
+def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataRecord) -> list[Example]:
+    d = cfg.data
+    if d.compress_rate is None or d.compress_rate >= 1:
+        return examples
+    from damoc.config import parse_config
+    from damoc.data.compress import CompressConfig, compress_examples
+
+    ccfg = parse_config(
+        CompressConfig, {**d.compress_options, "rate": d.compress_rate}, where="data.compress"
+    )
+    t0 = time.perf_counter()
+    result = compress_examples(examples, ccfg)
+    rec.stage_s["compress"] = time.perf_counter() - t0
+    summary = result.summary
+    rec.summaries["compress"] = _jsonable(summary)
+    rec.achieved_rate = _field(summary, "achieved_rate", "rate", "mean_rate")
+    rec.tokens_before = _field(summary, "tokens_before", "original_tokens", "n_tokens_before")
+    rec.tokens_after = _field(summary, "tokens_after", "compressed_tokens", "n_tokens_after")
+    rec.prep_tokens += int(rec.tokens_before or 0)
+    return list(result.examples)
+
+
+def run_rewrite_stage(cfg: SelectConfig, originals: list[Example], examples: list[Example], rec: DataRecord):
+    if not cfg.data.rewrite:
+        return examples
+    from damoc.data.compress import rewrite as rw
+
+    t0 = time.perf_counter()
+    fn = getattr(rw, "rewrite_examples", None)
+    if fn is None:
+        raise DamocError("this damoc has no rewriting stage (damoc.data.compress.rewrite.rewrite_examples)")
+    result = fn(examples, originals=originals, **cfg.data.rewrite_options)
+    rec.stage_s["rewrite"] = time.perf_counter() - t0
+    rec.summaries["rewrite"] = _jsonable(_field(result, "summary"))
+    return list(_field(result, "examples") or result)
+
+
+def prepare_data(cfg: SelectConfig, task: Task, dev: list[Example], run: Path, resume: bool) -> DataStage:
+    """Filter → compress → rewrite once, for every candidate; reused on resume when the settings match."""
+    root = run / "data"
+    stage = DataStage(
+        record=None,  # type: ignore[arg-type]
+        train=root / "train.jsonl",
+        dev=root / "dev.jsonl",
+        proxy_train=root / "proxy_train.jsonl",
+        calibration=root / "calibration.jsonl",
+        shots=root / "shots.jsonl",
+    )
+    key = config_hash(
+        {
+            "task": task.fingerprint(),
+            "data": cfg.data.model_dump(mode="json"),
+            "seed": cfg.seed,
+            "dev": len(dev),
+        }
+    )
+    if resume and (root / "data.json").is_file():
+        rec = DataRecord.load(root / "data.json")
+        if rec.config_hash == key:
+            LOG.info("data stages: reusing %s", root)
+            stage.record = rec
+            return stage
+    rec = DataRecord(
+        task=task.name,
+        fingerprint=task.fingerprint(),
+        n_train=len(task.train),
+        n_dev=len(dev),
+        n_proxy_train=0,
+        filter=cfg.data.filter,
+        budget=cfg.data.budget if cfg.data.filter else None,
+        compress_rate=cfg.data.compress_rate,
+        rewrite=cfg.data.rewrite,
+        config_hash=key,
+    )
+    filtered = run_filter_stage(cfg, task.train, rec)
+    compressed = run_compress_stage(cfg, filtered, rec)
+    proxy_train = run_rewrite_stage(cfg, filtered, compressed, rec)
+    rec.n_proxy_train = len(proxy_train)
+    rng = random.Random(cfg.seed)
+    shots = rng.sample(task.train, min(cfg.eval.few_shot_k, len(task.train)))
+    with atomic_output_dir(root, overwrite=True) as tmp:
+        _write_examples(tmp / stage.train.name, task.train)
+        _write_examples(tmp / stage.dev.name, dev)
+        _write_examples(tmp / stage.proxy_train.name, proxy_train)
+        _write_examples(tmp / stage.calibration.name, filtered)
+        _write_examples(tmp / stage.shots.name, shots)
+        rec.save(tmp / "data.json")
+    LOG.info("data stages: %d training rows -> %d proxy rows", len(task.train), len(proxy_train))
+    stage.record = rec
+    return stage
+
+
+# --- work units ------------------------------------------------------------------------------------
+
+
+def candidate_dir(run: Path, slug: str) -> Path:
+    return run / "candidates" / slug
+
+
+def plan_units(cfg: SelectConfig, task: Task, stage: DataStage, run: Path) -> list[UnitSpec]:
+    """Every (candidate, method) unit of the run, proxies first, full fine-tunes last."""
+    methods: list[Method] = ["proxy"]
+    if cfg.baselines:
+        methods += ["zero_shot", "few_shot"] if cfg.eval.few_shot_k > 0 else ["zero_shot"]
+    if cfg.validate_.enabled:
+        methods.append("full")
+    target = train_target(cfg)
+    labels = task.labels() or None
+    units = []
+    for method in methods:
+        for cand in cfg.candidates:
+            slug = candidate_slug(cand)
+            spec = UnitSpec(
+                candidate=cand,
+                slug=slug,
+                method=method,
+                record_path=str(candidate_dir(run, slug) / f"{method}.json"),
+                dev_path=str(stage.dev),
+                labels=labels,
+                eval=cfg.eval,
+                train_target=target,  # type: ignore[arg-type]
+                device=cfg.run.device,
+                threads=cfg.run.threads,
+                seed=cfg.seed,
+            )
+            if method == "proxy":
+                spec = spec.model_copy(
+                    update={
+                        "train_path": str(stage.proxy_train),
+                        "calib_path": str(stage.calibration),
+                        "finetune": cfg.proxy,
+                        "model": cfg.model,
+                    }
+                )
+            elif method == "few_shot":
+                spec = spec.model_copy(update={"shots_path": str(stage.shots)})
+            elif method == "full":
+                spec = spec.model_copy(
+                    update={"train_path": str(stage.train), "finetune": cfg.validate_.finetune}
+                )
+            units.append(spec)
+    return units
+
+
+def _done(spec: UnitSpec) -> UnitRecord | None:
+    p = Path(spec.record_path)
+    if not p.is_file():
+        return None
+    try:
+        rec = UnitRecord.load(p)
+    except ValueError:
+        return None
+    return rec if rec.status == "ok" and rec.cache_key == spec.cache_key else None
+
+
+def make_backend(cfg: SelectConfig):
+    from damoc.select.backends.base import BACKENDS
+
+    if cfg.run.backend == "ray":
+        import damoc.select.backends.ray_backend  # noqa: F401 - registers "ray"
+
+        return BACKENDS.get("ray")(
+            address=cfg.run.address,
+            jobs=cfg.run.jobs,
+            cpus_per_candidate=cfg.run.cpus_per_candidate,
+            gpus_per_candidate=cfg.run.gpus_per_candidate,
+            timeout_s=cfg.run.timeout_s,
+        )
+    import damoc.select.backends.local  # noqa: F401 - registers "local"
+
+    return BACKENDS.get("local")(jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s)
+
+
+def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage) -> None:
+    """Full fine-tune units get their ground-truth cache key (task data, candidate, fine-tune, eval)."""
+    if not cfg.validate_.enabled:
+        return
+    train, dev = read_examples(stage.train), read_examples(stage.dev)
+    for i, u in enumerate(units):
+        if u.method == "full":
+            key = ground_truth_key(
+                train,
+                dev,
+                u.candidate,
+                cfg.validate_.finetune.model_dump(mode="json"),
+                cfg.eval.model_dump(mode="json"),
+                u.train_target,
+            )
+            units[i] = u.model_copy(update={"cache_key": key})
+
+
+def group_jobs(cfg: SelectConfig, units: list[UnitSpec], run: Path) -> list[CandidateJob]:
+    """One job (one worker process) per candidate, its units in plan order; stale records removed."""
+    jobs: dict[str, CandidateJob] = {}
+    for u in units:
+        Path(u.record_path).unlink(missing_ok=True)
+        if u.candidate not in jobs:
+            d = candidate_dir(run, u.slug)
+            jobs[u.candidate] = CandidateJob(
+                candidate=u.candidate,
+                slug=u.slug,
+                job_path=str(d / "job.json"),
+                log_path=str(d / "worker.log"),
+                units=[],
+                timeout_s=cfg.run.timeout_s,
+            )
+        jobs[u.candidate].units.append(u)
+    order = {c: i for i, c in enumerate(cfg.candidates)}
+    return sorted(jobs.values(), key=lambda j: order[j.candidate])
+
+
+def run_select(cfg: SelectConfig, resume: bool = False, overwrite: bool = False):
+    """Run (or resume) a selection and return its :class:`~damoc.select.records.Leaderboard`."""
+    from damoc.select.report import build_leaderboard, write_reports
+
+    check_candidates(cfg.candidates)
+    task, dev = load_checked_task(cfg)
+    if cfg.run.backend == "ray":
+        from damoc.errors import require
+
+        require("ray", "ray")
+    run = open_run_dir(cfg, resume, overwrite)
+    stage = prepare_data(cfg, task, dev, run, resume)
+    units = plan_units(cfg, task, stage, run)
+    attach_cache_keys(cfg, units, stage)
+    cache = GroundTruthCache(cfg.validate_.cache_dir)
+    todo = []
+    for u in units:
+        if resume and _done(u) is not None:
+            LOG.info("resume: %s / %s already done", u.candidate, u.method)
+            continue
+        hit = cache.get(u.cache_key) if u.method == "full" and u.cache_key else None
+        if hit is not None:
+            LOG.info("ground truth for %s from the cache", u.candidate)
+            hit = hit.model_copy(update={"cached": True, "candidate": u.candidate, "slug": u.slug})
+            hit.save(u.record_path)
+            continue
+        todo.append(u)
+
+    def on_done(spec: UnitSpec, rec: UnitRecord) -> None:
+        LOG.info("%s / %s: %s %s", spec.candidate, spec.method, rec.status, rec.error or f"{rec.score:.4f}")
+        if spec.method == "full":
+            cache.put(rec)
+
+    if todo:
+        make_backend(cfg).run(group_jobs(cfg, todo, run), on_done)
+    records = [UnitRecord.load(u.record_path) for u in units if Path(u.record_path).is_file()]
+    board = build_leaderboard(cfg, stage.record, records, run)
+    write_reports(board, run)
+    return board
+
+
+def load_leaderboard(run_dir: str | Path):
+    from damoc.select.records import Leaderboard
+
+    return Leaderboard.model_validate(read_json(Path(run_dir) / "leaderboard.json"))

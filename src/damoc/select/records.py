@@ -1,0 +1,175 @@
+"""Typed records of a selection run, written as JSON; reports render from these, never from ad-hoc dicts.
+
+A :class:`UnitRecord` is the unit of resume: one (candidate, method) result, written atomically.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from damoc.io.files import read_json, write_json_atomic
+
+Method = Literal["proxy", "zero_shot", "few_shot", "full"]
+METHODS: tuple[Method, ...] = ("proxy", "zero_shot", "few_shot", "full")
+METHOD_TITLES = {"proxy": "proxy", "zero_shot": "zero-shot", "few_shot": "few-shot", "full": "full FT"}
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def load(cls, path: str | Path):
+        return cls.model_validate(read_json(path))
+
+
+class UnitRecord(Record):
+    """One candidate scored by one method (the proxy, a baseline, or the full fine-tune)."""
+
+    candidate: str
+    slug: str
+    method: Method
+    status: Literal["ok", "failed"]
+    error: str | None = None
+    metric: str
+    higher_is_better: bool
+    score: float | None = None
+    n_dev: int = 0
+    n_train: int = 0  # training rows used by the fine-tune
+    train_steps: int = 0
+    train_tokens: int = 0  # tokens through the fine-tune (forward + backward)
+    eval_tokens: int = 0  # tokens through dev scoring
+    prep_tokens: int = 0  # tokens through calibration (layer importance)
+    wall_s: float = 0.0  # the work unit, in its worker (load + prune + train + eval)
+    stage_s: dict[str, float] = Field(default_factory=dict)
+    n_params: int | None = None  # after layer removal
+    n_params_orig: int | None = None
+    n_layers: int | None = None  # after layer removal
+    layers_removed: list[int] = Field(default_factory=list)
+    train_loss_first: float | None = None
+    train_loss_last: float | None = None
+    per_example: list[float] = Field(default_factory=list)
+    predictions: list[str] | None = None
+    device: str = "cpu"
+    host: str = ""
+    pid: int = 0
+    started_at: str = ""
+    finished_at: str = ""
+    cached: bool = False  # ground truth reused from the cache
+    cache_key: str | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.train_tokens + self.eval_tokens + self.prep_tokens
+
+
+class DataRecord(Record):
+    """What the data stages did (shared by every candidate)."""
+
+    task: str
+    fingerprint: str
+    n_train: int
+    n_dev: int
+    n_proxy_train: int
+    filter: str | None = None
+    budget: float | None = None
+    compress_rate: float | None = None
+    achieved_rate: float | None = None
+    rewrite: bool = False
+    tokens_before: int | None = None
+    tokens_after: int | None = None
+    prep_tokens: int = 0  # tokens run through scorer/embedding models by the data stages
+    stage_s: dict[str, float] = Field(default_factory=dict)
+    summaries: dict[str, Any] = Field(default_factory=dict)
+    config_hash: str = ""
+
+    @property
+    def wall_s(self) -> float:
+        return float(sum(self.stage_s.values()))
+
+
+class Agreement(Record):
+    """How well a cheap method's ranking matches the full fine-tune's (the true ranking)."""
+
+    method: Method
+    n: int
+    spearman: float | None = None
+    kendall: float | None = None
+    top1_hit: bool | None = None
+    top1_regret: float | None = None
+    pairwise_acc: float | None = None
+    ranking: list[str] = Field(default_factory=list)
+
+
+class Cost(Record):
+    """Full sweep ÷ proxy sweep, in wall time and tokens processed."""
+
+    full_wall_s: float
+    proxy_wall_s: float
+    full_tokens: int
+    proxy_tokens: int
+    full_train_wall_s: float
+    proxy_train_wall_s: float
+    full_train_tokens: int
+    proxy_train_tokens: int
+
+    @property
+    def wall_ratio(self) -> float:
+        return self.full_wall_s / max(1e-9, self.proxy_wall_s)
+
+    @property
+    def token_ratio(self) -> float:
+        return self.full_tokens / max(1, self.proxy_tokens)
+
+    @property
+    def train_wall_ratio(self) -> float:
+        return self.full_train_wall_s / max(1e-9, self.proxy_train_wall_s)
+
+    @property
+    def train_token_ratio(self) -> float:
+        return self.full_train_tokens / max(1, self.proxy_train_tokens)
+
+
+class Row(Record):
+    """One candidate on the leaderboard."""
+
+    rank: int | None  # by proxy score (None when the proxy failed)
+    candidate: str
+    slug: str
+    scores: dict[str, float | None] = Field(default_factory=dict)  # method -> score
+    errors: dict[str, str] = Field(default_factory=dict)  # method -> error
+    proxy_wall_s: float | None = None
+    proxy_tokens: int | None = None
+    layers_removed: list[int] = Field(default_factory=list)
+    n_params: int | None = None
+
+
+class Leaderboard(Record):
+    """The result of ``damoc select``: candidates ranked by the proxy, with baselines and validation."""
+
+    task: str
+    metric: str
+    higher_is_better: bool
+    candidates: list[str]
+    rows: list[Row]
+    data: DataRecord
+    records: list[UnitRecord]
+    agreement: list[Agreement] = Field(default_factory=list)
+    cost: Cost | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    run_dir: str = ""
+    created_at: str = Field(default_factory=now_iso)
+
+    def best(self) -> str | None:
+        ranked = [r for r in self.rows if r.rank is not None]
+        return min(ranked, key=lambda r: r.rank).candidate if ranked else None

@@ -1,0 +1,323 @@
+"""Leaderboard from records, and its renderings: JSON, Markdown, a PNG plot, a terminal table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from damoc.io.files import write_json_atomic, write_text_atomic
+from damoc.select.config import SelectConfig
+from damoc.select.ranking import agreement
+from damoc.select.records import (
+    METHOD_TITLES,
+    METHODS,
+    Agreement,
+    Cost,
+    DataRecord,
+    Leaderboard,
+    Row,
+    UnitRecord,
+)
+
+
+def _scores(records: list[UnitRecord], method: str) -> dict[str, float]:
+    return {
+        r.candidate: float(r.score)
+        for r in records
+        if r.method == method and r.status == "ok" and r.score is not None and math.isfinite(r.score)
+    }
+
+
+def compute_cost(records: list[UnitRecord], data: DataRecord) -> Cost | None:
+    """Full sweep ÷ proxy sweep; the proxy sweep includes the shared data stages."""
+    full = [r for r in records if r.method == "full" and r.status == "ok"]
+    proxy = [r for r in records if r.method == "proxy" and r.status == "ok"]
+    if not full or not proxy:
+        return None
+    return Cost(
+        full_wall_s=sum(r.wall_s for r in full),
+        proxy_wall_s=data.wall_s + sum(r.wall_s for r in proxy),
+        full_tokens=sum(r.tokens for r in full),
+        proxy_tokens=data.prep_tokens + sum(r.tokens for r in proxy),
+        full_train_wall_s=sum(r.stage_s.get("finetune", 0.0) for r in full),
+        proxy_train_wall_s=data.wall_s
+        + sum(r.stage_s.get("finetune", 0.0) + r.stage_s.get("prune", 0.0) for r in proxy),
+        full_train_tokens=sum(r.train_tokens for r in full),
+        proxy_train_tokens=data.prep_tokens + sum(r.train_tokens + r.prep_tokens for r in proxy),
+    )
+
+
+def build_leaderboard(
+    cfg: SelectConfig, data: DataRecord, records: list[UnitRecord], run: Path
+) -> Leaderboard:
+    from damoc.evaluate.metrics import get_metric
+
+    metric = get_metric(cfg.eval.metric)
+    hib = metric.higher_is_better
+    proxy = _scores(records, "proxy")
+    order = sorted(proxy, key=lambda c: metric.sort_key(proxy[c]))
+    rows = []
+    for cand in cfg.candidates:
+        mine = {r.method: r for r in records if r.candidate == cand}
+        p = mine.get("proxy")
+        rows.append(
+            Row(
+                rank=order.index(cand) + 1 if cand in proxy else None,
+                candidate=cand,
+                slug=next(iter(mine.values())).slug if mine else "",
+                scores={m: mine[m].score if mine[m].status == "ok" else None for m in METHODS if m in mine},
+                errors={m: mine[m].error or "" for m in METHODS if m in mine and mine[m].status != "ok"},
+                proxy_wall_s=p.wall_s if p else None,
+                proxy_tokens=p.tokens if p else None,
+                layers_removed=p.layers_removed if p else [],
+                n_params=p.n_params if p else None,
+            )
+        )
+    rows.sort(key=lambda r: (r.rank is None, r.rank or 0))
+    true = _scores(records, "full")
+    agreements: list[Agreement] = []
+    if true:
+        for method in ("proxy", "zero_shot", "few_shot"):
+            pred = _scores(records, method)
+            if pred:
+                agreements.append(agreement(method, pred, true, hib))  # type: ignore[arg-type]
+    settings = {
+        "train_rows": data.n_train,
+        "dev_rows": data.n_dev,
+        "proxy_rows": data.n_proxy_train,
+        "filter": cfg.data.filter,
+        "budget": cfg.data.budget,
+        "compress_rate": cfg.data.compress_rate,
+        "rewrite": cfg.data.rewrite,
+        "layer_fraction": cfg.model.layer_fraction,
+        "merge": cfg.model.merge,
+        "proxy_finetune": cfg.proxy.model_dump(mode="json"),
+        "eval": cfg.eval.model_dump(mode="json"),
+        "validate": cfg.validate_.enabled,
+        "full_finetune": cfg.validate_.finetune.model_dump(mode="json") if cfg.validate_.enabled else None,
+        "backend": cfg.run.backend,
+    }
+    return Leaderboard(
+        task=data.task,
+        metric=metric.name,
+        higher_is_better=hib,
+        candidates=list(cfg.candidates),
+        rows=rows,
+        data=data,
+        records=records,
+        agreement=agreements,
+        cost=compute_cost(records, data),
+        settings=settings,
+        run_dir=str(run),
+    )
+
+
+# --- renderings ------------------------------------------------------------------------------------
+
+
+def _fmt(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    return f"{x:.{digits}f}"
+
+
+def _methods_present(board: Leaderboard) -> list[str]:
+    return [m for m in METHODS if any(m in r.scores for r in board.rows)]
+
+
+def table_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
+    methods = _methods_present(board)
+    head = ["rank", "candidate", *[METHOD_TITLES[m] for m in methods], "proxy s", "layers cut", "status"]
+    body = []
+    for r in board.rows:
+        status = "; ".join(f"{METHOD_TITLES[m]}: {e}" for m, e in r.errors.items()) or "ok"
+        body.append(
+            [
+                str(r.rank) if r.rank else "—",
+                r.candidate,
+                *[_fmt(r.scores.get(m)) for m in methods],
+                _fmt(r.proxy_wall_s, 1),
+                str(len(r.layers_removed)),
+                status,
+            ]
+        )
+    return head, body
+
+
+def render_table(board: Leaderboard) -> str:
+    """A plain-text table for the terminal."""
+    head, body = table_rows(board)
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    direction = "higher" if board.higher_is_better else "lower"
+    out = [f"{board.task} · metric {board.metric} ({direction} is better)", line(head)]
+    out += [line(b) for b in body]
+    if board.agreement:
+        out.append("")
+        out.append(
+            "agreement with the full fine-tune: "
+            + "; ".join(
+                f"{METHOD_TITLES[a.method]} τ={_fmt(a.kendall, 2)} top-1 {'hit' if a.top1_hit else 'miss'}"
+                for a in board.agreement
+            )
+        )
+    if board.cost:
+        c = board.cost
+        out.append(f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x")
+    return "\n".join(out)
+
+
+def _md_table(head: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def render_markdown(board: Leaderboard) -> str:
+    s = board.settings
+    direction = "higher" if board.higher_is_better else "lower"
+    parts = [
+        f"# damoc select: {board.task}",
+        "",
+        f"Metric **{board.metric}** ({direction} is better) on {s['dev_rows']} dev rows. "
+        f"Best candidate by the proxy: **{board.best() or '—'}**.",
+        "",
+        "## Leaderboard",
+        "",
+        _md_table(*table_rows(board)),
+        "",
+        "![leaderboard](leaderboard.png)",
+        "",
+        "## Settings",
+        "",
+        f"- training split: {s['train_rows']} rows; proxy subset: {s['proxy_rows']} rows "
+        f"(filter {s['filter']}, budget {s['budget']}; token compression rate {s['compress_rate']}; "
+        f"rewrite {'on' if s['rewrite'] else 'off'})",
+        f"- model: {s['layer_fraction']:.0%} of the decoder layers removed, merge {s['merge'] or 'default'}",
+        f"- proxy fine-tune: {_ft(s['proxy_finetune'])}",
+    ]
+    if s.get("full_finetune"):
+        parts.append(
+            f"- ground truth: full fine-tune of the uncompressed candidates on all {s['train_rows']} "
+            f"training rows (bounded): {_ft(s['full_finetune'])}"
+        )
+    d = board.data
+    if d.stage_s:
+        parts.append("- data stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in d.stage_s.items()))
+    if d.achieved_rate is not None:
+        parts.append(f"- achieved compression rate: {d.achieved_rate:.3f}")
+    if board.agreement:
+        parts += ["", "## Validation: agreement with the full fine-tune ranking", ""]
+        head = ["method", "ranking", "Spearman ρ", "Kendall τ", "top-1 hit", "top-1 regret", "pairwise acc"]
+        body = [
+            [
+                METHOD_TITLES[a.method],
+                " > ".join(a.ranking),
+                _fmt(a.spearman, 3),
+                _fmt(a.kendall, 3),
+                _fmt(a.top1_hit),
+                _fmt(a.top1_regret),
+                _fmt(a.pairwise_acc, 3),
+            ]
+            for a in board.agreement
+        ]
+        true = sorted(
+            [r for r in board.records if r.method == "full" and r.status == "ok"],
+            key=lambda r: -r.score if board.higher_is_better else r.score,  # type: ignore[operator]
+        )
+        body.insert(0, ["full FT (truth)", " > ".join(r.candidate for r in true), "", "", "", "", ""])
+        parts.append(_md_table(head, body))
+    if board.cost:
+        c = board.cost
+        parts += [
+            "",
+            "## Cost (full sweep ÷ proxy sweep)",
+            "",
+            _md_table(
+                ["", "full sweep", "proxy sweep", "ratio"],
+                [
+                    [
+                        "wall time, s (all)",
+                        f"{c.full_wall_s:.1f}",
+                        f"{c.proxy_wall_s:.1f}",
+                        f"{c.wall_ratio:.1f}x",
+                    ],
+                    ["tokens (all)", str(c.full_tokens), str(c.proxy_tokens), f"{c.token_ratio:.1f}x"],
+                    [
+                        "wall time, s (training side)",
+                        f"{c.full_train_wall_s:.1f}",
+                        f"{c.proxy_train_wall_s:.1f}",
+                        f"{c.train_wall_ratio:.1f}x",
+                    ],
+                    [
+                        "tokens (training side)",
+                        str(c.full_train_tokens),
+                        str(c.proxy_train_tokens),
+                        f"{c.train_token_ratio:.1f}x",
+                    ],
+                ],
+            ),
+            "",
+            "All: every unit's load, pruning, training and dev scoring, plus the shared data stages for the "
+            "proxy. Training side: fine-tuning only for the full sweep; data stages + layer pruning + "
+            "fine-tuning for the proxy sweep.",
+        ]
+    cached = [r.candidate for r in board.records if r.cached]
+    if cached:
+        parts += ["", f"Ground truth reused from the cache for: {', '.join(cached)}."]
+    return "\n".join(parts) + "\n"
+
+
+def _ft(d: dict) -> str:
+    steps = f", max {d['max_steps']} steps" if d.get("max_steps") else ""
+    budget = f", token budget {d['token_budget']}" if d.get("token_budget") else ""
+    return (
+        f"{d['method']}, {d['epochs']} epoch(s){steps}{budget}, batch {d['batch_size']} × "
+        f"{d['max_length']} tokens, lr {d['lr']}"
+    )
+
+
+def plot_leaderboard(board: Leaderboard, path: str | Path) -> Path:
+    """Bar chart: proxy score (with baselines/truth where present) and proxy cost per candidate."""
+    from damoc.errors import require
+
+    require("matplotlib", "plot")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = board.rows
+    names = [r.candidate for r in rows]
+    methods = _methods_present(board)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(rows) + 4), 4))
+    width = 0.8 / max(1, len(methods))
+    for i, m in enumerate(methods):
+        ys = [r.scores.get(m) for r in rows]
+        xs = [j + (i - (len(methods) - 1) / 2) * width for j in range(len(rows))]
+        ax1.bar(xs, [y if y is not None else 0 for y in ys], width, label=METHOD_TITLES[m])
+    ax1.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+    ax1.set_ylabel(f"{board.metric} ({'higher' if board.higher_is_better else 'lower'} is better)")
+    ax1.set_title("score per candidate")
+    ax1.legend(fontsize=8)
+    ax2.bar(range(len(rows)), [r.proxy_wall_s or 0 for r in rows], color="tab:gray")
+    ax2.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+    ax2.set_ylabel("proxy wall time, s")
+    ax2.set_title("proxy cost per candidate")
+    fig.suptitle(f"damoc select: {board.task}")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_reports(board: Leaderboard, run: str | Path) -> None:
+    run = Path(run)
+    write_json_atomic(run / "leaderboard.json", board.model_dump(mode="json"))
+    write_text_atomic(run / "report.md", render_markdown(board))
+    plot_leaderboard(board, run / "leaderboard.png")

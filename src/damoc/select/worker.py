@@ -1,0 +1,261 @@
+"""One candidate's work units, in the candidate's own process: ``python -m damoc.select.worker JOB.json``.
+
+A unit is the candidate scored by one method:
+- ``proxy``: load → remove layers (+ merge) → proxy fine-tune on the compressed subset → score on dev;
+- ``zero_shot`` / ``few_shot``: load the uncompressed candidate → score on dev (few-shot with shots);
+- ``full``: load → full fine-tune on the whole (bounded) training split → score on dev (ground truth).
+
+The worker writes a :class:`UnitRecord` per unit as soon as it is done (status ``failed`` with a
+one-line error when the unit fails, and the next unit goes on); the process exits when the
+candidate is done, so its memory goes back to the system before the next candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Literal
+
+from damoc.config import StrictModel
+from damoc.errors import DamocError
+from damoc.io.tasks import Example, FieldMap, to_examples
+from damoc.select.config import ModelSettings, SelectEval
+from damoc.select.records import Method, UnitRecord, now_iso
+from damoc.train.finetune import FinetuneConfig
+
+LOG = logging.getLogger(__name__)
+
+
+class UnitSpec(StrictModel):
+    """Everything a worker needs; written as JSON beside the record."""
+
+    candidate: str
+    slug: str
+    method: Method
+    record_path: str
+    dev_path: str
+    train_path: str | None = None  # proxy: the compressed subset; full: the whole training split
+    shots_path: str | None = None  # few-shot examples
+    calib_path: str | None = None  # texts for layer importance (proxy)
+    labels: list[str] | None = None
+    eval: SelectEval
+    finetune: FinetuneConfig | None = None
+    model: ModelSettings | None = None
+    train_target: Literal["answer", "label"] = "answer"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = None
+    seed: int = 0
+    cache_key: str | None = None
+
+
+class CandidateJob(StrictModel):
+    """The units of one candidate, run in order in one worker process."""
+
+    candidate: str
+    slug: str
+    job_path: str
+    log_path: str
+    units: list[UnitSpec]
+    timeout_s: float | None = None  # for the whole process
+
+    def save(self) -> Path:
+        from damoc.io.files import write_json_atomic
+
+        return write_json_atomic(self.job_path, self.model_dump(mode="json"))
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return to_examples(rows, FieldMap(), source=str(path)) if rows else []
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DamocError("device 'cuda' was asked for but no CUDA device is visible")
+    return name
+
+
+def _pairs(examples: list[Example], target: str) -> list[tuple[str, str]]:
+    if target == "label":
+        return [(e.prompt(), e.label or "") for e in examples if e.label is not None]
+    return [(e.prompt(), e.answer) for e in examples]
+
+
+def _count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
+    """Remove ``model.layer_fraction`` of the layers (+ merge), in place; fills the record."""
+    settings = spec.model
+    if settings is None or settings.layer_fraction <= 0:
+        return
+    from damoc.model.layer_pruning import LayerPruneConfig, prune_layers
+
+    options = dict(settings.prune_options)
+    options["fraction"] = settings.layer_fraction
+    if settings.merge is not None:
+        options["merge"] = settings.merge
+    fields = LayerPruneConfig.model_fields
+    for key, value in (
+        ("n_texts", settings.calibration_rows),
+        ("max_length", settings.calibration_max_length),
+    ):
+        if key in fields and key not in options:
+            options[key] = value
+    cfg = LayerPruneConfig(**options)
+    texts = (
+        [e.text() for e in read_examples(spec.calib_path)][: settings.calibration_rows]
+        if spec.calib_path
+        else []
+    )
+    if not texts:
+        raise DamocError("layer pruning needs calibration texts but the training subset is empty")
+    report = prune_layers(model, tok, texts, cfg)
+    rec.layers_removed = [int(i) for i in getattr(report, "removed", [])]
+    rec.prep_tokens += sum(
+        len(tok(t, truncation=True, max_length=settings.calibration_max_length)["input_ids"]) for t in texts
+    )
+
+
+def run_unit(spec: UnitSpec) -> UnitRecord:
+    """Do one unit of work and return its record (raises on failure; :func:`main` records the error)."""
+    import torch
+
+    from damoc.evaluate.scoring import score_examples
+    from damoc.model.arch import load_model, num_layers
+    from damoc.train.finetune import finetune
+
+    rec = UnitRecord(
+        candidate=spec.candidate,
+        slug=spec.slug,
+        method=spec.method,
+        status="ok",
+        metric=spec.eval.metric,
+        higher_is_better=True,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        started_at=now_iso(),
+        cache_key=spec.cache_key,
+    )
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    torch.manual_seed(spec.seed)
+    device = _device(spec.device)
+    rec.device = device
+    t_all = time.perf_counter()
+
+    t0 = time.perf_counter()
+    model, tok = load_model(spec.candidate, device=device)
+    rec.stage_s["load"] = time.perf_counter() - t0
+    rec.n_params_orig = _count_params(model)
+
+    if spec.method == "proxy":
+        t0 = time.perf_counter()
+        _prune(model, tok, spec, rec)
+        rec.stage_s["prune"] = time.perf_counter() - t0
+    if spec.method in ("proxy", "full"):
+        train = read_examples(spec.train_path) if spec.train_path else []
+        pairs = _pairs(train, spec.train_target)
+        if not pairs:
+            raise DamocError(f"no training rows for the {spec.method} fine-tune")
+        t0 = time.perf_counter()
+        result = finetune(
+            model, tok, pairs, spec.finetune or FinetuneConfig(), desc=f"{spec.method} {spec.slug}"
+        )
+        model = result.model
+        rec.stage_s["finetune"] = time.perf_counter() - t0
+        rec.n_train, rec.train_steps, rec.train_tokens = len(pairs), result.steps, result.tokens
+        if result.losses:
+            rec.train_loss_first, rec.train_loss_last = result.losses[0], result.losses[-1]
+
+    rec.n_params = _count_params(model)
+    rec.n_layers = num_layers(model)
+    dev = read_examples(spec.dev_path)
+    shots = read_examples(spec.shots_path) if spec.method == "few_shot" and spec.shots_path else []
+    t0 = time.perf_counter()
+    score = score_examples(model, tok, dev, spec.eval, shots=shots, labels=spec.labels)
+    rec.stage_s["eval"] = time.perf_counter() - t0
+    rec.score, rec.higher_is_better, rec.n_dev = score.value, score.higher_is_better, score.n_examples
+    rec.eval_tokens = score.tokens
+    rec.per_example = score.per_example
+    rec.predictions = score.predictions
+    rec.wall_s = time.perf_counter() - t_all
+    rec.finished_at = now_iso()
+    return rec
+
+
+def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord:
+    from damoc.evaluate.metrics import get_metric
+
+    return UnitRecord(
+        candidate=spec.candidate,
+        slug=spec.slug,
+        method=spec.method,
+        status="failed",
+        error=error,
+        metric=spec.eval.metric,
+        higher_is_better=get_metric(spec.eval.metric).higher_is_better,
+        wall_s=wall_s,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        finished_at=now_iso(),
+        cache_key=spec.cache_key,
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first
+
+
+def run_job(job: CandidateJob) -> list[UnitRecord]:
+    """Run the candidate's units in order; each record is saved (atomically) as soon as it exists."""
+    import gc
+
+    out = []
+    for spec in job.units:
+        LOG.info("%s / %s: start (pid %d)", spec.candidate, spec.method, os.getpid())
+        t0 = time.perf_counter()
+        try:
+            rec = run_unit(spec)
+        except Exception as exc:  # recorded, so the other units and candidates go on
+            traceback.print_exc()
+            rec = failed_record(spec, one_line(exc), time.perf_counter() - t0)
+        rec.save(spec.record_path)
+        out.append(rec)
+        LOG.info(
+            "%s / %s: %s score=%s (%.1f s)", spec.candidate, spec.method, rec.status, rec.score, rec.wall_s
+        )
+        gc.collect()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from damoc.logging_utils import setup_logging
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        sys.stderr.write("usage: python -m damoc.select.worker JOB.json\n")
+        return 2
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    setup_logging()
+    job = CandidateJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
+    run_job(job)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
