@@ -1,0 +1,1 @@
+"""Distribution-aware filters: coverage and diversity of the kept rows."""

@@ -1,0 +1,1 @@
+"""Hybrid filters: quality and diversity together."""

@@ -1,0 +1,1 @@
+"""Quality-aware filters: a per-example quality score, then the best rows."""
