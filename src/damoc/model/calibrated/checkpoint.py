@@ -62,8 +62,16 @@ def save_checkpoint(
     model, tok, out_dir: str | Path, record: Any, payloads: dict[str, QuantPayload] | None = None
 ) -> Path:
     """Write the model (safetensors), tokenizer, record JSON and, when given, the quantization side file."""
+    from transformers.utils import logging as hf_logging
+
     out = Path(out_dir)
-    model.save_pretrained(str(out), safe_serialization=True)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(str(out), safe_serialization=True)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     tok.save_pretrained(str(out))
     if payloads:
         save_quant_payloads(out / QUANT_FILE, payloads)

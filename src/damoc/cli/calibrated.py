@@ -1,0 +1,207 @@
+"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (SPEC section 7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from damoc.cli.apps import app, prune_app
+
+_GENERAL_HELP = (
+    "General text: 'general' (bundled SQuAD paragraphs), a task name/file or a .txt file; 'none' for none."
+)
+_DOMAIN_HELP = (
+    "Domain text: a built-in task (pubmedqa, finance), a task file (.jsonl/.csv/.json) or a .txt file."
+)
+
+
+def _src(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
+
+
+def _list_methods(family: str) -> None:
+    from damoc.model.calibrated import METHODS
+
+    for e in METHODS.entries():
+        if (e.family or "prune") == family:
+            typer.echo(f"{e.name:10s} {e.help}")
+
+
+def _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size) -> dict:
+    return {
+        "general": _src(general),
+        "domain": _src(domain),
+        "alpha": alpha,
+        "samples": samples,
+        "length": length,
+        "batch_size": batch_size,
+        "seed": seed,
+        "dev_size": dev_size,
+    }
+
+
+def _summary(record, out: Path) -> None:
+    w = ", ".join(f"{k} {v:g}" for k, v in record.weights.items()) or "none"
+    errs = [s["rel_error"] for s in record.layers if s["rel_error"] is not None]
+    mean_err = f", mean relative layer error {sum(errs) / len(errs):.4f}" if errs else ""
+    typer.echo(
+        f"{record.method}: {len(record.layers)} layers, sparsity {record.sparsity:.3f}{mean_err}; "
+        f"calibration weights: {w}; {record.wall_s:.1f}s, peak {record.peak_rss_mb:.0f} MiB -> {out}"
+    )
+
+
+MODEL_ARG = typer.Argument(None, help="A local HF model directory or an offline zoo name.")
+GENERAL_OPT = typer.Option("general", "--general", help=_GENERAL_HELP)
+DOMAIN_OPT = typer.Option(None, "--domain", help=_DOMAIN_HELP)
+ALPHA_OPT = typer.Option(0.5, "--alpha", help="Domain weight α in H = (1-α) H_general + α H_domain.")
+SAMPLES_OPT = typer.Option(32, "--samples", help="Calibration sequences per source.")
+LENGTH_OPT = typer.Option(256, "--length", help="Tokens per calibration sequence.")
+BATCH_OPT = typer.Option(8, "--batch-size", help="Sequences per block forward.")
+SEED_OPT = typer.Option(0, "--seed", help="Seed for shuffling and the held-out split.")
+DEV_OPT = typer.Option(0.2, "--dev-size", help="Fraction of each source held out (never calibrated on).")
+OUT_OPT = typer.Option(None, "--out", "-o", help="Output directory (a loadable HF checkpoint).")
+OVERWRITE_OPT = typer.Option(False, "--overwrite", help="Replace a non-empty output directory.")
+
+
+@prune_app.command("calibrated")
+def prune_calibrated(
+    model: str = MODEL_ARG,
+    method: str = typer.Option(
+        "sparsegpt", "--method", "-m", help="magnitude, wanda or sparsegpt (see --list)."
+    ),
+    sparsity: float = typer.Option(
+        None, "--sparsity", help="Fraction of weights zeroed per layer, in [0, 1) (0.5)."
+    ),
+    pattern: str = typer.Option(
+        None, "--pattern", help="N:M semi-structured sparsity, e.g. 2:4 (keep 2 of 4)."
+    ),
+    general: str = GENERAL_OPT,
+    domain: str = DOMAIN_OPT,
+    alpha: float = ALPHA_OPT,
+    samples: int = SAMPLES_OPT,
+    length: int = LENGTH_OPT,
+    block_size: int = typer.Option(128, "--block-size", help="SparseGPT lazy-update block (columns)."),
+    damp: float = typer.Option(0.01, "--damp", help="SparseGPT damping, fraction of mean diag(H)."),
+    batch_size: int = BATCH_OPT,
+    seed: int = SEED_OPT,
+    dev_size: float = DEV_OPT,
+    out: Path = OUT_OPT,
+    overwrite: bool = OVERWRITE_OPT,
+    list_: bool = typer.Option(False, "--list", help="List the pruning methods and exit."),
+) -> None:
+    """Prune weights with calibration: Hessians from general and domain text, mixed by α, layer by layer."""
+    if list_:
+        _list_methods("prune")
+        return
+    from damoc.config import parse_config
+    from damoc.errors import DamocError
+    from damoc.model.calibrated.config import PruneCalibratedJob
+    from damoc.model.calibrated.run import compress_job
+
+    if model is None or out is None:
+        raise DamocError("give a MODEL and --out DIR (see --help)")
+    job = parse_config(
+        PruneCalibratedJob,
+        {
+            "model": model,
+            "out": str(out),
+            "method": method,
+            "prune": {"sparsity": sparsity, "pattern": pattern, "block_size": block_size, "damp": damp},
+            "calibration": _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
+            "overwrite": overwrite,
+        },
+    )
+    _summary(compress_job(job), out)
+
+
+@app.command("quantize")
+def quantize(
+    model: str = MODEL_ARG,
+    method: str = typer.Option("gptq", "--method", "-m", help="gptq or rtn (see --list)."),
+    bits: int = typer.Option(4, "--bits", help="Bits per weight: 2, 3, 4 or 8."),
+    group_size: int = typer.Option(128, "--group-size", help="Input columns per scale/zero (-1: whole row)."),
+    act_order: bool = typer.Option(
+        False, "--act-order", help="GPTQ: columns in order of decreasing diag(H)."
+    ),
+    general: str = GENERAL_OPT,
+    domain: str = DOMAIN_OPT,
+    alpha: float = ALPHA_OPT,
+    samples: int = SAMPLES_OPT,
+    length: int = LENGTH_OPT,
+    damp: float = typer.Option(0.01, "--damp", help="GPTQ damping, fraction of mean diag(H)."),
+    batch_size: int = BATCH_OPT,
+    seed: int = SEED_OPT,
+    dev_size: float = DEV_OPT,
+    out: Path = OUT_OPT,
+    overwrite: bool = OVERWRITE_OPT,
+    list_: bool = typer.Option(False, "--list", help="List the quantization methods and exit."),
+) -> None:
+    """Quantize weights (GPTQ) with cross-calibration; saves dequantized weights + packed ints side file."""
+    if list_:
+        _list_methods("quantize")
+        return
+    from damoc.config import parse_config
+    from damoc.errors import DamocError
+    from damoc.model.calibrated.config import QuantizeJob
+    from damoc.model.calibrated.run import compress_job
+
+    if model is None or out is None:
+        raise DamocError("give a MODEL and --out DIR (see --help)")
+    job = parse_config(
+        QuantizeJob,
+        {
+            "model": model,
+            "out": str(out),
+            "method": method,
+            "quant": {"bits": bits, "group_size": group_size, "act_order": act_order, "damp": damp},
+            "calibration": _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
+            "overwrite": overwrite,
+        },
+    )
+    _summary(compress_job(job), out)
+
+
+@app.command("eval")
+def eval_(
+    model: str = typer.Argument(..., help="A local HF model directory or an offline zoo name."),
+    general: str = GENERAL_OPT,
+    domain: str = DOMAIN_OPT,
+    task: str = typer.Option(
+        None, "--task", help="Task for the domain score (default: --domain if it is a task)."
+    ),
+    samples: int = typer.Option(32, "--samples", help="Perplexity windows per source."),
+    length: int = typer.Option(256, "--length", help="Tokens per perplexity window."),
+    task_samples: int = typer.Option(100, "--task-samples", help="Dev examples scored."),
+    max_length: int = typer.Option(512, "--max-length", help="Token limit of prompt + answer."),
+    batch_size: int = BATCH_OPT,
+    seed: int = SEED_OPT,
+    dev_size: float = DEV_OPT,
+    out: Path = typer.Option(None, "--out", "-o", help="Write the report as JSON here."),
+) -> None:
+    """Perplexity on held-out general and domain text, and the domain task score (bits/byte, label accuracy)."""
+    from damoc.config import parse_config
+    from damoc.evaluate.report_eval import EvalConfig, evaluate_model, render_markdown
+    from damoc.io.files import write_json_atomic
+    from damoc.model.arch import load_model
+
+    cfg = parse_config(
+        EvalConfig,
+        {
+            "general": _src(general),
+            "domain": _src(domain),
+            "task": task,
+            "samples": samples,
+            "length": length,
+            "task_samples": task_samples,
+            "max_length": max_length,
+            "batch_size": batch_size,
+            "seed": seed,
+            "dev_size": dev_size,
+        },
+    )
+    m, tok = load_model(model)
+    report = evaluate_model(m, tok, cfg, name=str(model))
+    if out is not None:
+        write_json_atomic(out, report)
+    typer.echo(render_markdown([report]), nl=False)
