@@ -183,7 +183,7 @@ def eval_(
     from damoc.config import parse_config
     from damoc.evaluate.report_eval import EvalConfig, evaluate_model, render_markdown
     from damoc.io.files import write_json_atomic
-    from damoc.model.arch import load_model
+    from damoc.model.calibrated.run import load_model_quietly
 
     cfg = parse_config(
         EvalConfig,
@@ -200,7 +200,7 @@ def eval_(
             "dev_size": dev_size,
         },
     )
-    m, tok = load_model(model)
+    m, tok = load_model_quietly(model)
     report = evaluate_model(m, tok, cfg, name=str(model))
     if out is not None:
         write_json_atomic(out, report)

@@ -67,18 +67,34 @@ def _check_method(method: str, family: str) -> None:
         raise DamocError(f"'{method}' is not a {family} method (use one of: {', '.join(names)})")
 
 
+def load_model_quietly(name: str):
+    from transformers.utils import logging as hf_logging
+
+    from damoc.model.arch import load_model
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return load_model(name)
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) -> CompressionRecord:
     """Run a job end to end; ``model``/``tok`` may be passed in (already loaded) to skip loading."""
     family = "prune" if isinstance(job, PruneCalibratedJob) else "quantize"
     spec = job.prune if isinstance(job, PruneCalibratedJob) else job.quant
     _check_method(job.method, family)
     check_output_dir(job.out, job.overwrite)
-    if model is None:
-        from damoc.model.arch import load_model
-
-        model, tok = load_model(job.model)
     needs_data = getattr(METHODS.get(job.method), "needs_calibration", True)
-    calib = calibration_sequences(tok, job.calibration) if needs_data else {}
+    if model is None:
+        from damoc.model.arch import load_tokenizer
+
+        tok = load_tokenizer(job.model)
+    calib = calibration_sequences(tok, job.calibration) if needs_data else {}  # bad text fails before loading
+    if model is None:
+        model, tok = load_model_quietly(job.model)
     result: CompressionResult = compress_model(
         model, calib, mixing_weights(job.calibration), job.method, spec, job.calibration.batch_size
     )
