@@ -143,6 +143,8 @@ def run_curate(job: CurateJob) -> Curated:
     pool = load_examples(job.pool)
     seeds = load_examples(job.seeds)
     settings = CurationSettings.model_validate(job.model_dump(include=set(CurationSettings.model_fields)))
+    for name in [settings.method, *settings.compare]:
+        CURATORS.entry(name)
     check_inputs(len(pool), len(seeds[: settings.max_seeds]), settings)
     model = tok = None
     if "sae" in [settings.method, *settings.compare]:
