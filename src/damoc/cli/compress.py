@@ -1,0 +1,184 @@
+"""`damoc compress` and `damoc rewrite`: shorter training examples (SPEC sections 3 and 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from damoc.cli.apps import app
+
+_FIELDS = "Field mapping"
+
+
+def _fields(id_field, question_field, context_field, answer_field, label_field) -> dict:
+    return {
+        "id": id_field or None,
+        "question": question_field,
+        "context": context_field or None,
+        "answer": answer_field,
+        "label": label_field or None,
+    }
+
+
+@app.command("compress")
+def compress_cmd(
+    task: str = typer.Argument(..., help="Task file (.jsonl/.json/.csv), datasets dir, or pubmedqa/finance."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Compressed examples (.jsonl); a .report.json goes beside it."
+    ),
+    rate: float = typer.Option(
+        0.5, "--rate", "-r", help="Kept/original scorer tokens per example, in (0, 1]."
+    ),
+    scorer: str = typer.Option(
+        "smollm2-135m", "--scorer", help="Causal LM that scores tokens (dir or zoo name)."
+    ),
+    budget: str = typer.Option(
+        "example",
+        "--budget",
+        help="'example': the rate counts context+question+answer; 'prompt': context+question.",
+    ),
+    context_rate: float | None = typer.Option(
+        None, "--context-rate", help="Preferred context rate (default: what the budget leaves)."
+    ),
+    question_rate: float = typer.Option(0.9, "--question-rate", help="Preferred question rate."),
+    answer_rate: float = typer.Option(
+        1.0, "--answer-rate", help="Preferred answer rate (1.0: never touched)."
+    ),
+    keep: list[str] = typer.Option([], "--keep", help="Regex whose matches are never dropped (repeatable)."),
+    chunk_tokens: int = typer.Option(
+        128, "--chunk-tokens", help="Tokens per chunk re-scored on the compressed prefix."
+    ),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass."),
+    fidelity_floor: float = typer.Option(
+        0.85, "--fidelity-floor", help="BERTScore-F1 floor; under it: retry milder, then keep whole."
+    ),
+    no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip the BERTScore check."),
+    fidelity_encoder: str | None = typer.Option(
+        None,
+        "--fidelity-encoder",
+        help="Local encoder dir for BERTScore (default: all-MiniLM-L6-v2 from PyPI).",
+    ),
+    limit: int | None = typer.Option(None, "--limit", help="Compress only the first N rows."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    id_field: str = typer.Option(
+        "id", "--id-field", help="Column holding the id ('' for row numbers).", rich_help_panel=_FIELDS
+    ),
+    question_field: str = typer.Option("question", "--question-field", rich_help_panel=_FIELDS),
+    context_field: str = typer.Option(
+        "context", "--context-field", help="'' for none.", rich_help_panel=_FIELDS
+    ),
+    answer_field: str = typer.Option("answer", "--answer-field", rich_help_panel=_FIELDS),
+    label_field: str = typer.Option("label", "--label-field", help="'' for none.", rich_help_panel=_FIELDS),
+) -> None:
+    """Compress a task's examples to a token rate: drop the least informative words under a small LM.
+
+    The context is compressed hardest, the question lightly, the answer not at all; gold answer
+    spans and --keep matches are never dropped. Examples whose BERTScore-F1 vs the original falls
+    under the floor are retried at a milder rate, then kept whole.
+    """
+    from damoc.config import parse_config
+    from damoc.data.compress.config import CompressJob
+    from damoc.data.compress.jobs import run_compress_job
+
+    job = parse_config(
+        CompressJob,
+        {
+            "task": task,
+            "out": str(out),
+            "limit": limit,
+            "fields": _fields(id_field, question_field, context_field, answer_field, label_field),
+            "compress": {
+                "rate": rate,
+                "scorer": scorer,
+                "budget": budget,
+                "context_rate": context_rate,
+                "question_rate": question_rate,
+                "answer_rate": answer_rate,
+                "keep_patterns": keep,
+                "chunk_tokens": chunk_tokens,
+                "batch_size": batch_size,
+                "fidelity_floor": None if no_fidelity else fidelity_floor,
+                "fidelity_encoder": fidelity_encoder,
+            },
+        },
+    )
+    result = run_compress_job(job, overwrite=overwrite)
+    s = result.summary
+    typer.echo(
+        f"{s.n_examples} examples: rate {s.mean_rate_first_attempt:.3f} (target {s.target_rate:g}, "
+        f"mean error {s.mean_abs_error:.3f}); after fidelity back-off {s.final_rate:.3f}, "
+        f"{s.tokens_saved} of {s.original_tokens} tokens saved"
+    )
+    if s.fidelity:
+        typer.echo(
+            f"BERTScore-F1 min {s.fidelity['min']:.3f} median {s.fidelity['p50']:.3f}; "
+            f"{s.n_retried} retried, {s.n_kept_whole} kept whole"
+        )
+    typer.echo(f"wrote {out}")
+
+
+@app.command("rewrite")
+def rewrite_cmd(
+    compressed: str = typer.Argument(..., help="Compressed examples (.jsonl from `damoc compress`)."),
+    original: str = typer.Option(..., "--original", help="The original task (matched by id)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Rewritten examples (.jsonl); a .report.json goes beside it."
+    ),
+    rewriter: str | None = typer.Option(None, "--rewriter", help="Local chat model (dir or zoo name)."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="OpenAI-compatible base URL instead of a local model."
+    ),
+    endpoint_model: str = typer.Option(
+        "default", "--endpoint-model", help="Model name sent to the endpoint."
+    ),
+    max_rounds: int = typer.Option(
+        3, "--max-rounds", help="Rewrites per text before keeping the compressed one."
+    ),
+    tau: float = typer.Option(0.85, "--tau", help="BERTScore-F1 floor of a rewrite vs the original."),
+    field: list[str] = typer.Option(
+        ["context"], "--field", help="Which fields to rewrite: context, question."
+    ),
+    max_new_tokens: int = typer.Option(384, "--max-new-tokens"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    id_field: str = typer.Option("id", "--id-field", rich_help_panel=_FIELDS),
+    question_field: str = typer.Option("question", "--question-field", rich_help_panel=_FIELDS),
+    context_field: str = typer.Option("context", "--context-field", rich_help_panel=_FIELDS),
+    answer_field: str = typer.Option("answer", "--answer-field", rich_help_panel=_FIELDS),
+    label_field: str = typer.Option("label", "--label-field", rich_help_panel=_FIELDS),
+) -> None:
+    """Rewrite compressed examples into short fluent text, with feedback on what was lost.
+
+    Each rewrite must keep BERTScore-F1 vs the original >= tau and, for extractive examples, the
+    answer string; otherwise the rewriter is asked again with the lost key terms named, up to
+    --max-rounds, and then the compressed text is kept.
+    """
+    from damoc.config import parse_config
+    from damoc.data.compress.config import RewriteJob
+    from damoc.data.compress.jobs import run_rewrite_job
+
+    job = parse_config(
+        RewriteJob,
+        {
+            "compressed": compressed,
+            "original": original,
+            "out": str(out),
+            "fields": _fields(id_field, question_field, context_field, answer_field, label_field),
+            "rewrite": {
+                "rewriter": rewriter,
+                "endpoint": endpoint,
+                "endpoint_model": endpoint_model,
+                "max_rounds": max_rounds,
+                "tau": tau,
+                "fields": field,
+                "max_new_tokens": max_new_tokens,
+            },
+        },
+    )
+    result = run_rewrite_job(job, overwrite=overwrite)
+    s = result.summary
+    typer.echo(
+        f"{s.n_items} texts: {s.n_passed} rewritten ({s.n_passed_first_round} in round 1), "
+        f"{s.n_fallback} kept compressed; mean rounds {s.mean_rounds:.2f}"
+    )
+    typer.echo(f"wrote {out}")

@@ -1,0 +1,137 @@
+"""Configs for token compression and rewriting (SPEC sections 3 and 4), and their YAML job kinds.
+
+Every number the method needs is a field here with its default; nothing is hard-coded in the math.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.io.tasks import FieldMap
+
+SEGMENTS = ("context", "question", "answer")
+
+
+def _check_rate(v: float | None, name: str) -> float | None:
+    if v is not None and not 0.0 < v <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {v}")
+    return v
+
+
+class CompressConfig(StrictModel):
+    """Token compression with a budget controller (LLMLingua-style, our own code).
+
+    ``rate`` is kept/original scorer tokens of an example. With ``budget="example"`` it counts the
+    context, question and answer; with ``budget="prompt"`` only the context and question (the answer
+    is then outside the budget and left as it is, which is how LLMLingua measures its rate).
+    """
+
+    rate: float = Field(0.5, description="target kept/original scorer tokens per example, in (0, 1]")
+    budget: Literal["example", "prompt"] = "example"
+    context_rate: float | None = Field(
+        None, description="preferred context rate; None: whatever the budget leaves (compressed hardest)"
+    )
+    question_rate: float = Field(0.9, description="preferred question rate (compressed lightly)")
+    answer_rate: float = Field(1.0, description="preferred answer rate; 1.0 = never touched")
+    min_rate: float = Field(0.05, description="no segment is cut below this rate (must-keep spans aside)")
+    scorer: str = Field(
+        "smollm2-135m", description="causal LM that scores self-information (dir or zoo name)"
+    )
+    chunk_tokens: int = Field(128, ge=8, description="tokens per chunk re-scored on the compressed prefix")
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(1024, ge=16, description="longest scorer input; the prefix is cut from the left")
+    unit_score: Literal["mean", "max", "sum"] = Field(
+        "mean", description="how a word's token self-informations combine (words are dropped whole)"
+    )
+    keep_answer_spans: bool = Field(True, description="never drop the gold answer where it occurs verbatim")
+    keep_fields: list[str] = Field(
+        default_factory=lambda: ["answer_spans"],
+        description="extra row fields (string or list of strings) whose text must be kept",
+    )
+    keep_patterns: list[str] = Field(default_factory=list, description="regexes whose matches must be kept")
+    fidelity_floor: float | None = Field(
+        0.85, description="BERTScore-F1 floor vs the original; None: no fidelity check"
+    )
+    fidelity_encoder: str | None = Field(
+        None, description="local encoder dir for BERTScore; None: the all-MiniLM-L6-v2 shipped on PyPI"
+    )
+    fidelity_layer: int | None = Field(None, description="encoder layer for BERTScore; None: its last")
+    fidelity_batch_size: int = Field(16, ge=1)
+    retry_step: float = Field(0.25, gt=0, description="a retry under the floor keeps this much more rate")
+    max_retries: int = Field(1, ge=0, description="milder retries before an example is kept whole")
+
+    @field_validator("rate", "context_rate", "question_rate", "answer_rate", "min_rate")
+    @classmethod
+    def _rates(cls, v, info):
+        return _check_rate(v, info.field_name)
+
+    @field_validator("fidelity_floor")
+    @classmethod
+    def _floor(cls, v):
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ValueError(f"fidelity_floor must be in [0, 1], got {v}")
+        return v
+
+    @field_validator("keep_patterns")
+    @classmethod
+    def _patterns(cls, v):
+        import re
+
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"keep pattern {p!r} is not a valid regex ({exc})") from None
+        return v
+
+
+class RewriteConfig(StrictModel):
+    """Rewriting compressed text into short fluent text, with a negative feedback loop (SPEC 4)."""
+
+    rewriter: str | None = Field(None, description="local chat model (dir or zoo name)")
+    endpoint: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    endpoint_model: str = Field("default", description="model name sent to the endpoint")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint key")
+    fields: list[Literal["context", "question"]] = Field(default_factory=lambda: ["context"])
+    max_rounds: int = Field(
+        3, ge=1, description="rewrite attempts before falling back to the compressed text"
+    )
+    tau: float = Field(0.85, ge=0.0, le=1.0, description="BERTScore-F1 floor of the rewrite vs the original")
+    check_answer: bool = Field(True, description="for extractive examples the answer string must survive")
+    max_feedback_terms: int = Field(12, ge=1)
+    min_term_chars: int = Field(4, ge=1, description="shorter words are not key terms (numbers always are)")
+    max_new_tokens: int = Field(384, ge=8)
+    temperature: float = Field(0.0, ge=0.0)
+    timeout_s: float = Field(120.0, gt=0)
+    fidelity_encoder: str | None = None
+    fidelity_layer: int | None = None
+    fidelity_batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _one_backend(self):
+        if (self.rewriter is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of rewriter (a local chat model) or endpoint (a URL)")
+        return self
+
+
+@JOBS.register("compress", help="Compress a task's examples to a token rate (SPEC 3).")
+class CompressJob(JobConfig):
+    job: Literal["compress"] = "compress"
+    task: str
+    out: str
+    fields: FieldMap = Field(default_factory=FieldMap)
+    limit: int | None = Field(None, ge=1, description="compress only the first N rows")
+    compress: CompressConfig = Field(default_factory=CompressConfig)
+
+
+@JOBS.register("rewrite", help="Rewrite compressed examples into fluent text with feedback (SPEC 4).")
+class RewriteJob(JobConfig):
+    job: Literal["rewrite"] = "rewrite"
+    compressed: str
+    original: str
+    out: str
+    fields: FieldMap = Field(default_factory=FieldMap)
+    rewrite: RewriteConfig

