@@ -1,0 +1,213 @@
+"""Rewriting with a negative feedback loop: scripted fake rewriters, fake fidelity, endpoint, CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from damoc.data.compress import RewriteConfig
+from damoc.data.compress.rewrite import (
+    EndpointRewriter,
+    LocalChatRewriter,
+    key_terms,
+    missing_terms,
+    rewrite_examples,
+)
+from damoc.errors import DamocError
+from damoc.io.tasks import Example
+
+ORIG = Example(
+    id="a",
+    question="What did the trial of compound X show?",
+    context="In a randomized trial of 120 patients, compound X reduced migraine frequency by 40% over placebo.",
+    answer="reduced migraine frequency by 40%",
+)
+COMP = Example(
+    id="a",
+    question=ORIG.question,
+    context="randomized trial 120 patients, compound X reduced migraine frequency by 40% placebo.",
+    answer=ORIG.answer,
+)
+GOOD = "In a randomized trial with 120 patients, compound X reduced migraine frequency by 40% versus placebo."
+BAD = "A trial found that a compound helped with headaches."
+
+
+def cfg(**kw):
+    return RewriteConfig(rewriter="fake", **kw)
+
+
+def fid(cands, refs):
+    """A fake fidelity: the share of the reference's key terms that the candidate keeps."""
+    out = []
+    for c, r in zip(cands, refs, strict=True):
+        terms = key_terms(r)
+        out.append(1.0 - len(missing_terms(terms, c)) / max(1, len(terms)))
+    return out
+
+
+class Scripted:
+    """Returns its replies in order and keeps every message list it was given."""
+
+    def __init__(self, *replies):
+        self.replies = list(replies)
+        self.calls = []
+
+    def __call__(self, messages):
+        self.calls.append(messages)
+        return self.replies[min(len(self.calls), len(self.replies)) - 1]
+
+
+def test_key_terms_and_missing():
+    terms = key_terms("In 2019 the trial of 120 patients cut costs by 4.5% with aspirin.")
+    assert terms == ["2019", "trial", "120", "patients", "costs", "4.5%", "aspirin"]
+    assert missing_terms(terms, "120 patients took aspirin in 2019") == ["trial", "costs", "4.5%"]
+
+
+def test_passes_in_round_one():
+    rw = Scripted(GOOD)
+    res = rewrite_examples([COMP], [ORIG], cfg(tau=0.8), rw, fid)
+    rec = res.records[0]
+    assert rec.passed and rec.rounds == 1 and len(rw.calls) == 1
+    assert res.examples[0].context == GOOD
+    assert rec.required == ["reduced migraine frequency by 40%"]
+    assert res.summary.n_passed_first_round == 1
+
+
+def test_stops_at_max_rounds_and_falls_back():
+    rw = Scripted(BAD)
+    res = rewrite_examples([COMP], [ORIG], cfg(max_rounds=3, tau=0.8), rw, fid)
+    rec = res.records[0]
+    assert len(rw.calls) == 3 and rec.rounds == 3 and not rec.passed
+    assert res.examples[0].context == COMP.context  # the compressed text is kept
+    assert len(rec.scores) == 3 and rec.answer_ok == [False, False, False]
+    assert rec.final_fidelity == pytest.approx(fid([COMP.context], [ORIG.context])[0])
+    assert res.summary.n_fallback == 1
+
+
+def test_succeeds_in_round_two_after_feedback():
+    rw = Scripted(BAD, GOOD)
+    res = rewrite_examples([COMP], [ORIG], cfg(max_rounds=3, tau=0.8), rw, fid)
+    rec = res.records[0]
+    assert rec.passed and rec.rounds == 2 and len(rw.calls) == 2
+    assert res.examples[0].context == GOOD
+    assert rec.scores[0] < 0.8 <= rec.scores[1]
+    # round 2 saw its own failed rewrite and the feedback
+    assert rw.calls[1][-2] == {"role": "assistant", "content": BAD}
+
+
+def test_feedback_names_the_missing_terms():
+    rw = Scripted(BAD, GOOD)
+    res = rewrite_examples([COMP], [ORIG], cfg(tau=0.8), rw, fid)
+    feedback = rw.calls[1][-1]["content"]
+    named = res.records[0].feedback[0]
+    assert named[0] == "reduced migraine frequency by 40%"  # the answer first
+    for term in ("120", "patients", "randomized", "placebo", "40%"):
+        assert term in named and term in feedback
+    assert "trial" not in named  # the rewrite kept it
+
+
+def test_answer_must_survive_even_with_high_fidelity():
+    dropped = GOOD.replace("reduced migraine frequency by 40%", "lowered migraines")
+    rw = Scripted(dropped)
+    res = rewrite_examples([COMP], [ORIG], cfg(max_rounds=2, tau=0.0), rw, lambda c, r: [0.99] * len(c))
+    assert not res.records[0].passed and res.records[0].answer_ok == [False, False]
+    res = rewrite_examples(
+        [COMP], [ORIG], cfg(max_rounds=2, tau=0.0, check_answer=False), rw, lambda c, r: [0.99] * len(c)
+    )
+    assert res.records[0].passed
+
+
+def test_config_needs_exactly_one_backend():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="exactly one"):
+        RewriteConfig()
+    with pytest.raises(ValidationError, match="exactly one"):
+        RewriteConfig(rewriter="m", endpoint="http://x")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.seen.append((self.path, body))
+        reply = {"choices": [{"message": {"role": "assistant", "content": " rewritten text "}}]}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    server = HTTPServer(("127.0.0.1", 0), _Handler)
+    server.seen = []
+    th = threading.Thread(target=server.serve_forever, daemon=True)
+    th.start()
+    yield server
+    server.shutdown()
+
+
+def test_endpoint_rewriter_speaks_openai_chat(endpoint):
+    url = f"http://127.0.0.1:{endpoint.server_port}/v1"
+    rw = EndpointRewriter(url, model="m1", max_tokens=50)
+    assert rw([{"role": "user", "content": "hi"}]) == " rewritten text "
+    path, body = endpoint.seen[0]
+    assert path == "/v1/chat/completions" and body["model"] == "m1" and body["max_tokens"] == 50
+
+
+def test_endpoint_unreachable_is_one_line_error():
+    rw = EndpointRewriter("http://127.0.0.1:9/v1", timeout_s=2)
+    with pytest.raises(DamocError, match="cannot reach the rewrite endpoint"):
+        rw([{"role": "user", "content": "hi"}])
+
+
+def test_local_chat_rewriter_generates(tiny_dirs):
+    from damoc.model.arch import load_model
+
+    model, tok = load_model(tiny_dirs["llama"])
+    out = LocalChatRewriter(model, tok, max_new_tokens=5)([{"role": "user", "content": "hello"}])
+    assert isinstance(out, str)
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_cli_rewrite_with_endpoint(run_cli, endpoint, tmp_path, monkeypatch):
+    import damoc.data.fidelity as fidelity
+
+    monkeypatch.setattr(fidelity.BertScoreFidelity, "__call__", lambda self, c, r: [0.95] * len(c))
+    orig = _write(tmp_path / "orig.jsonl", [ORIG.to_row()])
+    comp = _write(tmp_path / "comp.jsonl", [COMP.to_row()])
+    out = tmp_path / "rw.jsonl"
+    url = f"http://127.0.0.1:{endpoint.server_port}/v1"
+    code, stdout, err = run_cli("rewrite", comp, "--original", orig, "--endpoint", url, "--out", out)
+    assert code == 0, err
+    # the fake endpoint drops the answer string: every round fails, the compressed text is kept
+    row = json.loads(out.read_text())
+    assert row["context"] == COMP.context
+    report = json.loads((tmp_path / "rw.report.json").read_text())
+    assert report["records"][0]["rounds"] == 3 and report["summary"]["n_fallback"] == 1
+    assert len(endpoint.seen) == 3 and "kept compressed" in stdout
+
+
+def test_cli_rewrite_bad_input(run_cli, tmp_path):
+    orig = _write(tmp_path / "orig.jsonl", [ORIG.to_row()])
+    comp = _write(tmp_path / "comp.jsonl", [{**COMP.to_row(), "id": "zzz"}])
+    out = tmp_path / "rw.jsonl"
+    code, _, err = run_cli(
+        "rewrite", comp, "--original", orig, "--endpoint", "http://127.0.0.1:9", "--out", out
+    )
+    assert code == 2 and "not in the original task" in err
+    code, _, err = run_cli("rewrite", comp, "--original", orig, "--out", out)
+    assert code == 2 and "exactly one" in err
+    assert not out.exists()
