@@ -37,7 +37,7 @@ class Embedder(Protocol):
 
 
 class MiniLMOptions(StrictModel):
-    max_seq_length: int = 256  # word pieces per text (longer texts are cut)
+    max_seq_length: int = 128  # word pieces per text (longer texts are cut); the model was trained at 128
     batch_size: int = 32
     device: str = "cpu"
 
@@ -87,7 +87,13 @@ class MiniLMEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
             path = pkg.get_model_path()
             log.info("loading sentence encoder from %s", path)
-            self._model = st.SentenceTransformer(str(path), device=self.options.device)
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            try:
+                self._model = st.SentenceTransformer(str(path), device=self.options.device)
+            finally:
+                hf_logging.enable_progress_bar()
             self._model.max_seq_length = self.options.max_seq_length
         return self._model
 

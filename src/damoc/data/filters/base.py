@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 FAMILIES = ("distribution", "quality", "hybrid")
 DEFAULT_REFERENCE_MODEL = "smollm2-135m"
 
-TextView = Literal["text", "prompt", "question", "answer"]
+# Which text of an example is embedded / hashed: "qac" is question, answer, then context, so an encoder
+# that truncates long inputs cuts the context, not the question.
+TextView = Literal["qac", "text", "prompt", "question", "answer"]
 
 
 @dataclass
@@ -76,7 +78,7 @@ class FilterContext:
 
     seed: int = 0
     embedder: str | Embedder = "auto"
-    text_view: TextView = "text"  # which text of an example to embed / hash (``Example.text()`` etc.)
+    text_view: TextView = "qac"  # which text of an example to embed / hash (see TextView)
     embeddings: np.ndarray | None = None  # precomputed (n, d) embeddings of the pool, if the caller has them
     reference_model: ModelSpec = DEFAULT_REFERENCE_MODEL  # LM for perplexity / IFD
     judge_model: ModelSpec | None = None  # instruct LM for llm-judge; default: reference_model
@@ -90,6 +92,8 @@ class FilterContext:
 
     def texts(self, examples: Sequence[Example], view: TextView | None = None) -> list[str]:
         view = view or self.text_view
+        if view == "qac":
+            return ["\n".join(p for p in (e.question, e.answer, e.context) if p) for e in examples]
         if view == "text":
             return [e.text() for e in examples]
         if view == "prompt":

@@ -1,0 +1,217 @@
+"""Data filters: wall time per 1,000 rows for every registered filter on PubMedQA and TAT-QA (finance).
+
+For each task the pool is the train split (200 rows held out as dev, DSIR's target), cut to ``rows``.
+Embedding-based filters share one embedding pass per task: its time is measured once (cold cache) and
+reported apart, and ``total_s_per_1k`` adds it back for the methods that need embeddings. Model-based
+filters (perplexity, IFD, LLM judge) run the reference LM (default ``smollm2-135m`` from the offline
+zoo) on a smaller slice (``model_rows``) and are scaled to 1,000 rows; they are skipped, with a note,
+when the zoo model is not there. The subset each filter keeps is also compared with random (Jaccard).
+
+Records are cached per (task, method, settings) in benchmarks/records/data_filters/ (``--fresh`` redoes).
+
+    python benchmarks/data_level_filters.py                          # both tasks, every filter
+    python benchmarks/data_level_filters.py --tasks pubmedqa --methods kcenter,dsir --rows 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from damoc.data.embed import MiniLMEmbedder, TfidfEmbedder, get_embedder, minilm_available
+from damoc.data.filters import FILTERS, FilterContext, filter_names, make_filter
+from damoc.io.files import read_json, write_json_atomic, write_text_atomic
+from damoc.io.tasks import load_task
+
+ROOT = Path(__file__).resolve().parent
+RECORDS = ROOT / "records" / "data_filters"
+RESULTS = ROOT / "results" / "data_filters.md"
+TASKS = ["pubmedqa", "finance"]
+EMBEDDING_METHODS = {"kcenter", "kmeans", "semdedup", "cluster-rank", "deita", "quality-kcenter"}
+MODEL_METHODS = {"perplexity", "ifd", "llm-judge"}
+
+
+def zoo_model_present(name: str) -> bool:
+    path = Path(os.environ.get("DAMOC_ZOO_DIR", Path.home() / ".cache" / "damoc" / "zoo")) / name
+    return (path / "config.json").is_file()
+
+
+def _key(obj: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _fresh_embedder(name: str):
+    """A new embedder with an empty cache (so the first pass is timed cold)."""
+    if name == "auto":
+        name = "minilm" if minilm_available() else "tfidf"
+    return MiniLMEmbedder() if name == "minilm" else TfidfEmbedder()
+
+
+def run_filter_timing(
+    task_names: list[str],
+    rows: int = 1000,
+    methods: list[str] | None = None,
+    model_rows: int = 60,
+    judge_rows: int = 30,
+    embedder: str = "auto",
+    reference_model: str = "smollm2-135m",
+    budget: float = 0.1,
+    seed: int = 0,
+    fresh: bool = False,
+) -> list[dict[str, Any]]:
+    """Time every filter on each task; one record per (task, method), also cached as JSON."""
+    methods = methods or filter_names()
+    have_lm = Path(reference_model).is_dir() or zoo_model_present(reference_model)
+    emb_name = get_embedder(embedder).name
+    records: list[dict[str, Any]] = []
+    for task_name in task_names:
+        task = load_task(task_name, dev_size=200, seed=seed)
+        pool = task.train[:rows]
+        emb = _fresh_embedder(emb_name)
+        emb.encode(
+            ["warm-up: load the encoder and its libraries", "not timed"]
+        )  # load time is not filter time
+        t0, c0 = time.perf_counter(), time.process_time()
+        x = emb.encode(FilterContext().texts(pool)) if set(methods) & EMBEDDING_METHODS else None
+        embed_s, embed_cpu = time.perf_counter() - t0, time.process_time() - c0
+        base = FilterContext(
+            seed=seed, embedder=emb, embeddings=x, target=task.dev, reference_model=reference_model
+        )
+        random_sel = set(make_filter("random").select(pool, budget, base).indices)
+        for name in methods:
+            settings = {
+                "task": task_name,
+                "method": name,
+                "rows": len(pool),
+                "budget": budget,
+                "seed": seed,
+                "embedder": emb_name,
+                "threads": torch.get_num_threads(),
+            }
+            n = len(pool)
+            if name in MODEL_METHODS:
+                n = min(len(pool), judge_rows if name == "llm-judge" else model_rows)
+                settings.update(model=reference_model, model_rows=n)
+            path = RECORDS / f"{task_name}-{name}-{_key(settings)}.json"
+            if path.exists() and not fresh:
+                records.append(read_json(path))
+                print(f"{task_name:9} {name:16} cached")
+                continue
+            if name in MODEL_METHODS and not have_lm:
+                rec = {**settings, "skipped": f"reference model {reference_model} not in the zoo cache"}
+                records.append(rec)
+                print(f"{task_name:9} {name:16} skipped: {rec['skipped']}")
+                continue
+            sub = pool[:n]
+            ctx = FilterContext(
+                seed=seed,
+                embedder=emb,
+                embeddings=x[:n] if x is not None else None,
+                target=task.dev,
+                reference_model=reference_model,
+            )
+            if name in MODEL_METHODS:
+                ctx.reference_lm()  # load time is not filter time
+            t0, c0 = time.perf_counter(), time.process_time()
+            sel = make_filter(name).select(sub, budget, ctx)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            per_1k = wall * 1000 / n
+            rec = {
+                **settings,
+                "family": FILTERS.entry(name).family,
+                "code": FILTERS.get(name).code,
+                "wall_s": round(wall, 3),
+                "s_per_1k": round(per_1k, 3),
+                "cpu_s_per_1k": round(cpu * 1000 / n, 3),
+                "embed_s_per_1k": round(embed_s * 1000 / len(pool), 3) if name in EMBEDDING_METHODS else 0.0,
+                "embed_cpu_s_per_1k": round(embed_cpu * 1000 / len(pool), 3)
+                if name in EMBEDDING_METHODS
+                else 0.0,
+                "kept": len(sel.indices),
+                "jaccard_vs_random": round(
+                    len(random_sel & set(sel.indices)) / len(random_sel | set(sel.indices)), 3
+                )
+                if n == len(pool)
+                else None,
+                "info": {k: v for k, v in sel.info.items() if not isinstance(v, list)},
+            }
+            rec["total_s_per_1k"] = round(rec["s_per_1k"] + rec["embed_s_per_1k"], 3)
+            rec["total_cpu_s_per_1k"] = round(rec["cpu_s_per_1k"] + rec["embed_cpu_s_per_1k"], 3)
+            write_json_atomic(path, rec)
+            records.append(rec)
+            print(
+                f"{task_name:9} {name:16} {per_1k:9.2f} s/1k rows (+{rec['embed_s_per_1k']:.2f} embedding) on {n} rows"
+            )
+    return records
+
+
+def render(records: list[dict[str, Any]], command: str) -> str:
+    lines = [
+        "# Data filters: time per 1,000 rows",
+        "",
+        f"Machine: {platform.machine()} CPU, 2 cores shared with other jobs; torch {torch.__version__}.",
+        f"Command: `{command}`",
+        "",
+        "Wall = elapsed seconds; CPU = process CPU seconds (less sensitive to other jobs on the cores).",
+        "",
+        "| task | id | method | family | rows timed | filter wall s / 1k | + embedding wall s / 1k "
+        "| total wall s / 1k | total CPU s / 1k | Jaccard vs random |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        if "skipped" in r:
+            lines.append(f"| {r['task']} | | {r['method']} | | | skipped: {r['skipped']} | | | | |")
+            continue
+        rows = r.get("model_rows", r["rows"])
+        jac = "" if r.get("jaccard_vs_random") is None else f"{r['jaccard_vs_random']:.3f}"
+        lines.append(
+            f"| {r['task']} | {r['code']} | {r['method']} | {r['family']} | {rows} | {r['s_per_1k']:.2f} | "
+            f"{r['embed_s_per_1k']:.2f} | {r['total_s_per_1k']:.2f} | {r['total_cpu_s_per_1k']:.2f} | {jac} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tasks", default=",".join(TASKS))
+    ap.add_argument("--methods", default=None, help="comma-separated (default: all)")
+    ap.add_argument("--rows", type=int, default=1000)
+    ap.add_argument("--model-rows", type=int, default=60)
+    ap.add_argument("--judge-rows", type=int, default=30)
+    ap.add_argument("--embedder", default="auto")
+    ap.add_argument("--reference-model", default="smollm2-135m")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on shared cores)")
+    ap.add_argument("--fresh", action="store_true", help="ignore cached records")
+    ap.add_argument("--no-write", action="store_true", help="do not rewrite the results Markdown")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("DAMOC_NO_PROGRESS", "1")
+    torch.set_num_threads(args.threads)
+    records = run_filter_timing(
+        args.tasks.split(","),
+        rows=args.rows,
+        methods=args.methods.split(",") if args.methods else None,
+        model_rows=args.model_rows,
+        judge_rows=args.judge_rows,
+        embedder=args.embedder,
+        reference_model=args.reference_model,
+        fresh=args.fresh,
+    )
+    import sys
+
+    text = render(records, "python " + " ".join(sys.argv))
+    print(text)
+    if not args.no_write:
+        write_text_atomic(RESULTS.with_suffix(".table.md"), text)
+
+
+if __name__ == "__main__":
+    main()
