@@ -370,3 +370,22 @@ def test_real_smollm2_fetch_loads_and_generates(tmp_path, monkeypatch):
     ids = tok("The capital of France is", return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1] :])
+
+
+def test_hf_ids_resolve_only_from_the_local_hf_cache(tmp_path, monkeypatch):
+    from damoc.zoo import registry
+
+    snap = tmp_path / "models--org--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "models--org--tiny" / "refs" / "main").write_text("abc123")
+    assert registry.hub_snapshot("org/tiny", cache_dir=tmp_path) == snap
+    assert registry.hub_snapshot("org/other", cache_dir=tmp_path) is None
+    assert registry.hub_snapshot("not-an-id", cache_dir=tmp_path) is None
+
+    real = registry.hub_snapshot
+    monkeypatch.setattr(registry, "hub_snapshot", lambda name: real(name, cache_dir=tmp_path))
+    assert resolve_zoo_model("org/tiny") == snap
+    with pytest.raises(DamocError, match="nor a Hugging Face id already in the local HF cache"):
+        resolve_zoo_model("org/other")

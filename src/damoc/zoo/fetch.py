@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -198,7 +198,6 @@ def build_zoo_dir(
             f"{entry.name}: converted to {conv.model_type} with {conv.layers} layers, "
             f"expected {entry.architecture} with {entry.layers}"
         )
-    conv_info = asdict(conv)
     record = ZooRecord(
         name=entry.name,
         display_name=entry.display_name,
@@ -214,7 +213,7 @@ def build_zoo_dir(
         dtype=conv.dtype,
         license=entry.license,
         source=entry.source,
-        convert_seconds=conv_info["seconds"],
+        convert_seconds=conv.seconds,
         transformers_version=transformers.__version__,
         created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

@@ -199,14 +199,35 @@ def zoo_entry(name: str) -> ZooEntry:
     if name not in ZOO:
         known = ", ".join(ZOO.names())
         raise DamocError(
-            f"unknown model '{name}': not a local model directory (one with config.json) "
-            f"and not a zoo model (known: {known})"
+            f"unknown model '{name}': not a local model directory (one with config.json), "
+            f"not a zoo model (known: {known}) nor a Hugging Face id already in the local HF cache"
         )
     return ZOO.get(name)
 
 
+def hub_snapshot(repo_id: str, cache_dir: str | Path | None = None) -> Path | None:
+    """The local snapshot directory of a Hugging Face id already in the HF cache (nothing is downloaded)."""
+    if repo_id.count("/") != 1:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
+    except (ImportError, ValueError):
+        return None
+    return Path(found).parent if isinstance(found, str) else None
+
+
 def resolve_zoo_model(name: str, force: bool = False) -> Path:
-    """The cached HF directory of zoo model ``name``, fetched and converted on first use."""
+    """The cached HF directory of zoo model ``name``, fetched and converted on first use.
+
+    A name that is not in the zoo but is a Hugging Face id (``org/name``) already in the local HF cache
+    resolves to its snapshot directory; anything else is a one-line error listing the zoo models.
+    """
+    if name not in ZOO:
+        snapshot = hub_snapshot(name)
+        if snapshot is not None:
+            return snapshot
     from damoc.zoo.fetch import fetch_zoo_model
 
     return fetch_zoo_model(zoo_entry(name), force=force).path
