@@ -73,9 +73,7 @@ def compress_cmd(
 ) -> None:
     """Compress a task's examples to a token rate: drop the least informative words under a small LM.
 
-    The context is compressed hardest, the question lightly, the answer not at all; gold answer
-    spans and --keep matches are never dropped. Examples whose BERTScore-F1 vs the original falls
-    under the floor are retried at a milder rate, then kept whole.
+    The context is compressed hardest, the question lightly, the answer not at all; gold answer spans and --keep matches are never dropped. Examples whose BERTScore-F1 vs the original falls under the floor are retried at a milder rate, then kept whole.
     """
     from damoc.config import parse_config
     from damoc.data.compress.config import CompressJob
@@ -149,9 +147,7 @@ def rewrite_cmd(
 ) -> None:
     """Rewrite compressed examples into short fluent text, with feedback on what was lost.
 
-    Each rewrite must keep BERTScore-F1 vs the original >= tau and, for extractive examples, the
-    answer string; otherwise the rewriter is asked again with the lost key terms named, up to
-    --max-rounds, and then the compressed text is kept.
+    Each rewrite must keep BERTScore-F1 vs the original >= tau and, for extractive examples, the answer string; otherwise the rewriter is asked again with the lost key terms named, up to --max-rounds, and then the compressed text is kept.
     """
     from damoc.config import parse_config
     from damoc.data.compress.config import RewriteJob
