@@ -36,6 +36,7 @@ def select(
     resume: bool = typer.Option(
         False, "--resume", help="Continue a run: skip units that already have a record."
     ),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="With --resume: rerun failed units too."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Delete a non-empty run directory first."),
     validate: bool | None = typer.Option(
         None, "--validate/--no-validate", help="Also fully fine-tune each candidate for the true ranking."
@@ -141,6 +142,6 @@ def select(
     from damoc.select.report import render_table
 
     cfg = parse_config(SelectConfig, data, where=where)
-    board = run_select(cfg, resume=resume, overwrite=overwrite)
+    board = run_select(cfg, resume=resume, overwrite=overwrite, retry_failed=retry_failed)
     typer.echo(render_table(board))
     typer.echo(f"\nreport: {Path(board.run_dir) / 'report.md'}")

@@ -17,8 +17,26 @@ from damoc.select.records import UnitRecord
 
 LOG = logging.getLogger(__name__)
 
-# Eval fields that do not change a score (only speed) stay out of the key.
-_EVAL_SPEED_FIELDS = {"batch_size"}
+# What a ground-truth score depends on. Fields added to these configs later enter the key only when
+# set away from their default, so cached ground truth survives additive changes.
+FINETUNE_KEY_FIELDS = (
+    "method", "epochs", "max_steps", "token_budget", "batch_size", "max_length", "lr", "weight_decay",
+    "warmup_ratio", "grad_clip", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "add_eos", "seed",
+)  # fmt: skip
+EVAL_KEY_FIELDS = ("metric", "max_length", "max_new_tokens", "stop_at_newline", "alias_field")
+
+
+def stable_fields(cfg, fields: tuple[str, ...]) -> dict[str, Any]:
+    """``fields`` of a pydantic config, plus any other field set away from its default."""
+    data = cfg.model_dump(mode="json")
+    out = {k: data[k] for k in fields if k in data}
+    for name, info in type(cfg).model_fields.items():
+        if name in fields or name not in data:
+            continue
+        default = info.get_default(call_default_factory=True)
+        if data[name] != (default.model_dump(mode="json") if hasattr(default, "model_dump") else default):
+            out[name] = data[name]
+    return out
 
 
 def examples_fingerprint(examples: list[Example]) -> str:
@@ -46,16 +64,17 @@ def ground_truth_key(
     train: list[Example],
     dev: list[Example],
     candidate: str,
-    finetune: dict[str, Any],
-    eval_cfg: dict[str, Any],
+    finetune,
+    eval_cfg,
     train_target: str,
 ) -> str:
+    """Key of a full fine-tune record: training and dev data, candidate, fine-tune and scoring settings."""
     payload = {
         "train": examples_fingerprint(train),
         "dev": examples_fingerprint(dev),
         "candidate": candidate_identity(candidate),
-        "finetune": finetune,
-        "eval": {k: v for k, v in sorted(eval_cfg.items()) if k not in _EVAL_SPEED_FIELDS},
+        "finetune": stable_fields(finetune, FINETUNE_KEY_FIELDS),
+        "eval": {k: v for k, v in stable_fields(eval_cfg, EVAL_KEY_FIELDS).items() if k in EVAL_KEY_FIELDS},
         "target": train_target,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

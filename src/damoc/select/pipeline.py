@@ -13,10 +13,14 @@ Records are the unit of resume: ``resume=True`` reruns only the units without a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -231,8 +235,14 @@ def run_rewrite_stage(cfg: SelectConfig, originals: list[Example], examples: lis
     return list(_field(result, "examples") or result)
 
 
-def prepare_data(cfg: SelectConfig, task: Task, dev: list[Example], run: Path, resume: bool) -> DataStage:
-    """Filter → compress → rewrite once, for every candidate; reused on resume when the settings match."""
+def prepare_data(
+    cfg: SelectConfig, task: Task, dev: list[Example], run: Path, resume: bool, need_proxy: bool = True
+) -> DataStage:
+    """Filter → compress → rewrite once, for every candidate; reused on resume when the settings match.
+
+    Without ``need_proxy`` (only baselines or ground truth to run) the splits are written but the
+    data-level compression is left for later.
+    """
     root = run / "data"
     stage = DataStage(
         record=None,  # type: ignore[arg-type]
@@ -252,7 +262,7 @@ def prepare_data(cfg: SelectConfig, task: Task, dev: list[Example], run: Path, r
     )
     if resume and (root / "data.json").is_file():
         rec = DataRecord.load(root / "data.json")
-        if rec.config_hash == key:
+        if rec.config_hash == key and (rec.proxy_ready or not need_proxy):
             LOG.info("data stages: reusing %s", root)
             stage.record = rec
             return stage
@@ -268,9 +278,13 @@ def prepare_data(cfg: SelectConfig, task: Task, dev: list[Example], run: Path, r
         rewrite=cfg.data.rewrite,
         config_hash=key,
     )
-    filtered = run_filter_stage(cfg, task.train, rec)
-    compressed = run_compress_stage(cfg, filtered, rec)
-    proxy_train = run_rewrite_stage(cfg, filtered, compressed, rec)
+    filtered: list[Example] = []
+    proxy_train: list[Example] = []
+    if need_proxy:
+        filtered = run_filter_stage(cfg, task.train, rec)
+        compressed = run_compress_stage(cfg, filtered, rec)
+        proxy_train = run_rewrite_stage(cfg, filtered, compressed, rec)
+        rec.proxy_ready = True
     rec.n_proxy_train = len(proxy_train)
     rng = random.Random(cfg.seed)
     shots = rng.sample(task.train, min(cfg.eval.few_shot_k, len(task.train)))
@@ -338,7 +352,8 @@ def plan_units(cfg: SelectConfig, task: Task, stage: DataStage, run: Path) -> li
     return units
 
 
-def _done(spec: UnitSpec) -> UnitRecord | None:
+def _done(spec: UnitSpec, retry_failed: bool = False) -> UnitRecord | None:
+    """The unit's record when it needs no rerun: a success, or a failure unless retrying failures."""
     p = Path(spec.record_path)
     if not p.is_file():
         return None
@@ -346,7 +361,9 @@ def _done(spec: UnitSpec) -> UnitRecord | None:
         rec = UnitRecord.load(p)
     except ValueError:
         return None
-    return rec if rec.status == "ok" and rec.cache_key == spec.cache_key else None
+    if rec.cache_key != spec.cache_key or (rec.status != "ok" and retry_failed):
+        return None
+    return rec
 
 
 def make_backend(cfg: SelectConfig):
@@ -378,8 +395,8 @@ def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage
                 train,
                 dev,
                 u.candidate,
-                cfg.validate_.finetune.model_dump(mode="json"),
-                cfg.eval.model_dump(mode="json"),
+                cfg.validate_.finetune,
+                cfg.eval,
                 u.train_target,
             )
             units[i] = u.model_copy(update={"cache_key": key})
@@ -405,8 +422,36 @@ def group_jobs(cfg: SelectConfig, units: list[UnitSpec], run: Path) -> list[Cand
     return sorted(jobs.values(), key=lambda j: order[j.candidate])
 
 
-def run_select(cfg: SelectConfig, resume: bool = False, overwrite: bool = False):
-    """Run (or resume) a selection and return its :class:`~damoc.select.records.Leaderboard`."""
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM stops the run like Ctrl-C: the backend stops its workers and finished records stay."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def run_select(
+    cfg: SelectConfig,
+    resume: bool = False,
+    overwrite: bool = False,
+    methods: Sequence[Method] | None = None,
+    retry_failed: bool = False,
+):
+    """Run (or resume) a selection and return its :class:`~damoc.select.records.Leaderboard`.
+
+    ``methods`` limits the units run now (e.g. ``["full"]`` to compute the ground truth first); the
+    leaderboard still shows every record already in the run directory. On resume, units with a
+    record are skipped; failed ones too unless ``retry_failed``.
+    """
     from damoc.select.report import build_leaderboard, write_reports
 
     check_candidates(cfg.candidates)
@@ -416,13 +461,16 @@ def run_select(cfg: SelectConfig, resume: bool = False, overwrite: bool = False)
 
         require("ray", "ray")
     run = open_run_dir(cfg, resume, overwrite)
-    stage = prepare_data(cfg, task, dev, run, resume)
+    need_proxy = methods is None or "proxy" in methods
+    stage = prepare_data(cfg, task, dev, run, resume, need_proxy)
     units = plan_units(cfg, task, stage, run)
     attach_cache_keys(cfg, units, stage)
     cache = GroundTruthCache(cfg.validate_.cache_dir)
     todo = []
     for u in units:
-        if resume and _done(u) is not None:
+        if methods is not None and u.method not in methods:
+            continue
+        if resume and _done(u, retry_failed) is not None:
             LOG.info("resume: %s / %s already done", u.candidate, u.method)
             continue
         hit = cache.get(u.cache_key) if u.method == "full" and u.cache_key else None
@@ -439,7 +487,8 @@ def run_select(cfg: SelectConfig, resume: bool = False, overwrite: bool = False)
             cache.put(rec)
 
     if todo:
-        make_backend(cfg).run(group_jobs(cfg, todo, run), on_done)
+        with _sigterm_as_interrupt():
+            make_backend(cfg).run(group_jobs(cfg, todo, run), on_done)
     records = [UnitRecord.load(u.record_path) for u in units if Path(u.record_path).is_file()]
     board = build_leaderboard(cfg, stage.record, records, run)
     write_reports(board, run)

@@ -92,6 +92,7 @@ class DataRecord(Record):
     stage_s: dict[str, float] = Field(default_factory=dict)
     summaries: dict[str, Any] = Field(default_factory=dict)
     config_hash: str = ""
+    proxy_ready: bool = False  # the proxy subset was made (not when only baselines/ground truth ran)
 
     @property
     def wall_s(self) -> float:

@@ -106,14 +106,11 @@ def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
     options["fraction"] = settings.layer_fraction
     if settings.merge is not None:
         options["merge"] = settings.merge
-    fields = LayerPruneConfig.model_fields
-    for key, value in (
-        ("n_texts", settings.calibration_rows),
-        ("max_length", settings.calibration_max_length),
-    ):
-        if key in fields and key not in options:
-            options[key] = value
-    cfg = LayerPruneConfig(**options)
+    options.setdefault("calib_samples", settings.calibration_rows)
+    options.setdefault("calib_length", settings.calibration_max_length)
+    from damoc.config import parse_config
+
+    cfg = parse_config(LayerPruneConfig, options, where="model")
     texts = (
         [e.text() for e in read_examples(spec.calib_path)][: settings.calibration_rows]
         if spec.calib_path
@@ -123,9 +120,10 @@ def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
         raise DamocError("layer pruning needs calibration texts but the training subset is empty")
     report = prune_layers(model, tok, texts, cfg)
     rec.layers_removed = [int(i) for i in getattr(report, "removed", [])]
-    rec.prep_tokens += sum(
-        len(tok(t, truncation=True, max_length=settings.calibration_max_length)["input_ids"]) for t in texts
-    )
+    calib = getattr(report, "calib_tokens", None)
+    if calib is None:
+        calib = sum(len(tok(t, truncation=True, max_length=cfg.calib_length)["input_ids"]) for t in texts)
+    rec.prep_tokens += int(calib)
 
 
 def run_unit(spec: UnitSpec) -> UnitRecord:

@@ -1,0 +1,182 @@
+"""Selection benchmark: does the cheap proxy rank the zoo models like full fine-tuning does?
+
+Three zoo models (smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b) × three domains (PubMedQA, TAT-QA
+finance, SQuAD v1.1 dev read from the PyPI sdist ``bigbench==1.0.0``). The ground truth (full
+fine-tune of every uncompressed model on a bounded training split) is cached under
+``benchmarks/records/selection/groundtruth/`` and committed, so later runs reuse it.
+
+    python benchmarks/selection.py --validate                    # everything (ground truth from the cache)
+    python benchmarks/selection.py --validate --stage groundtruth  # only the full fine-tunes (hours on CPU)
+    python benchmarks/selection.py --stage baselines             # zero-/few-shot of the uncompressed models
+    python benchmarks/selection.py --stage proxy                 # the proxy sweep
+
+Each stage resumes (records are the unit of work). Figures go to stdout and
+``benchmarks/records/selection/<domain>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "benchmarks" / "records" / "selection"
+RUNS = ROOT / "runs" / "selection"
+MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
+DOMAINS = ["pubmedqa", "finance", "squad"]
+BIGBENCH = "bigbench==1.0.0"
+SQUAD_MEMBER = "bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
+
+# The bounded ground truth (CPU): 200 training rows × 256 tokens, one epoch of full fine-tuning.
+TRAIN_ROWS = 200
+DEV_ROWS = 60
+MAX_LENGTH = 256
+
+
+def find_bigbench_sdist() -> Path:
+    """The bigbench sdist: from the damoc data cache, or downloaded there with pip (no install)."""
+    cache = Path.home() / ".cache" / "damoc" / "data"
+    path = cache / "bigbench-1.0.0.tar.gz"
+    if path.is_file():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        BIGBENCH,
+        "-d",
+        str(cache),
+    ]
+    subprocess.run(cmd, check=False)
+    if not path.is_file():
+        raise SystemExit(f"could not download {BIGBENCH} into {cache}; put bigbench-1.0.0.tar.gz there")
+    return path
+
+
+def squad_task() -> Path:
+    """SQuAD v1.1 dev as a damoc JSONL task (question, context, answer, answer_aliases)."""
+    out = Path.home() / ".cache" / "damoc" / "data" / "squad_v1.1_dev.jsonl"
+    if out.is_file():
+        return out
+    with tarfile.open(find_bigbench_sdist()) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(SQUAD_MEMBER))
+        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    rows = []
+    for article in data["data"]:
+        for para in article["paragraphs"]:
+            for qa in para["qas"]:
+                texts = [a["text"] for a in qa["answers"]]
+                aliases = sorted(set(texts) - {texts[0]})
+                rows.append(
+                    {
+                        "id": qa["id"],
+                        "question": qa["question"],
+                        "context": para["context"],
+                        "answer": texts[0],
+                        "answer_aliases": aliases,
+                        "title": article["title"],
+                    }
+                )
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def domain_config(domain: str, validate: bool, threads: int | None):
+    from damoc.select.config import SelectConfig
+
+    path = str(squad_task()) if domain == "squad" else domain
+    data = {
+        "job": "select",
+        "task": {"path": path, "max_rows": TRAIN_ROWS + DEV_ROWS, "dev_size": DEV_ROWS, "seed": 0},
+        "candidates": MODELS,
+        "eval": {
+            "metric": "answer_bpb",
+            "dev_rows": DEV_ROWS,
+            "max_length": MAX_LENGTH,
+            "batch_size": 8,
+            "few_shot_k": 2,
+            "alias_field": "answer_aliases" if domain == "squad" else None,
+        },
+        "proxy": {"method": "lora", "epochs": 1.0, "batch_size": 4, "max_length": MAX_LENGTH, "lr": 2e-4},
+        "validate": {
+            "enabled": validate,
+            "finetune": {
+                "method": "full",
+                "epochs": 1.0,
+                "batch_size": 4,
+                "max_length": MAX_LENGTH,
+                "lr": 5e-5,
+            },
+            "cache_dir": str(RECORDS / "groundtruth"),
+        },
+        "run": {"run_dir": str(RUNS / domain), "threads": threads},
+    }
+    return SelectConfig.model_validate(data)
+
+
+def summary(board) -> dict:
+    return {
+        "task": board.task,
+        "metric": board.metric,
+        "settings": board.settings,
+        "rows": [r.model_dump(mode="json") for r in board.rows],
+        "agreement": [a.model_dump(mode="json") for a in board.agreement],
+        "cost": None
+        if board.cost is None
+        else {
+            **board.cost.model_dump(mode="json"),
+            "wall_ratio": board.cost.wall_ratio,
+            "token_ratio": board.cost.token_ratio,
+            "train_wall_ratio": board.cost.train_wall_ratio,
+            "train_token_ratio": board.cost.train_token_ratio,
+        },
+        "data": board.data.model_dump(mode="json"),
+        "records": [r.model_dump(mode="json", exclude={"per_example", "predictions"}) for r in board.records],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--validate", action="store_true", help="include the full fine-tune ground truth")
+    ap.add_argument("--stage", choices=["all", "groundtruth", "baselines", "proxy"], default="all")
+    ap.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from damoc.logging_utils import setup_logging
+    from damoc.select.pipeline import run_select
+    from damoc.select.report import render_table
+
+    setup_logging()
+    logging.getLogger("damoc").info("selection benchmark: %s, stage %s", args.domains, args.stage)
+    methods = {
+        "all": None,
+        "groundtruth": ["full"],
+        "baselines": ["zero_shot", "few_shot"],
+        "proxy": ["proxy"],
+    }[args.stage]
+    validate = args.validate or args.stage == "groundtruth"
+    for domain in args.domains:
+        cfg = domain_config(domain, validate, args.threads)
+        board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
+        print(f"\n=== {domain} ===")
+        print(render_table(board))
+        RECORDS.mkdir(parents=True, exist_ok=True)
+        (RECORDS / f"{domain}.json").write_text(json.dumps(summary(board), indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""End-to-end `damoc select` on tiny random models saved as HF directories (one worker per candidate).
+
+One run (module fixture) covers: a user task with its own field names, data filtering, layer removal,
+proxy LoRA, zero-/few-shot baselines, validation against full fine-tuning, a broken candidate that is
+recorded while the others finish, and the reports. Later tests resume it and reuse its ground truth.
+"""
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from damoc.select.records import Leaderboard, UnitRecord
+
+
+def _user_task(path, n=36):
+    rows = []
+    for i in range(n):
+        verdict = ["yes", "no"][i % 2]
+        rows.append(
+            {
+                "qid": f"u{i}",
+                "ask": f"Does drug {i} lower blood pressure in group {i % 4}?",
+                "passage": f"A study of {30 + i} adults found drug {i} changed pressure in group {i % 4}.",
+                "reply": f"{verdict}, it did for drug {i}.",
+                "verdict": verdict,
+            }
+        )
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _job(tmp, cands, run_dir, cache_dir, **extra):
+    data = {
+        "job": "select",
+        "task": {
+            "path": str(tmp / "user_task.jsonl"),
+            "fields": {
+                "id": "qid",
+                "question": "ask",
+                "context": "passage",
+                "answer": "reply",
+                "label": "verdict",
+            },
+            "dev_size": 8,
+        },
+        "candidates": [str(c) for c in cands],
+        "data": {"filter": "random", "budget": 0.5, "compress_rate": None},
+        "model": {"layer_fraction": 0.25, "calibration_rows": 4, "calibration_max_length": 64},
+        "proxy": {"method": "lora", "max_steps": 2, "batch_size": 4, "max_length": 96},
+        "eval": {"dev_rows": 6, "max_length": 96, "few_shot_k": 1, "few_shot_max_length": 192},
+        "validate": {
+            "enabled": True,
+            "finetune": {"method": "full", "max_steps": 2, "batch_size": 4, "max_length": 96, "lr": 1e-4},
+            "cache_dir": str(cache_dir),
+        },
+        "run": {"run_dir": str(run_dir), "threads": 1},
+    }
+    for key, value in extra.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp / f"job_{run_dir.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def main_run(tmp_path_factory, tiny_dirs):
+    from damoc.cli import main
+
+    tmp = tmp_path_factory.mktemp("select")
+    _user_task(tmp / "user_task.jsonl")
+    broken = tmp / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "not-a-model"}')
+    cands = [tiny_dirs["llama"], tiny_dirs["qwen2"], broken]
+    run_dir = tmp / "run"
+    job = _job(tmp, cands, run_dir, tmp / "gt")
+    code = main(["select", str(job)])
+    return {"tmp": tmp, "job": job, "run": run_dir, "code": code, "cands": [str(c) for c in cands]}
+
+
+def _board(run_dir) -> Leaderboard:
+    return Leaderboard.model_validate_json((run_dir / "leaderboard.json").read_text())
+
+
+def test_run_produces_leaderboard_report_and_plot(main_run):
+    assert main_run["code"] == 0
+    run = main_run["run"]
+    board = _board(run)
+    llama, qwen, broken = main_run["cands"]
+    assert board.metric == "answer_bpb" and board.higher_is_better is False
+    assert len(board.records) == 12  # 3 candidates × (proxy, zero-shot, few-shot, full)
+    ranked = [r for r in board.rows if r.rank is not None]
+    assert sorted(r.rank for r in ranked) == [1, 2]
+    assert {r.candidate for r in ranked} == {llama, qwen}
+    for row in ranked:
+        assert set(row.scores) == {"proxy", "zero_shot", "few_shot", "full"}
+        assert all(isinstance(v, float) and v > 0 for v in row.scores.values())
+        assert len(row.layers_removed) == 1  # 25% of 4 layers
+    # the proxy ranking is by score, lower is better
+    first, second = sorted(ranked, key=lambda r: r.rank)
+    assert first.scores["proxy"] <= second.scores["proxy"]
+    # the broken candidate is recorded with its error, for every method
+    bad = next(r for r in board.rows if r.candidate == broken)
+    assert bad.rank is None and set(bad.errors) == {"proxy", "zero_shot", "few_shot", "full"}
+    assert "cannot load" in bad.errors["proxy"] or "not-a-model" in bad.errors["proxy"]
+    # data stages: the user's field names were mapped, the filter kept half of the 28 training rows
+    assert board.data.n_train == 28 and board.data.n_dev == 6 and board.data.n_proxy_train == 14
+    proxy_rows = [json.loads(x) for x in (run / "data" / "proxy_train.jsonl").read_text().splitlines()]
+    assert len(proxy_rows) == 14 and proxy_rows[0]["question"].startswith("Does drug")
+    # validation: agreement for the proxy and both baselines, and a cost ratio
+    assert {a.method for a in board.agreement} == {"proxy", "zero_shot", "few_shot"}
+    assert all(a.n == 2 and a.top1_regret >= 0 for a in board.agreement)
+    assert board.cost is not None and board.cost.full_tokens > 0 and board.cost.proxy_tokens > 0
+    proxy_rec = next(r for r in board.records if r.candidate == llama and r.method == "proxy")
+    assert proxy_rec.train_steps == 2 and proxy_rec.n_layers == 3 and proxy_rec.prep_tokens > 0
+    report = (run / "report.md").read_text()
+    assert "## Leaderboard" in report and "Kendall" in report and llama in report
+    assert (run / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    assert yaml.safe_load((run / "config.yaml").read_text())["candidates"] == main_run["cands"]
+    for cand in board.rows:
+        assert (run / "candidates" / cand.slug / "worker.log").is_file()
+
+
+def test_resume_reruns_only_the_missing_record(main_run, run_cli):
+    run = main_run["run"]
+    board = _board(run)
+    llama = main_run["cands"][0]
+    slug = next(r.slug for r in board.rows if r.candidate == llama)
+    before = {
+        p: UnitRecord.load(p).finished_at for p in run.glob("candidates/*/*.json") if p.name != "job.json"
+    }
+    target = run / "candidates" / slug / "proxy.json"
+    target.unlink()
+    code, out, err = run_cli("select", str(main_run["job"]), "--resume")
+    assert code == 0, err
+    assert "rank" in out and llama in out
+    after = {
+        p: UnitRecord.load(p).finished_at for p in run.glob("candidates/*/*.json") if p.name != "job.json"
+    }
+    assert set(after) == set(before)
+    changed = [p for p in after if after[p] != before[p]]
+    assert changed == [target]
+    # same seed, same score
+    new = next(r for r in _board(run).records if r.candidate == llama and r.method == "proxy")
+    old = next(r for r in board.records if r.candidate == llama and r.method == "proxy")
+    assert new.score == pytest.approx(old.score, rel=1e-5)
+
+
+def test_not_empty_run_dir_needs_resume(main_run, run_cli):
+    code, _, err = run_cli("select", str(main_run["job"]))
+    assert code == 2 and "is not empty (pass --resume" in err
+
+
+def test_ground_truth_comes_from_the_cache(main_run):
+    from damoc.config import load_job
+    from damoc.select.pipeline import run_select
+
+    cfg = load_job(main_run["job"])
+    cfg.run.run_dir = str(main_run["tmp"] / "run_cached")
+    board = run_select(cfg, methods=["full"])  # no worker starts: every full record is a cache hit
+    full = [r for r in board.records if r.method == "full" and r.status == "ok"]
+    assert len(full) == 2 and all(r.cached for r in full)
+    orig = {r.candidate: r.score for r in _board(main_run["run"]).records if r.method == "full"}
+    assert all(r.score == orig[r.candidate] for r in full)
+
+
+# --- bad input: one line, exit code 2, nothing written ------------------------------------------
+
+
+@pytest.fixture
+def bad(tmp_path, tiny_dirs, qa_file):
+    return {"task": qa_file, "run": tmp_path / "bad_run", "llama": tiny_dirs["llama"]}
+
+
+def _check_bad(run_cli, bad, *args, match):
+    code, out, err = run_cli("select", "-o", bad["run"], *args)
+    assert code == 2, (out, err)
+    assert match in err and len(err.strip().splitlines()) == 1, err
+    assert not bad["run"].exists()
+
+
+def test_no_candidates(run_cli, bad):
+    _check_bad(run_cli, bad, "-t", bad["task"], match="at least one candidate")
+
+
+def test_unknown_candidate(run_cli, bad):
+    _check_bad(
+        run_cli,
+        bad,
+        "-t",
+        bad["task"],
+        "-c",
+        "no-such-model-xyz",
+        match="unknown candidate 'no-such-model-xyz'",
+    )
+    _check_bad(run_cli, bad, "-t", bad["task"], "-c", "./missing/dir", match="unknown candidate")
+
+
+def test_duplicate_candidate(run_cli, bad):
+    _check_bad(
+        run_cli, bad, "-t", bad["task"], "-c", bad["llama"], "-c", f"{bad['llama']}/", match="listed twice"
+    )
+
+
+def test_too_few_dev_rows(run_cli, bad):
+    _check_bad(
+        run_cli, bad, "-t", bad["task"], "-c", bad["llama"], "--dev-size", "5", "--dev-rows", "10",
+        match="the task has 5 dev rows but eval.dev_rows is 10",
+    )  # fmt: skip
+
+
+def test_metric_that_does_not_fit(run_cli, bad, tmp_path):
+    rows = [json.loads(x) for x in bad["task"].read_text().splitlines()]
+    nolabel = tmp_path / "nolabel.jsonl"
+    nolabel.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "label"}) + "\n" for r in rows))
+    _check_bad(
+        run_cli, bad, "-t", nolabel, "-c", bad["llama"], "--metric", "label_acc", "--dev-rows", "8",
+        match="metric 'label_acc' needs a label on every example",
+    )  # fmt: skip
+    _check_bad(run_cli, bad, "-t", bad["task"], "-c", bad["llama"], "-m", "acc", match="unknown metric 'acc'")
+
+
+def test_missing_task_and_bad_job(run_cli, bad, tmp_path):
+    _check_bad(run_cli, bad, "-c", bad["llama"], match="no task")
+    job = tmp_path / "j.yaml"
+    job.write_text(
+        yaml.safe_dump({"job": "select", "task": {"path": str(bad["task"])}, "candidates": ["a"], "oops": 1})
+    )
+    _check_bad(run_cli, bad, job, match="oops: unknown key")
+
+
+def test_list_metrics_and_help(run_cli):
+    code, out, _ = run_cli("select", "--list-metrics")
+    assert code == 0 and "answer_bpb" in out and "label_acc" in out
+    code, out, _ = run_cli("select", "--help")
+    assert code == 0 and "--resume" in out and "--validate" in out
+
+
+def test_validate_command_accepts_demo_job(run_cli):
+    code, out, err = run_cli("validate", "examples/select_demo.yaml")
+    assert code == 0, err
+    assert "valid 'select' job" in out
+
+
+# --- ray backend ----------------------------------------------------------------------------------
+
+
+def test_ray_backend_matches_local(main_run, tiny_dirs):
+    pytest.importorskip("ray")
+    from damoc.config import load_job
+    from damoc.select.pipeline import run_select
+
+    cfg = load_job(main_run["job"])
+    cfg.candidates = [str(tiny_dirs["llama"])]
+    cfg.baselines = False
+    cfg.validate_.enabled = False
+    cfg.run.run_dir = str(main_run["tmp"] / "run_ray")
+    cfg.run.backend = "ray"
+    board = run_select(cfg)
+    ray_score = board.rows[0].scores["proxy"]
+    local = next(r for r in _board(main_run["run"]).rows if r.candidate == str(tiny_dirs["llama"]))
+    assert ray_score == pytest.approx(local.scores["proxy"], rel=1e-5)
+    shutil.rmtree(cfg.run.run_dir)
