@@ -45,8 +45,9 @@ def _summary(record, out: Path) -> None:
     w = ", ".join(f"{k} {v:g}" for k, v in record.weights.items()) or "none"
     errs = [s["rel_error"] for s in record.layers if s["rel_error"] is not None]
     mean_err = f", mean relative layer error {sum(errs) / len(errs):.4f}" if errs else ""
+    sparsity = f", sparsity {record.sparsity:.3f}" if record.family == "prune" else ""
     typer.echo(
-        f"{record.method}: {len(record.layers)} layers, sparsity {record.sparsity:.3f}{mean_err}; "
+        f"{record.method}: {len(record.layers)} layers{sparsity}{mean_err}; "
         f"calibration weights: {w}; {record.wall_s:.1f}s, peak {record.peak_rss_mb:.0f} MiB -> {out}"
     )
 

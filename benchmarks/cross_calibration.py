@@ -1,0 +1,185 @@
+"""Cross-calibration benchmark: general-only (α=0), domain-only (α=1) and cross (α=0.5) pruning at the
+same sparsity, evaluated on held-out general text, held-out domain text and the domain task; plus a
+parity/timing comparison against llm-compressor (separate venv) on general-only calibration.
+
+    python benchmarks/cross_calibration.py --models smollm2-135m [--reference .venv-llmc/bin/python]
+
+Each step runs as its own process through the damoc CLI (so peak memory is per step); every result is
+cached as JSON under benchmarks/records/cross_calibration/<model>/ and reused on the next run.
+Prints a Markdown table and writes it to benchmarks/records/cross_calibration/<model>/table.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "benchmarks" / "records" / "cross_calibration"
+ALPHAS = {"general-only": 0.0, "domain-only": 1.0, "cross": 0.5}
+
+
+def sh(cmd: list[str], log: Path) -> None:
+    with log.open("a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        res = subprocess.run(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "DAMOC_NO_PROGRESS": "1"}
+        )
+    if res.returncode != 0:
+        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}; see {log}")
+
+
+def damoc(*args: str) -> list[str]:
+    return [sys.executable, "-m", "damoc", *args]
+
+
+def eval_args(a) -> list[str]:
+    return ["--domain", a.domain, "--samples", str(a.eval_samples), "--length", str(a.length),
+            "--task-samples", str(a.task_samples), "--max-length", str(a.max_length)]  # fmt: skip
+
+
+def calib_args(a) -> list[str]:
+    return ["--domain", a.domain, "--samples", str(a.samples), "--length", str(a.length)]
+
+
+def run_ours(a, model: str, name: str, compress: list[str], rec_dir: Path, work: Path, log: Path) -> dict:
+    path = rec_dir / f"{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    ckpt = work / name
+    if compress:
+        sh(damoc(*compress, model, *calib_args(a), "--out", str(ckpt), "--overwrite"), log)
+        crec = json.loads((ckpt / "damoc_calibrated.json").read_text())
+        errs = [s["rel_error"] for s in crec["layers"] if s["rel_error"] is not None]
+        comp = {k: crec[k] for k in ("method", "weights", "tokens", "sparsity", "wall_s", "peak_rss_mb")}
+        comp["mean_rel_error"] = sum(errs) / len(errs) if errs else None
+        comp["args"] = compress
+        target = str(ckpt)
+    else:
+        comp, target = None, model
+    sh(damoc("eval", target, *eval_args(a), "--out", str(work / f"{name}.eval.json")), log)
+    out = {
+        "name": name,
+        "model": model,
+        "compression": comp,
+        "eval": json.loads((work / f"{name}.eval.json").read_text()),
+    }
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    if ckpt.exists():
+        shutil.rmtree(ckpt)
+    return out
+
+
+def run_reference(
+    a, model: str, name: str, method: str, extra: list[str], rec_dir: Path, work: Path, log: Path
+):
+    path = rec_dir / f"ref-{name}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    import torch
+
+    from damoc.evaluate.perplexity import pack_sequences
+    from damoc.model.arch import load_tokenizer, resolve_model
+    from damoc.model.calibrated.general_text import load_source_texts
+
+    tok = load_tokenizer(model)
+    calib = pack_sequences(tok, load_source_texts("general", "calib"), a.samples, a.length)
+    evals = {
+        k: pack_sequences(tok, load_source_texts(src, "dev"), a.eval_samples, a.length)
+        for k, src in (("general", "general"), ("domain", a.domain))
+    }
+    torch.save(calib, work / "calib.pt")
+    torch.save(evals, work / "eval.pt")
+    out_json = work / f"ref-{name}.json"
+    script = str(ROOT / "benchmarks" / "llmc_reference.py")
+    cmd = [a.reference, script, str(resolve_model(model)), str(work / "calib.pt"), str(work / "eval.pt"),
+           str(out_json), "--method", method, *extra]  # fmt: skip
+    sh(cmd, log)
+    res = json.loads(out_json.read_text())
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def table(rows: list[dict], refs: dict[str, dict]) -> str:
+    def f(x, nd=3):
+        return "–" if x is None else f"{x:.{nd}f}"
+
+    lines = [
+        "| run | sparsity | general ppl | domain ppl | task bits/byte | label acc | compress s | peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        c, e = r["compression"] or {}, r["eval"]
+        lines.append(
+            f"| {r['name']} | {f(c.get('sparsity'), 2)} | {f(e['general_ppl'], 2)} | {f(e['domain_ppl'], 2)} | "
+            f"{f(e['task_bpb'])} | {f(e['label_accuracy'])} | {f(c.get('wall_s'), 0)} | {f(c.get('peak_rss_mb'), 0)} |"
+        )
+    if refs:
+        lines += ["", "| llm-compressor reference | sparsity | general ppl | domain ppl | compress s | peak MiB |",
+                  "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for name, r in refs.items():
+            p = r["perplexity"]
+            lines.append(
+                f"| {name} | {f(r['sparsity'], 2)} | {f(p['general'], 2)} | {f(p['domain'], 2)} | "
+                f"{f(r['wall_s'], 0)} | {f(r['peak_rss_mb'], 0)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["smollm2-135m"])
+    ap.add_argument("--domain", default="pubmedqa")
+    ap.add_argument("--methods", nargs="+", default=["sparsegpt", "wanda"])
+    ap.add_argument("--patterns", nargs="+", default=["unstructured", "2:4"])
+    ap.add_argument("--samples", type=int, default=32, help="calibration sequences per source")
+    ap.add_argument("--length", type=int, default=256)
+    ap.add_argument("--eval-samples", type=int, default=16, help="perplexity windows per source")
+    ap.add_argument("--task-samples", type=int, default=40)
+    ap.add_argument("--max-length", type=int, default=384)
+    ap.add_argument("--reference", default=None, help="python of a venv with llmcompressor (parity runs)")
+    ap.add_argument("--gptq", action="store_true", help="also GPTQ 4-bit (and its reference)")
+    a = ap.parse_args()
+    for model in a.models:
+        rec_dir = RECORDS / model
+        rec_dir.mkdir(parents=True, exist_ok=True)
+        log = rec_dir / "run.log"
+        with tempfile.TemporaryDirectory(prefix="damoc-xcal-", dir=os.environ.get("TMPDIR")) as tmp:
+            work = Path(tmp)
+            rows = [run_ours(a, model, "dense", [], rec_dir, work, log)]
+            for method in a.methods:
+                for pattern in a.patterns:
+                    pat = [] if pattern == "unstructured" else ["--pattern", pattern]
+                    for label, alpha in ALPHAS.items():
+                        name = f"{method}-{pattern.replace(':', 'of')}-{label}"
+                        comp = ["prune", "calibrated", "--method", method, *pat, "--alpha", str(alpha)]
+                        rows.append(run_ours(a, model, name, comp, rec_dir, work, log))
+            if a.gptq:
+                for label, alpha in ALPHAS.items():
+                    comp = ["quantize", "--method", "gptq", "--bits", "4", "--alpha", str(alpha)]
+                    rows.append(run_ours(a, model, f"gptq-4bit-{label}", comp, rec_dir, work, log))
+            refs = {}
+            if a.reference:
+                for method in a.methods:
+                    for pattern in a.patterns:
+                        extra = [] if pattern == "unstructured" else ["--pattern", pattern]
+                        name = f"{method}-{pattern.replace(':', 'of')}-general-only"
+                        refs[name] = run_reference(a, model, name, method, extra, rec_dir, work, log)
+                if a.gptq:
+                    refs["gptq-4bit-general-only"] = run_reference(
+                        a, model, "gptq-4bit-general-only", "gptq", ["--bits", "4"], rec_dir, work, log
+                    )
+        md = f"## {model}\n\n" + table(rows, refs)
+        (rec_dir / "table.md").write_text(md)
+        print(md)
+
+
+if __name__ == "__main__":
+    main()
