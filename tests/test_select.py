@@ -31,7 +31,7 @@ def _user_task(path, n=36):
     return path
 
 
-def _job(tmp, cands, run_dir, cache_dir, **extra):
+def _job(tmp, cands, run_dir, cache_dir, scorer, **extra):
     data = {
         "job": "select",
         "task": {
@@ -46,7 +46,12 @@ def _job(tmp, cands, run_dir, cache_dir, **extra):
             "dev_size": 8,
         },
         "candidates": [str(c) for c in cands],
-        "data": {"filter": "random", "budget": 0.5, "compress_rate": None},
+        "data": {
+            "filter": "random",
+            "budget": 0.5,
+            "compress_rate": 0.5,
+            "compress_options": {"scorer": str(scorer), "fidelity_floor": None, "max_length": 128},
+        },
         "model": {"layer_fraction": 0.25, "calibration_rows": 4, "calibration_max_length": 64},
         "proxy": {"method": "lora", "max_steps": 2, "batch_size": 4, "max_length": 96},
         "eval": {"dev_rows": 6, "max_length": 96, "few_shot_k": 1, "few_shot_max_length": 192},
@@ -75,7 +80,7 @@ def main_run(tmp_path_factory, tiny_dirs):
     (broken / "config.json").write_text('{"model_type": "not-a-model"}')
     cands = [tiny_dirs["llama"], tiny_dirs["qwen2"], broken]
     run_dir = tmp / "run"
-    job = _job(tmp, cands, run_dir, tmp / "gt")
+    job = _job(tmp, cands, run_dir, tmp / "gt", scorer=tiny_dirs["llama"])
     code = main(["select", str(job)])
     return {"tmp": tmp, "job": job, "run": run_dir, "code": code, "cands": [str(c) for c in cands]}
 
@@ -108,7 +113,11 @@ def test_run_produces_leaderboard_report_and_plot(main_run):
     # data stages: the user's field names were mapped, the filter kept half of the 28 training rows
     assert board.data.n_train == 28 and board.data.n_dev == 6 and board.data.n_proxy_train == 14
     proxy_rows = [json.loads(x) for x in (run / "data" / "proxy_train.jsonl").read_text().splitlines()]
-    assert len(proxy_rows) == 14 and proxy_rows[0]["question"].startswith("Does drug")
+    assert len(proxy_rows) == 14 and proxy_rows[0]["question"]
+    calib_rows = [json.loads(x) for x in (run / "data" / "calibration.jsonl").read_text().splitlines()]
+    assert calib_rows[0]["question"].startswith("Does drug")  # the user's 'ask' column
+    assert board.data.achieved_rate is not None and board.data.achieved_rate < 0.9  # compressed
+    assert board.data.tokens_after < board.data.tokens_before
     # validation: agreement for the proxy and both baselines, and a cost ratio
     assert {a.method for a in board.agreement} == {"proxy", "zero_shot", "few_shot"}
     assert all(a.n == 2 and a.top1_regret >= 0 for a in board.agreement)

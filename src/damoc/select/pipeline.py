@@ -213,10 +213,10 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
     rec.stage_s["compress"] = time.perf_counter() - t0
     summary = result.summary
     rec.summaries["compress"] = _jsonable(summary)
-    rec.achieved_rate = _field(summary, "achieved_rate", "rate", "mean_rate")
-    rec.tokens_before = _field(summary, "tokens_before", "original_tokens", "n_tokens_before")
-    rec.tokens_after = _field(summary, "tokens_after", "compressed_tokens", "n_tokens_after")
-    rec.prep_tokens += int(rec.tokens_before or 0)
+    rec.achieved_rate = _field(summary, "final_rate", "achieved_rate")
+    rec.tokens_before = _field(summary, "original_tokens", "tokens_before")
+    rec.tokens_after = _field(summary, "kept_tokens", "tokens_after")
+    rec.prep_tokens += int(rec.tokens_before or 0)  # the scorer reads every original token
     return list(result.examples)
 
 

@@ -51,7 +51,8 @@ class RayBackend:
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         ray = require("ray", "ray")
-        if not ray.is_initialized():
+        started = not ray.is_initialized()
+        if started:
             local = (
                 {} if self.address else {"num_cpus": max(1, int(self.jobs * self.cpus_per_candidate + 0.999))}
             )
@@ -92,3 +93,5 @@ class RayBackend:
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)
+            if started:
+                ray.shutdown()
