@@ -27,11 +27,14 @@ PROMPT = "What is the capital of France? Answer in one sentence."
 
 
 def greedy_answer(model, tok, prompt: str, max_new_tokens: int = 24) -> str:
-    ids = tok.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
-    )
-    if not torch.is_tensor(ids):
-        ids = ids["input_ids"]
+    """Greedy reply through the chat template, or a plain Q/A completion for a base model without one."""
+    if tok.chat_template:
+        ids = tok.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt"
+        )
+        ids = ids if torch.is_tensor(ids) else ids["input_ids"]
+    else:
+        ids = tok(f"Question: {prompt}\nAnswer:", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         out = model.generate(
             ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
@@ -45,6 +48,7 @@ def check(name: str, n_texts: int, max_length: int, batch_size: int) -> dict:
     t0 = time.perf_counter()
     model, tok = load_model(path)
     load_s = time.perf_counter() - t0
+    answer = greedy_answer(model, tok, PROMPT)
     texts = [r["context"] for r in read_rows(builtin_path("pubmedqa"))[:n_texts]]
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -65,7 +69,8 @@ def check(name: str, n_texts: int, max_length: int, batch_size: int) -> dict:
         "loss_nats_per_token": round(loss, 4),
         "eval_seconds": round(eval_s, 1),
         "prompt": PROMPT,
-        "greedy_answer": greedy_answer(model, tok, PROMPT),
+        "greedy_answer": answer,
+        "chat_template": bool(tok.chat_template),
         "torch_threads": torch.get_num_threads(),
     }
 

