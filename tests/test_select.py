@@ -272,3 +272,64 @@ def test_ray_backend_matches_local(main_run, tiny_dirs):
     local = next(r for r in _board(main_run["run"]).rows if r.candidate == str(tiny_dirs["llama"]))
     assert ray_score == pytest.approx(local.scores["proxy"], rel=1e-5)
     shutil.rmtree(cfg.run.run_dir)
+
+
+def test_bad_stage_options(run_cli, bad):
+    _check_bad(
+        run_cli,
+        bad,
+        "-t",
+        bad["task"],
+        "-c",
+        bad["llama"],
+        "--filter",
+        "randm",
+        match="did you mean 'random'",
+    )
+    _check_bad(
+        run_cli,
+        bad,
+        "-t",
+        bad["task"],
+        "-c",
+        bad["llama"],
+        "--merge",
+        "xx",
+        match="unknown merge method 'xx'",
+    )
+
+
+def test_rewrite_stage_plumbing(monkeypatch, qa_file):
+    """The rewrite stage hands compressed + original examples to the rewriter and keeps its output."""
+    import damoc.data.compress.rewrite as rw
+    from damoc.io.tasks import load_examples
+    from damoc.select.config import SelectConfig
+    from damoc.select.pipeline import run_rewrite_stage
+    from damoc.select.records import DataRecord
+
+    seen = {}
+
+    def fake_rewrite(compressed, original, cfg, rewriter):
+        seen.update(cfg=cfg, n=len(compressed), same=[c.id for c in compressed] == [o.id for o in original])
+        out = [type(c)(**{**c.__dict__, "context": "fluent " + c.context}) for c in compressed]
+        return rw.RewriteResult(out, [], rw.RewriteSummary.from_records([]))
+
+    monkeypatch.setattr(rw, "rewrite_examples", fake_rewrite)
+    monkeypatch.setattr(rw, "build_rewriter", lambda cfg: None)
+    cfg = SelectConfig.model_validate(
+        {
+            "task": {"path": str(qa_file)},
+            "candidates": ["x"],
+            "data": {"rewrite": True, "rewrite_options": {"max_rounds": 2}},
+        }
+    )
+    ex = load_examples(qa_file)[:3]
+    rec = DataRecord(task="t", fingerprint="f", n_train=3, n_dev=0, n_proxy_train=0)
+    out = run_rewrite_stage(cfg, ex, ex, rec)
+    assert (
+        seen["n"] == 3
+        and seen["same"]
+        and seen["cfg"].max_rounds == 2
+        and seen["cfg"].rewriter == "smollm2-135m"
+    )
+    assert all(e.context.startswith("fluent ") for e in out) and "rewrite" in rec.stage_s

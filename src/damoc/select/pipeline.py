@@ -38,6 +38,8 @@ from damoc.select.worker import CandidateJob, UnitSpec, read_examples
 
 LOG = logging.getLogger(__name__)
 
+DEFAULT_REWRITER = "smollm2-135m"  # local chat model used when data.rewrite_options names none
+
 # Config sections that must match when a run is resumed (the rest only says how/where to run).
 RESUME_KEYS = ("task", "data", "model", "proxy", "eval", "seed")
 
@@ -198,16 +200,49 @@ def run_filter_stage(cfg: SelectConfig, train: list[Example], rec: DataRecord) -
     return picked
 
 
+def compress_config(cfg: SelectConfig):
+    from damoc.config import parse_config
+    from damoc.data.compress import CompressConfig
+
+    options = {**cfg.data.compress_options, "rate": cfg.data.compress_rate}
+    return parse_config(CompressConfig, options, where="data.compress_options")
+
+
+def rewrite_config(cfg: SelectConfig):
+    from damoc.config import parse_config
+    from damoc.data.compress import RewriteConfig
+
+    options = dict(cfg.data.rewrite_options)
+    if not options.get("rewriter") and not options.get("endpoint"):
+        options["rewriter"] = DEFAULT_REWRITER
+    return parse_config(RewriteConfig, options, where="data.rewrite_options")
+
+
+def check_stages(cfg: SelectConfig) -> None:
+    """Stage settings (filter name and options, compression, rewriting, layer pruning) checked up front."""
+    d = cfg.data
+    if d.filter not in (None, "none"):
+        from damoc.data.filters import make_filter
+        from damoc.data.filters.run import split_options
+
+        make_filter(d.filter, split_options(d.filter_options)[1])
+    if d.compress_rate is not None and d.compress_rate < 1:
+        compress_config(cfg)
+    if d.rewrite:
+        rewrite_config(cfg)
+    if cfg.model.layer_fraction > 0:
+        from damoc.select.worker import layer_prune_config
+
+        layer_prune_config(cfg.model)
+
+
 def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataRecord) -> list[Example]:
     d = cfg.data
     if d.compress_rate is None or d.compress_rate >= 1:
         return examples
-    from damoc.config import parse_config
-    from damoc.data.compress import CompressConfig, compress_examples
+    from damoc.data.compress import compress_examples
 
-    ccfg = parse_config(
-        CompressConfig, {**d.compress_options, "rate": d.compress_rate}, where="data.compress"
-    )
+    ccfg = compress_config(cfg)
     t0 = time.perf_counter()
     result = compress_examples(examples, ccfg)
     rec.stage_s["compress"] = time.perf_counter() - t0
@@ -221,18 +256,17 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
 
 
 def run_rewrite_stage(cfg: SelectConfig, originals: list[Example], examples: list[Example], rec: DataRecord):
+    """Rewrite the compressed examples into fluent text, checked against the originals (SPEC 4)."""
     if not cfg.data.rewrite:
         return examples
-    from damoc.data.compress import rewrite as rw
+    from damoc.data.compress.rewrite import build_rewriter, rewrite_examples
 
+    rcfg = rewrite_config(cfg)
     t0 = time.perf_counter()
-    fn = getattr(rw, "rewrite_examples", None)
-    if fn is None:
-        raise DamocError("this damoc has no rewriting stage (damoc.data.compress.rewrite.rewrite_examples)")
-    result = fn(examples, originals=originals, **cfg.data.rewrite_options)
+    result = rewrite_examples(examples, originals, rcfg, build_rewriter(rcfg))
     rec.stage_s["rewrite"] = time.perf_counter() - t0
-    rec.summaries["rewrite"] = _jsonable(_field(result, "summary"))
-    return list(_field(result, "examples") or result)
+    rec.summaries["rewrite"] = _jsonable(result.summary)
+    return list(result.examples)
 
 
 def prepare_data(
@@ -455,6 +489,7 @@ def run_select(
     from damoc.select.report import build_leaderboard, write_reports
 
     check_candidates(cfg.candidates)
+    check_stages(cfg)
     task, dev = load_checked_task(cfg)
     if cfg.run.backend == "ray":
         from damoc.errors import require

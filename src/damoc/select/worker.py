@@ -95,12 +95,10 @@ def _count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
-    """Remove ``model.layer_fraction`` of the layers (+ merge), in place; fills the record."""
-    settings = spec.model
-    if settings is None or settings.layer_fraction <= 0:
-        return
-    from damoc.model.layer_pruning import LayerPruneConfig, prune_layers
+def layer_prune_config(settings: ModelSettings):
+    """The layer-pruning config of a run's model settings (a one-line error for bad options)."""
+    from damoc.config import parse_config
+    from damoc.model.layer_pruning import LayerPruneConfig
 
     options = dict(settings.prune_options)
     options["fraction"] = settings.layer_fraction
@@ -108,9 +106,17 @@ def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
         options["merge"] = settings.merge
     options.setdefault("calib_samples", settings.calibration_rows)
     options.setdefault("calib_length", settings.calibration_max_length)
-    from damoc.config import parse_config
+    return parse_config(LayerPruneConfig, options, where="model")
 
-    cfg = parse_config(LayerPruneConfig, options, where="model")
+
+def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
+    """Remove ``model.layer_fraction`` of the layers (+ merge), in place; fills the record."""
+    settings = spec.model
+    if settings is None or settings.layer_fraction <= 0:
+        return
+    from damoc.model.layer_pruning import prune_layers
+
+    cfg = layer_prune_config(settings)
     texts = (
         [e.text() for e in read_examples(spec.calib_path)][: settings.calibration_rows]
         if spec.calib_path
