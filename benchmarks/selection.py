@@ -148,13 +148,68 @@ def summary(board) -> dict:
     }
 
 
+def _fmt(x, digits=3):
+    return "—" if x is None else (("hit" if x else "miss") if isinstance(x, bool) else f"{x:.{digits}f}")
+
+
+def figures_markdown(domains: list[str]) -> str:
+    """A Markdown section per domain from the saved summaries (true/proxy/baseline rankings, metrics, cost)."""
+    out = []
+    for domain in domains:
+        path = RECORDS / f"{domain}.json"
+        if not path.is_file():
+            continue
+        s = json.loads(path.read_text())
+        rows = s["rows"]
+        out.append(f"### {domain}\n")
+        out.append("| candidate | proxy | zero-shot | few-shot | full FT (truth) | proxy wall s |")
+        out.append("|---|---|---|---|---|---|")
+        for r in rows:
+            sc = r["scores"]
+            out.append(
+                f"| {r['candidate']} | {_fmt(sc.get('proxy'), 4)} | {_fmt(sc.get('zero_shot'), 4)} | "
+                f"{_fmt(sc.get('few_shot'), 4)} | {_fmt(sc.get('full'), 4)} | {_fmt(r.get('proxy_wall_s'), 0)} |"
+            )
+        truth = sorted(
+            [r for r in rows if r["scores"].get("full") is not None], key=lambda r: r["scores"]["full"]
+        )
+        if s["agreement"]:
+            out.append("")
+            out.append(
+                "| ranking by | order (best first) | Spearman ρ | Kendall τ | top-1 | regret (bpb) | pairwise |"
+            )
+            out.append("|---|---|---|---|---|---|---|")
+            out.append(f"| full FT (truth) | {' > '.join(r['candidate'] for r in truth)} | | | | | |")
+            for a in s["agreement"]:
+                out.append(
+                    f"| {a['method']} | {' > '.join(a['ranking'])} | {_fmt(a['spearman'])} | {_fmt(a['kendall'])} | "
+                    f"{_fmt(a['top1_hit'])} | {_fmt(a['top1_regret'], 4)} | {_fmt(a['pairwise_acc'])} |"
+                )
+        c = s.get("cost")
+        if c:
+            out.append("")
+            out.append(
+                f"Cost, full sweep ÷ proxy sweep: wall {c['wall_ratio']:.1f}x ({c['full_wall_s']:.0f} s ÷ "
+                f"{c['proxy_wall_s']:.0f} s), tokens {c['token_ratio']:.1f}x; training side only: wall "
+                f"{c['train_wall_ratio']:.1f}x, tokens {c['train_token_ratio']:.1f}x."
+            )
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--validate", action="store_true", help="include the full fine-tune ground truth")
     ap.add_argument("--stage", choices=["all", "groundtruth", "baselines", "proxy"], default="all")
     ap.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--figures", action="store_true", help="only print the figures from the saved summaries")
     args = ap.parse_args()
+    if args.figures:
+        text = figures_markdown(args.domains)
+        (RECORDS / "figures.md").write_text(text + "\n")
+        print(text)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from damoc.logging_utils import setup_logging
     from damoc.select.pipeline import run_select
@@ -176,6 +231,9 @@ def main() -> None:
         print(render_table(board))
         RECORDS.mkdir(parents=True, exist_ok=True)
         (RECORDS / f"{domain}.json").write_text(json.dumps(summary(board), indent=2) + "\n")
+    text = figures_markdown(DOMAINS)
+    (RECORDS / "figures.md").write_text(text + "\n")
+    print("\n" + text)
 
 
 if __name__ == "__main__":

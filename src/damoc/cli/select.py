@@ -69,6 +69,9 @@ def select(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (backend ray)."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Candidates run at once."),
     device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    gpus: str | None = typer.Option(
+        None, "--gpus", help="Local backend: GPU ids, one per running candidate (0,1)."
+    ),
     question_field: str | None = typer.Option(None, "--question-field", help="Column holding the question."),
     answer_field: str | None = typer.Option(None, "--answer-field", help="Column holding the answer."),
     context_field: str | None = typer.Option(None, "--context-field", help="Column holding the context."),
@@ -130,6 +133,7 @@ def select(
         "run.address": address,
         "run.jobs": jobs,
         "run.device": device,
+        "run.gpu_ids": [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
         "task.fields.question": question_field,
         "task.fields.answer": answer_field,
         "task.fields.context": context_field,

@@ -100,6 +100,7 @@ class RunSettings(StrictModel):
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
     cpus_per_candidate: float = 1.0
     gpus_per_candidate: float = 0.0
+    gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch threads per worker; null = the torch default
     timeout_s: float | None = None  # per candidate process

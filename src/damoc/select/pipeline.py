@@ -415,7 +415,7 @@ def make_backend(cfg: SelectConfig):
         )
     import damoc.select.backends.local  # noqa: F401 - registers "local"
 
-    return BACKENDS.get("local")(jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s)
+    return BACKENDS.get("local")(jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s, gpu_ids=cfg.run.gpu_ids)
 
 
 def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage) -> None:

@@ -24,8 +24,10 @@ class Backend(Protocol):
 BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
 
 
-def worker_env(threads: int | None) -> dict[str, str]:
+def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env.setdefault("HF_HUB_OFFLINE", "1")
     env["PYTHONUNBUFFERED"] = "1"
@@ -34,8 +36,8 @@ def worker_env(threads: int | None) -> dict[str, str]:
     return env
 
 
-def start_worker(job: CandidateJob) -> tuple[subprocess.Popen, IO[bytes]]:
-    """Write the job file and start its worker, the output going to the candidate's log."""
+def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log."""
     job.save()
     Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(job.log_path, "ab")  # noqa: SIM115 - closed by the backend
@@ -44,7 +46,7 @@ def start_worker(job: CandidateJob) -> tuple[subprocess.Popen, IO[bytes]]:
         [sys.executable, "-m", "damoc.select.worker", job.job_path],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=worker_env(threads),
+        env=worker_env(threads, gpu),
         start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers it started
     )
     return proc, log

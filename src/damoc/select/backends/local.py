@@ -18,21 +18,25 @@ LOG = logging.getLogger(__name__)
 class LocalBackend:
     jobs: int = 1
     timeout_s: float | None = None  # per candidate process
+    gpu_ids: list[str] | None = None  # one per running candidate; caps the parallelism
     poll_s: float = 0.2
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         queue = list(jobs)
         running: list = []
+        free = list(self.gpu_ids) if self.gpu_ids else None
+        width = min(self.jobs, len(free)) if free else self.jobs
         try:
             while queue or running:
-                while queue and len(running) < self.jobs:
+                while queue and len(running) < width:
                     job = queue.pop(0)
+                    gpu = free.pop(0) if free else None
                     LOG.info("start %s (%s)", job.candidate, ", ".join(u.method for u in job.units))
-                    proc, log = start_worker(job)
-                    running.append((job, proc, log, time.perf_counter()))
+                    proc, log = start_worker(job, gpu)
+                    running.append((job, proc, log, time.perf_counter(), gpu))
                 time.sleep(self.poll_s)
                 for item in list(running):
-                    job, proc, log, t0 = item
+                    job, proc, log, t0, gpu = item
                     elapsed = time.perf_counter() - t0
                     limit = job.timeout_s or self.timeout_s
                     note = ""
@@ -43,8 +47,10 @@ class LocalBackend:
                         note = f"timed out after {limit:.0f} s"
                     log.close()
                     running.remove(item)
+                    if gpu is not None and free is not None:
+                        free.append(gpu)
                     report(job, finish_job(job, proc.returncode, elapsed, note), on_done)
         finally:  # Ctrl-C or an error: stop the workers still running; finished records stay
-            for _job, proc, log, _t0 in running:
+            for _job, proc, log, _t0, _gpu in running:
                 stop_process(proc)
                 log.close()
