@@ -69,6 +69,8 @@ def generate_answers(model, tok, prompts: Sequence[str], cfg: GenerationConfig |
     out: list[str] = [""] * len(enc)
     dev = next(model.parameters()).device
     model.eval()
+    # Stop decoding a row once it emits a stop string (the answer is cut there anyway).
+    stops = {"stop_strings": [s for s in cfg.stop if s], "tokenizer": tok} if any(cfg.stop) else {}
     for b in progress(range(0, len(order), cfg.batch_size), desc="teacher answers", unit="batch"):
         idx = order[b : b + cfg.batch_size]
         width = max(len(enc[i]) for i in idx)
@@ -83,6 +85,7 @@ def generate_answers(model, tok, prompts: Sequence[str], cfg: GenerationConfig |
             max_new_tokens=cfg.max_new_tokens,
             do_sample=False,
             pad_token_id=pad,
+            **stops,
         )
         for j, i in enumerate(idx):
             text = tok.decode(gen[j, width:], skip_special_tokens=True)

@@ -1,0 +1,175 @@
+"""FineScope benchmark on a real zoo model (default smollm2-135m), 2-core CPU, bounded sizes.
+
+Pool = PubMedQA (medical) + TAT-QA (finance) + SQuAD v1.1 dev (general, read from the PyPI sdist
+``bigbench==1.0.0``; without it the pool is PubMedQA + TAT-QA only); 10 PubMedQA seed rows; held-out
+PubMedQA rows for the domain score. Runs the `finescope` recipe (SAE curation -> Taylor structured pruning
+-> plain fine-tune vs self-distillation) and records curation precision (SAE vs embeddings vs TF-IDF vs
+random), parameter counts, domain scores and wall time of every stage.
+
+    python benchmarks/finescope.py --write-data          # only (re)write the pool/seeds/eval files
+    python benchmarks/finescope.py                       # run (~30-60 min on 2 shared cores)
+
+Results: benchmarks/records/finescope/<model>.json (the report of the run) and a printed table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import random
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "benchmarks" / "records" / "finescope"
+DATA = RECORDS / "data"
+SQUAD_MEMBER = "bigbench-1.0.0/bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
+
+
+def find_bigbench(explicit: str | None) -> Path | None:
+    cands = [explicit] if explicit else []
+    cands += sorted(glob.glob("/tmp/*/bigbench-1.0.0.tar.gz")) + sorted(
+        glob.glob(str(Path.home() / "*bigbench-1.0.0.tar.gz"))
+    )
+    for c in cands:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def squad_rows(sdist: Path, n: int, seed: int) -> list[dict]:
+    with tarfile.open(sdist) as tf:
+        data = json.load(tf.extractfile(SQUAD_MEMBER))["data"]
+    rows = []
+    for art in data:
+        for para in art["paragraphs"]:
+            for qa in para["qas"][:1]:
+                rows.append(
+                    {
+                        "id": f"squad-{qa['id']}",
+                        "question": qa["question"],
+                        "context": para["context"],
+                        "answer": qa["answers"][0]["text"],
+                        "domain": "general",
+                    }
+                )
+    random.Random(seed).shuffle(rows)
+    return rows[:n]
+
+
+def write_data(n_per_domain: int, n_eval: int, seed: int, bigbench: str | None) -> dict:
+    from damoc.io.tasks import read_rows
+
+    rng = random.Random(seed)
+    med = [dict(r, domain="medical") for r in read_rows("pubmedqa")]
+    fin = [dict(r, domain="finance") for r in read_rows("finance")]
+    rng.shuffle(med)
+    rng.shuffle(fin)
+    seeds, held, med_pool = med[:10], med[10 : 10 + n_eval], med[10 + n_eval : 10 + n_eval + n_per_domain]
+    pool = med_pool + fin[:n_per_domain]
+    sdist = find_bigbench(bigbench)
+    general = squad_rows(sdist, n_per_domain, seed) if sdist else []
+    pool += general
+    rng.shuffle(pool)
+    DATA.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("pool", pool), ("seeds", seeds), ("eval", held)):
+        (DATA / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    info = {
+        "pool": len(pool),
+        "medical": len(med_pool),
+        "finance": n_per_domain,
+        "general": len(general),
+        "seeds": len(seeds),
+        "eval": len(held),
+        "bigbench_sdist": str(sdist) if sdist else None,
+    }
+    print("data:", info)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--per-domain", type=int, default=200, help="pool rows per domain")
+    ap.add_argument("--eval-rows", type=int, default=40)
+    ap.add_argument("--top", type=int, default=128, help="M, curated rows")
+    ap.add_argument("--ratio", type=float, default=0.3)
+    ap.add_argument("--sae-steps", type=int, default=300)
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="longest teacher answer")
+    ap.add_argument(
+        "--bigbench", default=None, help="path of bigbench-1.0.0.tar.gz (pip download --no-deps ...)"
+    )
+    ap.add_argument("--out", default="/tmp/damoc-finescope-bench")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--write-data", action="store_true", help="only write the data files")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    info = write_data(args.per_domain, args.eval_rows, args.seed, args.bigbench)
+    if args.write_data:
+        return 0
+    import shutil
+
+    import torch
+
+    from damoc.config import parse_config
+    from damoc.curate.config import FinescopeJob
+    from damoc.curate.recipe import render_markdown, run_finescope
+    from damoc.logging_utils import setup_logging
+
+    setup_logging()
+    torch.set_num_threads(args.threads)
+    job = parse_config(
+        FinescopeJob,
+        {
+            "job": "finescope",
+            "model": args.model,
+            "pool": str(DATA / "pool.jsonl"),
+            "seeds": str(DATA / "seeds.jsonl"),
+            "eval": str(DATA / "eval.jsonl"),
+            "out": args.out,
+            "overwrite": True,
+            "save_models": False,
+            "curate": {
+                "top": args.top,
+                "compare": ["embed", "tfidf", "random"],
+                "max_length": 128,
+                "sae": {"expansion": 16, "k": 32, "steps": args.sae_steps, "batch_size": 512, "lr": 1e-3},
+            },
+            "prune": {"ratio": args.ratio, "samples": 32, "max_length": 256},
+            "distill": {
+                "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": 16},
+                "finetune": {"method": "lora", "epochs": 1, "batch_size": 4, "max_length": 256},
+            },
+            "score": {"eval_rows": args.eval_rows, "max_length": 256, "batch_size": 8},
+        },
+    )
+    t0 = time.perf_counter()
+    report = run_finescope(job)
+    total = time.perf_counter() - t0
+    rec = {
+        "model": args.model,
+        "machine": "2-core CPU (shared), fp32",
+        "command": " ".join(["python", *sys.argv]),
+        "data": info,
+        "total_wall_s": total,
+        "report": report.to_dict(),
+    }
+    rec["report"]["curation"].pop("selected_ids", None)
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    path = RECORDS / f"{args.model}.json"
+    path.write_text(json.dumps(rec, indent=2) + "\n")
+    print(render_markdown(report))
+    print(
+        f"wall per stage (s): {json.dumps({k: round(v, 1) for k, v in report.wall_s.items()})}; total {total:.0f}"
+    )
+    print(f"-> {path}")
+    shutil.rmtree(args.out, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
