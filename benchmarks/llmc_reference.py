@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--pattern", default=None)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
 
