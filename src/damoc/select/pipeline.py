@@ -80,15 +80,33 @@ def zoo_names() -> list[str] | None:
 
 
 def check_candidates(candidates: list[str]) -> None:
-    """Each candidate is an existing path or a zoo name (a broken directory fails later, in its worker)."""
+    """Each candidate is an existing path, a zoo name, or a HF id in the local HF cache.
+
+    A broken model directory is not caught here: it fails in its worker and is recorded.
+    """
     known = zoo_names()
     for c in candidates:
-        if Path(c).expanduser().exists():
+        if Path(c).expanduser().exists() or (known is not None and c.lower() in known):
             continue
-        looks_like_path = "/" in c or c.startswith(".") or c.startswith("~")
-        if looks_like_path or (known is not None and c.lower() not in known):
-            zoo = f"; zoo models: {', '.join(sorted(known))}" if known else ""
-            raise DamocError(f"unknown candidate '{c}': not a model directory nor a zoo model{zoo}")
+        if known is None and "/" not in c and not c.startswith((".", "~")):
+            continue  # no zoo listing to check against: the worker will say
+        if _hub_snapshot(c):
+            continue
+        zoo = f"; zoo models: {', '.join(sorted(known))}" if known else ""
+        raise DamocError(
+            f"unknown candidate '{c}': not a model directory, a zoo model nor a cached HF id{zoo}"
+        )
+
+
+def _hub_snapshot(name: str) -> bool:
+    try:
+        from damoc.zoo.registry import hub_snapshot
+    except ImportError:
+        return False
+    try:
+        return hub_snapshot(name) is not None
+    except Exception:  # an id the hub cache cannot parse
+        return False
 
 
 def load_checked_task(cfg: SelectConfig) -> tuple[Task, list[Example]]:
