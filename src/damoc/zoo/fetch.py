@@ -143,7 +143,7 @@ def model_card(entry: ZooEntry, record: ZooRecord) -> str:
         else f"{len(entry.parts)} raw chunks concatenated in order (`{entry.parts[0].member}` ... `{entry.parts[-1].member}`)"
     )
     return f"""---
-license: {record.license}
+license: {entry.license_id}
 ---
 # {record.display_name} (damoc zoo: `{record.name}`)
 

