@@ -34,6 +34,7 @@ from damoc.io.tasks import load_task
 ROOT = Path(__file__).resolve().parent
 RECORDS = ROOT / "records" / "data_filters"
 RESULTS = ROOT / "results" / "data_filters.md"
+START, END = "<!-- table:start -->", "<!-- table:end -->"  # the script rewrites only what lies between
 TASKS = ["pubmedqa", "finance"]
 EMBEDDING_METHODS = {"kcenter", "kmeans", "semdedup", "cluster-rank", "deita", "quality-kcenter"}
 MODEL_METHODS = {"perplexity", "ifd", "llm-judge"}
@@ -153,28 +154,49 @@ def run_filter_timing(
     return records
 
 
+def _short(info: dict[str, Any]) -> str:
+    out = []
+    for k, v in info.items():
+        if isinstance(v, float):
+            v = f"{v:.3g}"
+        elif isinstance(v, dict):
+            v = ", ".join(f"{a}: {b}" for a, b in v.items()) or "none"
+        out.append(f"{k}={v}")
+    return "; ".join(out)
+
+
+def write_results(table: str) -> None:
+    """Put ``table`` between the markers of the results file, keeping the hand-written text around it."""
+    block = f"{START}\n{table}{END}\n\n"
+    if RESULTS.exists() and START in (old := RESULTS.read_text()) and END in old:
+        head, rest = old.split(START, 1)
+        text = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        text = "# Data filters\n\n" + block
+    write_text_atomic(RESULTS, text)
+
+
 def render(records: list[dict[str, Any]], command: str) -> str:
     lines = [
-        "# Data filters: time per 1,000 rows",
-        "",
         f"Machine: {platform.machine()} CPU, 2 cores shared with other jobs; torch {torch.__version__}.",
         f"Command: `{command}`",
         "",
         "Wall = elapsed seconds; CPU = process CPU seconds (less sensitive to other jobs on the cores).",
         "",
         "| task | id | method | family | rows timed | filter wall s / 1k | + embedding wall s / 1k "
-        "| total wall s / 1k | total CPU s / 1k | Jaccard vs random |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| total wall s / 1k | total CPU s / 1k | Jaccard vs random | what it found |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if "skipped" in r:
-            lines.append(f"| {r['task']} | | {r['method']} | | | skipped: {r['skipped']} | | | | |")
+            lines.append(f"| {r['task']} | | {r['method']} | | | skipped: {r['skipped']} | | | | | |")
             continue
         rows = r.get("model_rows", r["rows"])
         jac = "" if r.get("jaccard_vs_random") is None else f"{r['jaccard_vs_random']:.3f}"
         lines.append(
             f"| {r['task']} | {r['code']} | {r['method']} | {r['family']} | {rows} | {r['s_per_1k']:.2f} | "
-            f"{r['embed_s_per_1k']:.2f} | {r['total_s_per_1k']:.2f} | {r['total_cpu_s_per_1k']:.2f} | {jac} |"
+            f"{r['embed_s_per_1k']:.2f} | {r['total_s_per_1k']:.2f} | {r['total_cpu_s_per_1k']:.2f} | {jac} | "
+            f"{_short(r.get('info', {}))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -210,7 +232,7 @@ def main() -> None:
     text = render(records, "python " + " ".join(sys.argv))
     print(text)
     if not args.no_write:
-        write_text_atomic(RESULTS.with_suffix(".table.md"), text)
+        write_results(text)
 
 
 if __name__ == "__main__":

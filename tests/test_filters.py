@@ -15,7 +15,7 @@ from damoc.data.filters.distribution.dsir import hashed_ngrams, importance_log_w
 from damoc.data.filters.distribution.kcenter import kcenter_greedy
 from damoc.data.filters.hybrid.cluster_rank import round_robin
 from damoc.data.filters.hybrid.quality_kcenter import quality_kcenter
-from damoc.data.filters.quality.llm_judge import parse_score
+from damoc.data.filters.quality.llm_judge import LLMJudgeOptions, parse_score
 from damoc.data.filters.quality.perplexity import band_quality
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
@@ -380,9 +380,14 @@ def test_llm_judge_parses_scores_and_ranks_unparsable_last(pool):
     assert sel.indices == [4, 0, 2]
     assert sel.info["unparsable"] == 2
     assert pool[0].question in seen[0] and pool[0].answer in seen[0]
-    assert parse_score("Rating: 4 out of 5", r"(-?\d+(?:\.\d+)?)", 5) == 4.0
-    assert parse_score("10, I mean 3", r"(-?\d+(?:\.\d+)?)", 5) == 3.0
-    assert parse_score("", r"(-?\d+(?:\.\d+)?)", 5) is None
+    pattern = LLMJudgeOptions().score_pattern
+    assert parse_score("Rating: 4 out of 5", pattern, 5) == 4.0
+    assert parse_score("4/5", pattern, 5) == 4.0
+    assert parse_score("10, I mean 3.5", pattern, 5) == 3.5
+    assert parse_score("The score is 0.", pattern, 5) == 0.0
+    assert parse_score("Give a score of 0 to 5.", pattern, 5) is None  # an echoed scale is not a score
+    assert parse_score("It rose 3% to 18.14%", pattern, 5) is None
+    assert parse_score("", pattern, 5) is None
 
     def broken(prompts):
         return ["x"]

@@ -79,6 +79,23 @@ def test_filter_options_and_all_rows(run_cli, qa_file, tmp_path):
     )
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 5
+    code, _, err = run_cli(
+        "filter",
+        qa_file,
+        "-m",
+        "kcenter",
+        "-o",
+        tmp_path / "q.jsonl",
+        "--embedder",
+        "tfidf",
+        "--embed-text",
+        "question",
+    )
+    assert code == 0, err
+    code, _, err = run_cli(
+        "filter", qa_file, "-m", "kcenter", "-o", tmp_path / "b.jsonl", "--embed-text", "title"
+    )
+    assert code == 2 and "text_view" in err
     assert json.loads((tmp_path / "s.scores.json").read_text())["pool"] == 40
 
 

@@ -68,6 +68,10 @@ def filter_cmd(
     max_rows: int = typer.Option(None, help="Read at most this many rows (shuffled with the seed)."),
     target: Path = typer.Option(None, help="DSIR target rows (a task file); default the held-out dev rows."),
     embedder: str = typer.Option("auto", help="auto (MiniLM when installed), minilm or tfidf."),
+    embed_text: str = typer.Option(
+        "qac",
+        help="Text embedded/hashed: qac (question, answer, context), question, prompt, answer or text.",
+    ),
     reference_model: str = typer.Option(
         "smollm2-135m", help="LM for perplexity and IFD: zoo name or model directory."
     ),
@@ -114,6 +118,7 @@ def filter_cmd(
             "max_rows": max_rows,
             "target": str(target) if target else None,
             "embedder": embedder,
+            "text_view": embed_text,
             "reference_model": reference_model,
             "judge_model": judge_model,
             "options": _parse_options(option),

@@ -13,7 +13,7 @@ options: {embedder: tfidf}
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -35,6 +35,7 @@ class FilterJob(JobConfig):
     max_rows: int | None = None  # cap on the rows read (after shuffling with the seed)
     target: str | None = None  # DSIR target rows (file); default the held-out dev split
     embedder: str = "auto"  # auto, minilm or tfidf
+    text_view: Literal["qac", "text", "prompt", "question", "answer"] = "qac"  # the text embedded / hashed
     reference_model: str = "smollm2-135m"  # LM for perplexity and IFD (zoo name or directory)
     judge_model: str | None = None  # instruct LM for llm-judge; default reference_model
     options: dict[str, Any] = Field(default_factory=dict)  # the method's own options

@@ -90,6 +90,7 @@ def _context_options(cfg: FilterJob, dev: list[Example]) -> dict[str, Any]:
     target = load_examples(cfg.target, cfg.fields) if cfg.target else (dev or None)
     opts: dict[str, Any] = {
         "embedder": cfg.embedder,
+        "text_view": cfg.text_view,
         "reference_model": cfg.reference_model,
         "target": target,
         "label_field": cfg.fields.label,

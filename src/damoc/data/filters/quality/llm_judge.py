@@ -31,7 +31,8 @@ DEFAULT_TEMPLATE = (
 class LLMJudgeOptions(FilterOptions):
     template: str = DEFAULT_TEMPLATE  # fields: {question}, {context}, {answer}, {scale}
     scale: float = 5.0  # scores outside [0, scale] count as unparsable
-    score_pattern: str = r"(-?\d+(?:\.\d+)?)"  # first match (group 1) in the judge's reply is the score
+    # first match (group 1) in the reply is the score; skips echoed ranges ("0 to 5") and percentages
+    score_pattern: str = r"(?<![\d.])(?<!to )(?<![-–])(\d+(?:\.\d+)?)(?!\s*(?:to\b|[-–%]|\d))"
     unparsable_score: float = -1.0  # given to replies with no valid score: ranked after every parsed one
     max_context_chars: int = 2000  # context shown to the judge is cut to this
     max_new_tokens: int = 8
