@@ -145,7 +145,7 @@ def test_scoring_is_padding_invariant(scorer):
 @pytest.mark.parametrize("rate", [0.5, 0.33])
 def test_hits_target_rate_on_average(scorer, rate):
     model, tok = scorer
-    exs = _examples(12)
+    exs = _examples(8, seed=int(rate * 100))
     res = compress_examples(exs, CompressConfig(rate=rate, fidelity_floor=None, chunk_tokens=64), model, tok)
     errs = []
     for o, c, rec in zip(exs, res.examples, res.records, strict=True):
@@ -275,13 +275,23 @@ def test_model_without_tokenizer_is_an_error(scorer):
 def test_cli_compress_writes_examples_and_report(run_cli, qa_file, tiny_dirs, tmp_path):
     out = tmp_path / "c.jsonl"
     code, stdout, err = run_cli(
-        "compress", qa_file, "--rate", "0.5", "--scorer", tiny_dirs["llama"], "--out", out, "--no-fidelity"
+        "compress",
+        qa_file,
+        "--rate",
+        "0.5",
+        "--scorer",
+        tiny_dirs["llama"],
+        "--out",
+        out,
+        "--no-fidelity",
+        "--limit",
+        "10",
     )
     assert code == 0, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 40 and rows[0]["id"] == "q0"
+    assert len(rows) == 10 and rows[0]["id"] == "q0"
     report = json.loads((tmp_path / "c.report.json").read_text())
-    assert report["summary"]["n_examples"] == 40
+    assert report["summary"]["n_examples"] == 10
     assert report["summary"]["mean_abs_error"] <= 0.02
     assert report["job"]["compress"]["rate"] == 0.5
     assert "tokens saved" in stdout
