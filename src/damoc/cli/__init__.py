@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     _load_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except DamocError as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             typer.echo("aborted", err=True)
             return 130
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def run() -> None:
