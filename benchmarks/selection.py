@@ -110,6 +110,7 @@ def domain_config(domain: str, validate: bool, threads: int | None):
             "few_shot_k": 2,
             "alias_field": "answer_aliases" if domain == "squad" else None,
         },
+        "model": {"layer_fraction": 0.25, "calibration_rows": 8, "calibration_max_length": 128},
         "proxy": {"method": "lora", "epochs": 1.0, "batch_size": 4, "max_length": MAX_LENGTH, "lr": 2e-4},
         "validate": {
             "enabled": validate,
@@ -140,6 +141,7 @@ def summary(board) -> dict:
             **board.cost.model_dump(mode="json"),
             "wall_ratio": board.cost.wall_ratio,
             "token_ratio": board.cost.token_ratio,
+            "cpu_ratio": board.cost.cpu_ratio,
             "train_wall_ratio": board.cost.train_wall_ratio,
             "train_token_ratio": board.cost.train_token_ratio,
         },

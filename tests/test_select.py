@@ -333,3 +333,30 @@ def test_rewrite_stage_plumbing(monkeypatch, qa_file):
         and seen["cfg"].rewriter == "smollm2-135m"
     )
     assert all(e.context.startswith("fluent ") for e in out) and "rewrite" in rec.stage_s
+
+
+def test_changed_settings_rerun_only_the_units_they_affect(qa_file, tmp_path):
+    from damoc.io.tasks import load_task
+    from damoc.select.config import SelectConfig
+    from damoc.select.pipeline import DataStage, attach_spec_hashes, plan_units
+    from damoc.select.records import DataRecord
+
+    def hashes(**proxy):
+        cfg = SelectConfig.model_validate(
+            {
+                "task": {"path": str(qa_file)},
+                "candidates": ["a"],
+                "proxy": proxy,
+                "validate": {"enabled": True},
+            }
+        )
+        task = load_task(qa_file)
+        rec = DataRecord(task="t", fingerprint="f", n_train=1, n_dev=1, n_proxy_train=1, config_hash="d")
+        stage = DataStage(rec, *(tmp_path / n for n in ("a", "b", "c", "d", "e")))
+        units = plan_units(cfg, task, stage, tmp_path)
+        attach_spec_hashes(units, stage)
+        return {u.method: u.spec_hash for u in units}
+
+    a, b = hashes(lr=1e-4), hashes(lr=2e-4)
+    assert a["proxy"] != b["proxy"]
+    assert all(a[m] == b[m] for m in ("zero_shot", "few_shot", "full"))

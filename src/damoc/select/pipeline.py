@@ -41,7 +41,8 @@ LOG = logging.getLogger(__name__)
 DEFAULT_REWRITER = "smollm2-135m"  # local chat model used when data.rewrite_options names none
 
 # Config sections that must match when a run is resumed (the rest only says how/where to run).
-RESUME_KEYS = ("task", "data", "model", "proxy", "eval", "seed")
+# Other changes (data, model, proxy, eval, validate) only rerun the units they affect.
+RESUME_KEYS = ("task", "seed")
 
 
 @dataclass
@@ -172,8 +173,9 @@ def open_run_dir(cfg: SelectConfig, resume: bool, overwrite: bool) -> Path:
                     raise DamocError(
                         f"cannot resume {run}: '{diff}' differs from the run's config.yaml (use a new run dir)"
                     )
-            if (old.get("validate") or {}).get("finetune") != new["validate"]["finetune"]:
-                LOG.warning("validate.finetune changed: full fine-tune records will be redone")
+            for key in ("data", "model", "proxy", "eval", "validate"):
+                if old.get(key) != new.get(key):
+                    LOG.info("resume: '%s' settings changed; the units they affect will be redone", key)
     run.mkdir(parents=True, exist_ok=True)
     write_text_atomic(saved, yaml.safe_dump(cfg.dump(), sort_keys=False))
     return run
@@ -333,10 +335,12 @@ def prepare_data(
     filtered: list[Example] = []
     proxy_train: list[Example] = []
     if need_proxy:
+        cpu0 = time.process_time()
         filtered = run_filter_stage(cfg, task.train, rec)
         compressed = run_compress_stage(cfg, filtered, rec)
         proxy_train = run_rewrite_stage(cfg, filtered, compressed, rec)
         rec.proxy_ready = True
+        rec.cpu_s = time.process_time() - cpu0
     rec.n_proxy_train = len(proxy_train)
     rng = random.Random(cfg.seed)
     shots = rng.sample(task.train, min(cfg.eval.few_shot_k, len(task.train)))
@@ -406,6 +410,14 @@ def plan_units(cfg: SelectConfig, task: Task, stage: DataStage, run: Path) -> li
 
 def _done(spec: UnitSpec, retry_failed: bool = False) -> UnitRecord | None:
     """The unit's record when it needs no rerun: a success, or a failure unless retrying failures."""
+    rec = _current(spec)
+    if rec is None or (rec.status != "ok" and retry_failed):
+        return None
+    return rec
+
+
+def _current(spec: UnitSpec) -> UnitRecord | None:
+    """The unit's record if it was made with the current settings (failed ones included)."""
     p = Path(spec.record_path)
     if not p.is_file():
         return None
@@ -413,9 +425,7 @@ def _done(spec: UnitSpec, retry_failed: bool = False) -> UnitRecord | None:
         rec = UnitRecord.load(p)
     except ValueError:
         return None
-    if rec.cache_key != spec.cache_key or (rec.status != "ok" and retry_failed):
-        return None
-    return rec
+    return rec if rec.spec_hash == spec.spec_hash and rec.cache_key == spec.cache_key else None
 
 
 def make_backend(cfg: SelectConfig):
@@ -452,6 +462,15 @@ def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage
                 u.train_target,
             )
             units[i] = u.model_copy(update={"cache_key": key})
+
+
+def attach_spec_hashes(units: list[UnitSpec], stage: DataStage) -> None:
+    """Each unit's settings hash (its records are reused on resume only while it matches)."""
+    skip = {"record_path", "device", "threads", "spec_hash"}
+    for i, u in enumerate(units):
+        payload = u.model_dump(mode="json", exclude=skip)
+        payload["data"] = stage.record.config_hash if u.method == "proxy" else stage.record.fingerprint
+        units[i] = u.model_copy(update={"spec_hash": config_hash(payload)})
 
 
 def group_jobs(cfg: SelectConfig, units: list[UnitSpec], run: Path) -> list[CandidateJob]:
@@ -518,6 +537,7 @@ def run_select(
     stage = prepare_data(cfg, task, dev, run, resume, need_proxy)
     units = plan_units(cfg, task, stage, run)
     attach_cache_keys(cfg, units, stage)
+    attach_spec_hashes(units, stage)
     cache = GroundTruthCache(cfg.validate_.cache_dir)
     todo = []
     for u in units:
@@ -529,7 +549,9 @@ def run_select(
         hit = cache.get(u.cache_key) if u.method == "full" and u.cache_key else None
         if hit is not None:
             LOG.info("ground truth for %s from the cache", u.candidate)
-            hit = hit.model_copy(update={"cached": True, "candidate": u.candidate, "slug": u.slug})
+            hit = hit.model_copy(
+                update={"cached": True, "candidate": u.candidate, "slug": u.slug, "spec_hash": u.spec_hash}
+            )
             hit.save(u.record_path)
             continue
         todo.append(u)
@@ -542,7 +564,7 @@ def run_select(
     if todo:
         with _sigterm_as_interrupt():
             make_backend(cfg).run(group_jobs(cfg, todo, run), on_done)
-    records = [UnitRecord.load(u.record_path) for u in units if Path(u.record_path).is_file()]
+    records = [rec for u in units if (rec := _current(u)) is not None]
     board = build_leaderboard(cfg, stage.record, records, run)
     write_reports(board, run)
     return board

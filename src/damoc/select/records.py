@@ -65,8 +65,10 @@ class UnitRecord(Record):
     pid: int = 0
     started_at: str = ""
     finished_at: str = ""
+    cpu_s: float = 0.0  # CPU time of the work unit (all threads): a cost measure robust to a shared machine
     cached: bool = False  # ground truth reused from the cache
     cache_key: str | None = None
+    spec_hash: str | None = None  # the settings this record was made with (resume reruns it when they change)
 
     @property
     def tokens(self) -> int:
@@ -92,6 +94,7 @@ class DataRecord(Record):
     stage_s: dict[str, float] = Field(default_factory=dict)
     summaries: dict[str, Any] = Field(default_factory=dict)
     config_hash: str = ""
+    cpu_s: float = 0.0  # CPU time of the data stages in the main process
     proxy_ready: bool = False  # the proxy subset was made (not when only baselines/ground truth ran)
 
     @property
@@ -123,10 +126,18 @@ class Cost(Record):
     proxy_train_wall_s: float
     full_train_tokens: int
     proxy_train_tokens: int
+    full_cpu_s: float | None = None  # None when a record has no CPU time
+    proxy_cpu_s: float | None = None
 
     @property
     def wall_ratio(self) -> float:
         return self.full_wall_s / max(1e-9, self.proxy_wall_s)
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        if not self.full_cpu_s or not self.proxy_cpu_s:
+            return None
+        return self.full_cpu_s / self.proxy_cpu_s
 
     @property
     def token_ratio(self) -> float:

@@ -44,6 +44,8 @@ def compute_cost(records: list[UnitRecord], data: DataRecord) -> Cost | None:
         + sum(r.stage_s.get("finetune", 0.0) + r.stage_s.get("prune", 0.0) for r in proxy),
         full_train_tokens=sum(r.train_tokens for r in full),
         proxy_train_tokens=data.prep_tokens + sum(r.train_tokens + r.prep_tokens for r in proxy),
+        full_cpu_s=sum(r.cpu_s for r in full) if all(r.cpu_s for r in full) else None,
+        proxy_cpu_s=data.cpu_s + sum(r.cpu_s for r in proxy) if all(r.cpu_s for r in proxy) else None,
     )
 
 
@@ -245,6 +247,12 @@ def render_markdown(board: Leaderboard) -> str:
                         f"{c.wall_ratio:.1f}x",
                     ],
                     ["tokens (all)", str(c.full_tokens), str(c.proxy_tokens), f"{c.token_ratio:.1f}x"],
+                    [
+                        "CPU time, s (all)",
+                        _fmt(c.full_cpu_s, 1),
+                        _fmt(c.proxy_cpu_s, 1),
+                        f"{c.cpu_ratio:.1f}x" if c.cpu_ratio else "—",
+                    ],
                     [
                         "wall time, s (training side)",
                         f"{c.full_train_wall_s:.1f}",

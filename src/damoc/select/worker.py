@@ -52,6 +52,7 @@ class UnitSpec(StrictModel):
     threads: int | None = None
     seed: int = 0
     cache_key: str | None = None
+    spec_hash: str | None = None
 
 
 class CandidateJob(StrictModel):
@@ -151,6 +152,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
         pid=os.getpid(),
         started_at=now_iso(),
         cache_key=spec.cache_key,
+        spec_hash=spec.spec_hash,
     )
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -158,6 +160,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     device = _device(spec.device)
     rec.device = device
     t_all = time.perf_counter()
+    cpu0 = time.process_time()
 
     t0 = time.perf_counter()
     model, tok = load_model(spec.candidate, device=device)
@@ -195,6 +198,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     rec.per_example = score.per_example
     rec.predictions = score.predictions
     rec.wall_s = time.perf_counter() - t_all
+    rec.cpu_s = time.process_time() - cpu0
     rec.finished_at = now_iso()
     return rec
 
@@ -215,6 +219,7 @@ def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord
         pid=os.getpid(),
         finished_at=now_iso(),
         cache_key=spec.cache_key,
+        spec_hash=spec.spec_hash,
     )
 
 
