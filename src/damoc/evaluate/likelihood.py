@@ -62,6 +62,17 @@ def collate(seqs: Sequence[list[int]], starts: Sequence[int], pad_id: int) -> di
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ``(input_ids, attention_mask)`` for batched generation."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for j, s in enumerate(seqs):
+        ids[j, width - len(s) :] = torch.tensor(s)
+        mask[j, width - len(s) :] = 1
+    return ids, mask
+
+
 def _token_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-position NLL of next-token prediction, 0 where the label is ignored: shape (B, T-1)."""
     dev = next(model.parameters()).device

@@ -16,7 +16,7 @@ import torch
 
 from damoc.config import StrictModel
 from damoc.errors import DamocError
-from damoc.evaluate.likelihood import answer_scores, encode_pair
+from damoc.evaluate.likelihood import answer_scores, encode_pair, left_pad
 from damoc.evaluate.metrics import Metric, accuracy, get_metric, text_metric
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
@@ -139,12 +139,8 @@ def generate_greedy(
     tokens = 0
     for b in progress(range(0, len(order), batch_size), desc="generating", unit="batch"):
         idx = order[b : b + batch_size]
-        width = max(len(enc[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, width - len(enc[i]) :] = torch.tensor(enc[i])
-            mask[j, width - len(enc[i]) :] = 1
+        ids, mask = left_pad([enc[i] for i in idx], pad)
+        width = ids.shape[1]
         gen = model.generate(
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),

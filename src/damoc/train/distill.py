@@ -16,6 +16,7 @@ import torch
 from pydantic import Field
 
 from damoc.config import StrictModel
+from damoc.evaluate.likelihood import left_pad
 from damoc.logging_utils import progress
 from damoc.train.finetune import FinetuneConfig, FinetuneResult, finetune
 
@@ -73,12 +74,8 @@ def generate_answers(model, tok, prompts: Sequence[str], cfg: GenerationConfig |
     stops = {"stop_strings": [s for s in cfg.stop if s], "tokenizer": tok} if any(cfg.stop) else {}
     for b in progress(range(0, len(order), cfg.batch_size), desc="teacher answers", unit="batch"):
         idx = order[b : b + cfg.batch_size]
-        width = max(len(enc[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for j, i in enumerate(idx):
-            ids[j, width - len(enc[i]) :] = torch.tensor(enc[i])
-            mask[j, width - len(enc[i]) :] = 1
+        ids, mask = left_pad([enc[i] for i in idx], pad)
+        width = ids.shape[1]
         gen = model.generate(
             input_ids=ids.to(dev),
             attention_mask=mask.to(dev),
