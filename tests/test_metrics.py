@@ -127,3 +127,17 @@ def test_label_metric_needs_labels(tiny):
         score_examples(
             model, tok, [Example(id="0", question="q", answer="a")], EvalConfig(metric="label_acc")
         )
+
+
+def test_effective_batch_shrinks_for_large_vocabularies():
+    import types
+
+    from damoc.evaluate.scoring import EvalConfig, effective_batch
+
+    def model(vocab):
+        return types.SimpleNamespace(config=types.SimpleNamespace(vocab_size=vocab))
+
+    cfg = EvalConfig(batch_size=8, logits_budget_mb=3000)
+    assert effective_batch(model(49152), cfg, 256) == 8  # small vocabulary: as asked
+    assert effective_batch(model(262144), cfg, 256) == 3  # Gemma-3: 3000 MiB // (256 × 262144 × 12 B)
+    assert effective_batch(model(262144), cfg, 4096) == 1  # never below one

@@ -33,6 +33,7 @@ class EvalConfig(StrictModel):
     shot_context_chars: int = 300  # few-shot: each shot's context is cut to this many characters
     few_shot_max_length: int = 768  # few-shot prompts are longer
     alias_field: str | None = None  # meta field holding extra accepted answers (a list), e.g. answer_spans
+    logits_budget_mb: int = 3000  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
 
 
 @dataclass
@@ -93,8 +94,20 @@ def _pair_tokens(tok, prompts: Sequence[str], answers: Sequence[str], max_length
     return sum(len(encode_pair(tok, p, a, max_length)[0]) for p, a in zip(prompts, answers, strict=True))
 
 
+def effective_batch(model, cfg: EvalConfig, max_length: int) -> int:
+    """``cfg.batch_size``, shrunk so the logits of a batch fit ``cfg.logits_budget_mb`` (large vocabularies)."""
+    from damoc.model.arch import text_config
+
+    vocab = int(getattr(text_config(model.config), "vocab_size", 0) or 0)
+    if vocab <= 0:
+        return cfg.batch_size
+    per_row = max_length * vocab * 4 * 3  # fp32 logits, the shifted copy and log-softmax
+    return max(1, min(cfg.batch_size, cfg.logits_budget_mb * 2**20 // per_row))
+
+
 def _likelihood(model, tok, prompts, answers, metric: Metric, cfg: EvalConfig, max_length: int):
-    scores = answer_scores(model, tok, prompts, answers, cfg.batch_size, max_length, desc=metric.name)
+    bs = effective_batch(model, cfg, max_length)
+    scores = answer_scores(model, tok, prompts, answers, bs, max_length, desc=metric.name)
     nll = sum(s.nll for s in scores)
     if metric.name == "answer_bpb":
         value = nll / math.log(2) / max(1, sum(s.n_bytes for s in scores))
@@ -110,7 +123,8 @@ def _labels(model, tok, prompts, golds, labels: Sequence[str], cfg: EvalConfig, 
     """Pick, per prompt, the label with the lowest summed NLL."""
     flat_p = [p for p in prompts for _ in labels]
     flat_a = [lab for _ in prompts for lab in labels]
-    scores = answer_scores(model, tok, flat_p, flat_a, cfg.batch_size, max_length, desc="labels")
+    bs = effective_batch(model, cfg, max_length)
+    scores = answer_scores(model, tok, flat_p, flat_a, bs, max_length, desc="labels")
     preds = []
     for i in range(len(prompts)):
         row = scores[i * len(labels) : (i + 1) * len(labels)]
@@ -193,8 +207,9 @@ def score_examples(
         labs = sorted(set(labels) if labels else set(golds))
         value, per, preds, tokens = _labels(model, tok, prompts, golds, labs, cfg, max_length)
     else:
+        bs = effective_batch(model, cfg, max_length)
         preds, tokens = generate_greedy(
-            model, tok, prompts, cfg.max_new_tokens, cfg.batch_size, max_length, cfg.stop_at_newline
+            model, tok, prompts, cfg.max_new_tokens, bs, max_length, cfg.stop_at_newline
         )
         per = text_metric(metric.name, preds, [_golds(e, cfg.alias_field) for e in examples])
         value = sum(per) / len(per)
