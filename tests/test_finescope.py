@@ -54,9 +54,8 @@ def _mixed(n: int = 30):
     return med[10 : 10 + n] + fin + gen, med[:10], med[100:112]
 
 
-@pytest.fixture
-def mixed_files(tmp_path):
-    pool, seeds, held = _mixed()
+def _write_mixed(tmp_path, n: int = 30):
+    pool, seeds, held = _mixed(n)
     paths = {}
     for name, rows in (("pool", pool), ("seeds", seeds), ("eval", held)):
         p = tmp_path / f"{name}.jsonl"
@@ -65,10 +64,15 @@ def mixed_files(tmp_path):
     return paths
 
 
+@pytest.fixture
+def mixed_files(tmp_path):
+    return _write_mixed(tmp_path)
+
+
 def test_sae_curation_precision_beats_random():
-    pool, seeds, _ = _mixed()
+    pool, seeds, _ = _mixed(20)
     cfg = CurationSettings(
-        top=15, compare=["tfidf", "random"], max_length=64, sae=SAETrainConfig(**SMALL_SAE)
+        top=10, compare=["tfidf", "random"], max_length=64, sae=SAETrainConfig(**SMALL_SAE)
     )
     cur = curate_examples(pool, seeds, cfg, tiny_model("llama", 4, seed=1), tiny_tokenizer())
     rep = cur.report
@@ -76,7 +80,7 @@ def test_sae_curation_precision_beats_random():
     sae, rnd = rep.precision_of("sae"), rep.precision_of("random")
     assert sae >= 0.8 and sae > rnd + 0.3, (sae, rnd)
     assert rep.precision_of("tfidf") >= 0.8
-    assert len(cur.examples) == 15 and cur.scores == sorted(cur.scores, reverse=True)
+    assert len(cur.examples) == 10 and cur.scores == sorted(cur.scores, reverse=True)
     assert rep.sae["k"] == 8 and rep.sae["layer"] == 2
 
 
@@ -153,7 +157,8 @@ def test_cli_distill(tiny_dirs, qa_file, tmp_path, run_cli):
     assert code == 2 and "not empty" in err
 
 
-def test_finescope_recipe_end_to_end(mixed_files, tiny_dirs, tmp_path, run_cli):
+def test_finescope_recipe_end_to_end(tiny_dirs, tmp_path, run_cli):
+    mixed_files = _write_mixed(tmp_path, n=8)
     job = {
         "job": "finescope",
         "model": str(tiny_dirs["llama"]),
