@@ -43,11 +43,13 @@ METHODS: dict[str, dict] = {
     "linear": {"merge": "linear"},
     "linear-topdown": {"merge": "linear", "fit_on_pruned": False},
     "linear-noverify": {"merge": "linear", "verify": False},
-    "linear-r0.01": {"merge": "linear", "ridge": 0.01, "verify": False},
-    "linear-r0.1": {"merge": "linear", "ridge": 0.1, "verify": False},
-    "linear-r1": {"merge": "linear", "ridge": 1.0, "verify": False},
-    "linear-r1e-4": {"merge": "linear", "ridge": 1e-4, "verify": False},
-    "linear-invnorm": {"merge": "linear", "token_weight": "inverse_norm", "verify": False},
+    "linear-r0.01": {"merge": "linear", "ridge": 0.01, "token_weight": "uniform", "verify": False},
+    "linear-r0.1": {"merge": "linear", "ridge": 0.1, "token_weight": "uniform", "verify": False},
+    "linear-r1e-4": {"merge": "linear", "ridge": 1e-4, "token_weight": "uniform", "verify": False},
+    "linear-invnorm": {"merge": "linear", "ridge": 1e-3, "token_weight": "inverse_norm", "verify": False},
+    # the first defaults (uniform token weights, ridge 1e-3), kept for the record
+    "linear-v0": {"merge": "linear", "token_weight": "uniform", "ridge": 1e-3},
+    "linear-c64": {"merge": "linear", "calib_samples": 64},
 }
 DEFAULT_METHODS = ["none", "magnitude", "dare", "linear", "linear-topdown"]
 
@@ -86,8 +88,9 @@ class PeakRSS:
 
 
 def _texts(domain: str, n_calib: int, n_eval: int, seed: int) -> tuple[list[str], list[str]]:
+    """Calibration texts from training rows (``n_calib``; a method may use more) and held-out dev rows."""
     task = load_task(domain, dev_size=n_eval, seed=seed)
-    return [e.text() for e in task.train[:n_calib]], [e.text() for e in task.dev[:n_eval]]
+    return [e.text() for e in task.train[: max(n_calib, 128)]], [e.text() for e in task.dev[:n_eval]]
 
 
 def _record_path(model: str, domain: str, method: str) -> Path:
@@ -114,7 +117,7 @@ def run_model(name: str, domains: list[str], methods: list[str], args) -> None:
         write_json_atomic(base_path, base)
     print(f"{name}: original loss {base['loss']}", flush=True)
     for domain in domains:
-        calib, _ = texts[domain]
+        calib = texts[domain][0][: args.calib]
         choice_path = _record_path(name, domain, "choice")
         choice = _cached(choice_path, args.fresh)
         if choice is None:
@@ -141,16 +144,16 @@ def run_model(name: str, domains: list[str], methods: list[str], args) -> None:
             if _cached(path, args.fresh) is not None:
                 continue
             fresh_model, _ = load_model(name)
+            opts = {"calib_samples": args.calib, **METHODS[method]}
             cfg = LayerPruneConfig(
                 layers=choice["removed"],
-                calib_samples=args.calib,
                 calib_length=args.length,
                 batch_size=args.batch,
                 seed=args.seed,
-                **METHODS[method],
+                **opts,
             )
-            with PeakRSS() as pr:
-                report = prune_layers(fresh_model, tok, calib, cfg)
+            with PeakRSS() as pr:  # exactly the first calib_samples training texts
+                report = prune_layers(fresh_model, tok, texts[domain][0][: cfg.calib_samples], cfg)
             eval_domains = DOMAINS if not args.in_domain_only else [domain]
             loss = {
                 d: text_loss(fresh_model, tok, texts[d][1], max_length=args.length, batch_size=args.batch)

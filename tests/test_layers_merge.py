@@ -202,3 +202,25 @@ def test_linear_fit_on_pruned_sees_lower_blocks_removed():
 def test_linear_needs_calibration_text():
     with pytest.raises(DamocError, match="calibration text"):
         MERGES.get("linear")(tiny_model("llama", 4), [1], MergeContext(MergeSettings(), []))
+
+
+def test_token_weights():
+    from damoc.model.merge.linear import token_weights
+
+    h = torch.ones(4, 3)
+    h[0] *= 10.0
+    w = token_weights(h, "inverse_norm")
+    assert w.mean().item() == pytest.approx(1.0) and w[0] == pytest.approx(w[1] / 100)
+    assert torch.equal(token_weights(h, "uniform"), torch.ones(4))
+    with pytest.raises(DamocError, match="token weighting"):
+        token_weights(h, "cosine")
+
+
+@pytest.mark.parametrize("arch", ["qwen3", "gemma3_text"])
+def test_linear_weighted_fit_still_beats_plain(arch):
+    m = tiny_model(arch, 6, seed=4)
+    info = _merge(
+        m, "linear", [2, 3], verify=False, token_weight="inverse_norm", refine_steps=40, refine_lr=3e-2
+    )
+    blk = info.details["blocks"][0]
+    assert blk["folded"] and blk["err_fold"] < blk["err_plain"]

@@ -47,7 +47,8 @@ class LayerPruneConfig(StrictModel):
     calib_samples: int = Field(64, ge=1)
     calib_length: int = Field(256, ge=2)
     batch_size: int = Field(8, ge=1)
-    ridge: float = Field(1e-3, ge=0.0)
+    ridge: float = Field(1e-4, ge=0.0)
+    token_weight: Literal["uniform", "inverse_norm"] = "inverse_norm"
     fit_on_pruned: bool = True
     refine_steps: int = Field(200, ge=0)
     refine_lr: float = Field(1e-3, gt=0.0)

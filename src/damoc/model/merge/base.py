@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,7 +21,8 @@ class MergeSettings(StrictModel):
         False  # task-vector methods: λ/(k+1) when k removed layers fold into one kept layer
     )
     merge_norms: bool = True  # task-vector methods: norm weights follow the rule (False: left as they are)
-    ridge: float = 1e-3  # linear: ridge strength relative to the mean eigenvalue of MᵀM, shrinking T toward I
+    ridge: float = 1e-4  # linear: ridge strength relative to the mean eigenvalue of MᵀM, shrinking T toward I
+    token_weight: Literal["uniform", "inverse_norm"] = "inverse_norm"  # linear: per-token weights of the fit
     fit_on_pruned: bool = True  # linear: fit each block on the model with the blocks below already folded
     refine_steps: int = 200  # linear, post-MLP-norm archs (Gemma3): Adam steps fitting T through the norm
     refine_lr: float = 1e-3  # linear: learning rate of those steps

@@ -71,6 +71,17 @@ def fold_into_down(weight: torch.Tensor, bias: torch.Tensor | None, t: torch.Ten
     return w, b
 
 
+def token_weights(target: torch.Tensor, mode: str = "uniform") -> torch.Tensor:
+    """Per-token weights of the fit, mean 1: ``uniform``, or ``inverse_norm`` = 1/‖h_e‖² (a cosine-like
+    objective that keeps a few huge-norm tokens, e.g. attention sinks, from dominating the fit)."""
+    if mode == "uniform":
+        return torch.ones(target.shape[0])
+    if mode == "inverse_norm":
+        w = 1.0 / target.double().pow(2).sum(-1).clamp_min(1e-12)
+        return (w / w.mean()).float()
+    raise DamocError(f"unknown token weighting '{mode}' (known: uniform, inverse_norm)")
+
+
 def refine_through_norm(
     d: torch.Tensor,
     y: torch.Tensor,
@@ -79,8 +90,9 @@ def refine_through_norm(
     lr: float = 1e-3,
     batch_tokens: int = 4096,
     seed: int = 0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """T minimising mean ‖norm_fn(D·T) − Y‖² by Adam from T = I (minibatches of tokens)."""
+    """T minimising mean w_t‖norm_fn(D·T) − Y‖² by Adam from T = I (minibatches of tokens)."""
     dim = d.shape[1]
     t = torch.eye(dim, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([t], lr=lr)
@@ -89,20 +101,30 @@ def refine_through_norm(
     for _ in range(steps):
         idx = torch.randint(0, n, (min(batch_tokens, n),), generator=gen) if n > batch_tokens else slice(None)
         with torch.enable_grad():
-            loss = F.mse_loss(norm_fn(d[idx] @ t), y[idx])
+            sq = (norm_fn(d[idx] @ t) - y[idx]).pow(2).mean(-1)
+            loss = (sq * weights[idx]).mean() if weights is not None else sq.mean()
             opt.zero_grad()
             loss.backward()
         opt.step()
     return t.detach()
 
 
-def norm_error(d: torch.Tensor, y: torch.Tensor, norm_fn, t: torch.Tensor, chunk: int = 8192) -> float:
-    """‖norm_fn(D·T) − Y‖² over all tokens (chunked)."""
+def norm_error(
+    d: torch.Tensor,
+    y: torch.Tensor,
+    norm_fn,
+    t: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    chunk: int = 8192,
+) -> float:
+    """Σ_t w_t‖norm_fn(D·T) − Y‖² over all tokens (chunked)."""
     total = 0.0
     with torch.no_grad():
         for i in range(0, d.shape[0], chunk):
-            diff = norm_fn(d[i : i + chunk] @ t) - y[i : i + chunk]
-            total += float((diff.double() ** 2).sum())
+            sq = (norm_fn(d[i : i + chunk] @ t) - y[i : i + chunk]).double().pow(2).sum(-1)
+            if weights is not None:
+                sq = sq * weights[i : i + chunk].double()
+            total += float(sq.sum())
     return total
 
 
@@ -224,20 +246,22 @@ def _fit_block(model, batches, p: int, target: torch.Tensor, settings) -> tuple[
     """Fit T for one block at kept layer p; returns (T, figures). T = I when fitting does not help."""
     cap = capture_mlp(model, batches, p)
     y = target - cap["r"]
+    w = token_weights(target, settings.token_weight)
     _, post_norm = mlp_parts(decoder_layers(model)[p])
     if post_norm is None:
-        a, b, c = fit_stats(cap["m"], y)
+        sw = w.sqrt().unsqueeze(1)
+        a, b, c = fit_stats(cap["m"] * sw, y * sw)
         t = ridge_solve(a, b, settings.ridge).float()
         err_plain, err_fold = c, fold_error(a, b, c, t)
         how = "closed form"
     else:
         norm = copy.deepcopy(post_norm).float().requires_grad_(False)  # no gradients into the model
         eye = torch.eye(y.shape[1])
-        err_plain = norm_error(cap["d"], y, norm, eye)
+        err_plain = norm_error(cap["d"], y, norm, eye, w)
         t = refine_through_norm(
-            cap["d"], y, norm, settings.refine_steps, settings.refine_lr, seed=settings.seed
+            cap["d"], y, norm, settings.refine_steps, settings.refine_lr, seed=settings.seed, weights=w
         )
-        err_fold = norm_error(cap["d"], y, norm, t)
+        err_fold = norm_error(cap["d"], y, norm, t, w)
         how = "through the post-MLP norm"
     folded = err_fold < err_plain and math.isfinite(err_fold)
     if not folded:
@@ -247,6 +271,7 @@ def _fit_block(model, batches, p: int, target: torch.Tensor, settings) -> tuple[
         "p": p,
         "tokens": int(y.shape[0]),
         "fit": how,
+        "token_weight": settings.token_weight,
         "err_plain": err_plain,
         "err_fold": min(err_fold, err_plain) if folded else err_plain,
         "folded": folded,
