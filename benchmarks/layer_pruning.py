@@ -50,6 +50,7 @@ METHODS: dict[str, dict] = {
     # the first defaults (uniform token weights, ridge 1e-3), kept for the record
     "linear-v0": {"merge": "linear", "token_weight": "uniform", "ridge": 1e-3},
     "linear-c64": {"merge": "linear", "calib_samples": 64},
+    "linear-c128": {"merge": "linear", "calib_samples": 128},
 }
 DEFAULT_METHODS = ["none", "magnitude", "dare", "linear", "linear-topdown"]
 
@@ -183,14 +184,12 @@ def _gap_back(orig: float, plain: float, merged: float) -> float:
 
 
 def render(methods: list[str]) -> str:
-    """The results table, from the cached records."""
-    rows = []
-    head = "| model | calib → eval | original | " + " | ".join(methods) + " | linear: gap back |"
-    rows.append(head)
-    rows.append("|" + "---|" * (head.count("|") - 1))
+    """The results tables, from the cached records: loss per method (gap back vs plain removal in brackets)."""
+    head = "| model (removed/layers) | calib → eval | original | " + " | ".join(methods) + " |"
+    rows = [head, "|" + "---|" * (len(methods) + 3)]
     cost = [
-        "| model / domain | forward s | score s (×fwd) | score MB (×fwd) | prune s (×fwd) by method |",
-        "|---|---|---|---|---|",
+        "| model / domain | forward s | score s (×fwd) | score peak MB (×fwd) | prune s (×fwd) | prune peak MB (×fwd) |",
+        "|---|---|---|---|---|---|",
     ]
     for name in MODELS:
         base_p = _record_path(name, "all", "original")
@@ -198,36 +197,34 @@ def render(methods: list[str]) -> str:
             continue
         base = read_json(base_p)
         for domain in DOMAINS:
-            recs = {
-                m: read_json(_record_path(name, domain, m))
-                for m in methods
-                if _record_path(name, domain, m).is_file()
-            }
+            recs = {m: read_json(p) for m in methods if (p := _record_path(name, domain, m)).is_file()}
             if not recs:
                 continue
             choice = read_json(_record_path(name, domain, "choice"))
             for ev in DOMAINS:
-                cells = [
-                    f"{recs[m]['loss'][ev]:.3f}" if ev in recs.get(m, {}).get("loss", {}) else "–"
-                    for m in methods
-                ]
-                gap = "–"
-                if ev in recs.get("none", {}).get("loss", {}) and ev in recs.get("linear", {}).get(
-                    "loss", {}
-                ):
-                    g = _gap_back(base["loss"][ev], recs["none"]["loss"][ev], recs["linear"]["loss"][ev])
-                    gap = f"{100 * g:.0f}%"
+                plain = recs.get("none", {}).get("loss", {}).get(ev)
+                cells = []
+                for m in methods:
+                    loss = recs.get(m, {}).get("loss", {}).get(ev)
+                    if loss is None:
+                        cells.append("–")
+                    elif plain is None or m == "none":
+                        cells.append(f"{loss:.3f}")
+                    else:
+                        cells.append(f"{loss:.3f} ({100 * _gap_back(base['loss'][ev], plain, loss):.0f}%)")
+                if all(c == "–" for c in cells):
+                    continue
                 tag = f"{domain} → {ev}" + (" (in-domain)" if ev == domain else "")
-                rows.append(
-                    f"| {name} ({len(choice['removed'])}/{base['n_layers']}) | {tag} | {base['loss'][ev]:.3f} | "
-                    + " | ".join(cells)
-                    + f" | {gap} |"
-                )
-            fwd = choice["forward_s"]
-            prune = ", ".join(f"{m} {recs[m]['prune_s']:.0f} ({recs[m]['prune_s'] / fwd:.1f}×)" for m in recs)
+                n = f"{len(choice['removed'])}/{base['n_layers']}"
+                rows.append(f"| {name} ({n}) | {tag} | {base['loss'][ev]:.3f} | " + " | ".join(cells) + " |")
+            fwd, fmb = choice["forward_s"], max(1e-9, choice["forward_peak_mb"])
+            prune = ", ".join(f"{m} {r['prune_s']:.0f} ({r['prune_s'] / fwd:.1f}×)" for m, r in recs.items())
+            pmem = ", ".join(
+                f"{m} {r['prune_peak_mb']:.0f} ({r['prune_peak_mb'] / fmb:.1f}×)" for m, r in recs.items()
+            )
             cost.append(
                 f"| {name} / {domain} | {fwd:.1f} | {choice['score_s']:.1f} ({choice['score_s'] / fwd:.2f}×) | "
-                f"{choice['score_peak_mb']:.0f} ({choice['score_peak_mb'] / max(1e-9, choice['forward_peak_mb']):.2f}×) | {prune} |"
+                f"{choice['score_peak_mb']:.0f} ({choice['score_peak_mb'] / fmb:.2f}×) | {prune} | {pmem} |"
             )
     return "\n".join(rows) + "\n\n" + "\n".join(cost) + "\n"
 

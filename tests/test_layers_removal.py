@@ -84,3 +84,32 @@ def test_unknown_architecture_is_a_clear_error():
 
     with pytest.raises(DamocError, match="cannot find the decoder layers"):
         remove_layers(Odd(), [0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"])
+def test_real_model_prune_save_reload(name, tmp_path):
+    """A zoo model pruned with the linear merge saves, reloads with equal logits, and caches correctly."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from damoc.io.tasks import calibration_texts
+    from damoc.model.arch import load_model
+    from damoc.model.layer_pruning import LayerPruneConfig, prune_layers, save_pruned
+
+    if not (Path.home() / ".cache" / "damoc" / "zoo" / name / "config.json").is_file():
+        pytest.skip(f"{name} is not in the zoo cache")
+    model, tok = load_model(name)
+    cfg = LayerPruneConfig(remove=2, calib_samples=8, calib_length=64, refine_steps=20)
+    report = prune_layers(model, tok, calibration_texts("pubmedqa", limit=8), cfg)
+    save_pruned(model, tok, tmp_path / "out", report)
+    loaded, info = AutoModelForCausalLM.from_pretrained(tmp_path / "out", output_loading_info=True)
+    assert not any(info.values())
+    ids = tok("The patients were treated with", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(model(ids).logits, loaded(ids).logits, atol=1e-4)
+    gen = dict(max_new_tokens=8, do_sample=False)
+    assert torch.equal(
+        loaded.generate(ids, use_cache=True, **gen), loaded.generate(ids, use_cache=False, **gen)
+    )
