@@ -33,8 +33,9 @@ DOMAINS = ["pubmedqa", "finance", "squad"]
 BIGBENCH = "bigbench==1.0.0"
 SQUAD_MEMBER = "bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
 
-# The bounded ground truth (CPU): 200 training rows × 256 tokens, one epoch of full fine-tuning.
-TRAIN_ROWS = 200
+# The bounded ground truth (CPU): 120 training rows × 256 tokens, one epoch of full fine-tuning
+# (bf16 autocast for proxy and ground truth alike: about 2x faster on an AVX512-BF16 CPU).
+TRAIN_ROWS = 120
 DEV_ROWS = 60
 MAX_LENGTH = 256
 
@@ -111,7 +112,14 @@ def domain_config(domain: str, validate: bool, threads: int | None):
             "alias_field": "answer_aliases" if domain == "squad" else None,
         },
         "model": {"layer_fraction": 0.25, "calibration_rows": 8, "calibration_max_length": 128},
-        "proxy": {"method": "lora", "epochs": 1.0, "batch_size": 4, "max_length": MAX_LENGTH, "lr": 2e-4},
+        "proxy": {
+            "method": "lora",
+            "epochs": 1.0,
+            "batch_size": 4,
+            "max_length": MAX_LENGTH,
+            "lr": 2e-4,
+            "precision": "bf16",
+        },
         "validate": {
             "enabled": validate,
             "finetune": {
@@ -120,6 +128,7 @@ def domain_config(domain: str, validate: bool, threads: int | None):
                 "batch_size": 4,
                 "max_length": MAX_LENGTH,
                 "lr": 5e-5,
+                "precision": "bf16",
             },
             "cache_dir": str(RECORDS / "groundtruth"),
         },

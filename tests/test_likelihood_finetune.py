@@ -58,3 +58,14 @@ def test_text_loss_of_uniform_model(tok):
     with torch.no_grad():
         m.lm_head.weight.zero_()
     assert text_loss(m, tok, ["hello world", "abc"]) == pytest.approx(math.log(m.config.vocab_size), rel=1e-5)
+
+
+def test_finetune_bf16_autocast_learns_and_keeps_fp32_weights(tok):
+    pairs = [(f"Q: capital of land {i}? A:", f"city{i % 3}") for i in range(24)]
+    m = tiny_model("llama", seed=2)
+    before = sum(s.nll for s in answer_scores(m, tok, *zip(*pairs, strict=True)))
+    cfg = FinetuneConfig(method="full", epochs=4, lr=3e-3, batch_size=4, precision="bf16")
+    res = finetune(m, tok, pairs, cfg)
+    after = sum(s.nll for s in answer_scores(res.model, tok, *zip(*pairs, strict=True)))
+    assert after < 0.8 * before
+    assert all(p.dtype == torch.float32 for p in res.model.parameters())

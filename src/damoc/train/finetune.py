@@ -41,6 +41,7 @@ class FinetuneConfig(StrictModel):
     lora_dropout: float = 0.0
     lora_targets: list[str] | Literal["all-linear"] = "all-linear"
     add_eos: bool = True
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, weights and optimizer stay fp32
     seed: int = 0
 
 
@@ -106,7 +107,8 @@ def finetune(
             order.extend(perm)
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         batch = collate([enc[i][0] for i in idx], [enc[i][1] for i in idx], pad)
-        out = work(**{k: v.to(dev) for k, v in batch.items()})
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            out = work(**{k: v.to(dev) for k, v in batch.items()})
         out.loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
