@@ -38,13 +38,8 @@ def _load(path: str, fields: FieldMap, limit: int | None = None) -> list[Example
     return examples[:limit] if limit else examples
 
 
-def run_compress_job(job: CompressJob, model=None, tok=None, overwrite: bool = False, fidelity_fn=None):
-    """Compress ``job.task`` into ``job.out`` (+ ``.report.json``); returns the CompressResult."""
-    from damoc.data.compress.compressor import compress_examples
-
-    out = check_out(job.out, overwrite)
-    examples = _load(job.task, job.fields, job.limit)
-    result = compress_examples(examples, job.compress, model, tok, fidelity_fn)
+def _write_result(out, job, result) -> None:
+    """The report (job, summary, per-example records) beside the output rows, both written atomically."""
     report = {
         "job": job.model_dump(mode="json"),
         "summary": asdict(result.summary),
@@ -52,6 +47,16 @@ def run_compress_job(job: CompressJob, model=None, tok=None, overwrite: bool = F
     }
     write_json_atomic(report_path(out), report)
     write_jsonl_atomic(out, [e.to_row() for e in result.examples])
+
+
+def run_compress_job(job: CompressJob, model=None, tok=None, overwrite: bool = False, fidelity_fn=None):
+    """Compress ``job.task`` into ``job.out`` (+ ``.report.json``); returns the CompressResult."""
+    from damoc.data.compress.compressor import compress_examples
+
+    out = check_out(job.out, overwrite)
+    examples = _load(job.task, job.fields, job.limit)
+    result = compress_examples(examples, job.compress, model, tok, fidelity_fn)
+    _write_result(out, job, result)
     return result
 
 
@@ -75,11 +80,5 @@ def run_rewrite_job(job: RewriteJob, rewriter=None, fidelity_fn=None, overwrite:
     original = pair_examples(compressed, load_examples(job.original, job.fields), job.original)
     rewriter = rewriter or build_rewriter(job.rewrite)
     result = rewrite_examples(compressed, original, job.rewrite, rewriter, fidelity_fn)
-    report = {
-        "job": job.model_dump(mode="json"),
-        "summary": asdict(result.summary),
-        "records": [asdict(r) for r in result.records],
-    }
-    write_json_atomic(report_path(out), report)
-    write_jsonl_atomic(out, [e.to_row() for e in result.examples])
+    _write_result(out, job, result)
     return result

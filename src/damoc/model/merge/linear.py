@@ -150,6 +150,21 @@ def _flat(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x.detach().float()[mask.bool()].cpu()
 
 
+def _run_hooked(model, batches, handles, state: dict, desc: str) -> None:
+    """Run every batch until a hook raises ``_Stop`` (the rest of the model is skipped); then drop the hooks."""
+    dev = model_device(model)
+    try:
+        for ids, mask in progress(batches, desc=desc, unit="batch"):
+            state["mask"] = mask.to(dev)
+            try:
+                model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
+            except _Stop:
+                pass
+    finally:
+        for h in handles:
+            h.remove()
+
+
 @torch.no_grad()
 def capture_targets(model, batches, ends: Sequence[int]) -> dict[int, torch.Tensor]:
     """The residual stream entering each layer in ``ends`` (end = L: the last layer's output), non-pad tokens."""
@@ -177,17 +192,7 @@ def capture_targets(model, batches, ends: Sequence[int]) -> dict[int, torch.Tens
             handles.append(layers[e].register_forward_pre_hook(pre(e), with_kwargs=True))
     if n in out:
         handles.append(layers[n - 1].register_forward_hook(post))
-    dev = model_device(model)
-    try:
-        for ids, mask in progress(batches, desc="linear: targets", unit="batch"):
-            state["mask"] = mask.to(dev)
-            try:
-                model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
-            except _Stop:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, batches, handles, state, "linear: targets")
     return {e: torch.cat(v) for e, v in out.items()}
 
 
@@ -210,17 +215,7 @@ def capture_mlp(model, batches, p: int) -> dict[str, torch.Tensor]:
     handles = [down.register_forward_hook(keep("d")), layer.register_forward_hook(keep("out", stop=True))]
     if post_norm is not None:
         handles.append(post_norm.register_forward_hook(keep("m")))
-    dev = model_device(model)
-    try:
-        for ids, mask in progress(batches, desc=f"linear: layer {p}", unit="batch"):
-            state["mask"] = mask.to(dev)
-            try:
-                model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False)
-            except _Stop:
-                pass
-    finally:
-        for h in handles:
-            h.remove()
+    _run_hooked(model, batches, handles, state, f"linear: layer {p}")
     d = torch.cat(got["d"])
     m = torch.cat(got["m"]) if post_norm is not None else d
     return {"d": d, "m": m, "r": torch.cat(got["out"]) - m}
