@@ -69,3 +69,21 @@ def test_finetune_bf16_autocast_learns_and_keeps_fp32_weights(tok):
     after = sum(s.nll for s in answer_scores(res.model, tok, *zip(*pairs, strict=True)))
     assert after < 0.8 * before
     assert all(p.dtype == torch.float32 for p in res.model.parameters())
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "phi3"])
+def test_answer_scores_equal_full_logit_reference(tok, arch):
+    """Projecting only the answer positions gives the same NLL as the full-vocabulary reference."""
+    import torch.nn.functional as F
+
+    m = tiny_model(arch, seed=1)
+    prompts = ["a long prompt " * 6, "short", "mid sized prompt here"]
+    answers = ["yes", "no it is not", "maybe so"]
+    got = answer_scores(m, tok, prompts, answers, batch_size=3)
+    for p, a, s in zip(prompts, answers, got, strict=True):
+        ids, start = encode_pair(tok, p, a, 512)
+        with torch.no_grad():
+            logits = m(input_ids=torch.tensor([ids])).logits[0, :-1]
+        ref = F.cross_entropy(logits[start - 1 :], torch.tensor(ids[start:]), reduction="sum")
+        assert s.nll == pytest.approx(float(ref), rel=1e-5, abs=1e-5)
+        assert s.n_tokens == len(ids) - start

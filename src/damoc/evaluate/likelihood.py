@@ -74,17 +74,31 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def _token_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-position NLL of next-token prediction, 0 where the label is ignored: shape (B, T-1)."""
+    """Per-position NLL of next-token prediction, 0 where the label is ignored: shape (B, T-1).
+
+    Only the positions some row needs go through the output head (``logits_to_keep`` with the
+    positions): a short answer after a long prompt costs a fraction of the full vocabulary projection.
+    """
     dev = next(model.parameters()).device
-    logits = model(
-        input_ids=batch["input_ids"].to(dev), attention_mask=batch["attention_mask"].to(dev)
-    ).logits
-    logits = logits[:, :-1].float()
     labels = batch["labels"][:, 1:].to(dev)
-    nll = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100, reduction="none"
+    need = (labels != -100).any(0).nonzero().flatten()
+    inputs = {"input_ids": batch["input_ids"].to(dev), "attention_mask": batch["attention_mask"].to(dev)}
+    nll = torch.zeros(labels.shape, dtype=torch.float32, device=dev)
+    if need.numel() == 0:
+        return nll
+    if need.numel() < labels.size(1):
+        try:
+            logits = model(**inputs, logits_to_keep=need).logits.float()
+        except TypeError:  # a model without logits_to_keep
+            logits = model(**inputs).logits[:, need].float()
+    else:
+        logits = model(**inputs).logits[:, :-1].float()
+    kept = labels[:, need]
+    part = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), kept.reshape(-1), ignore_index=-100, reduction="none"
     )
-    return nll.view(labels.shape)
+    nll[:, need] = part.view(kept.shape)
+    return nll
 
 
 @torch.no_grad()
