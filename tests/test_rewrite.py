@@ -12,6 +12,7 @@ from damoc.data.compress import RewriteConfig
 from damoc.data.compress.rewrite import (
     EndpointRewriter,
     LocalChatRewriter,
+    feedback_message,
     key_terms,
     missing_terms,
     rewrite_examples,
@@ -211,3 +212,72 @@ def test_cli_rewrite_bad_input(run_cli, tmp_path):
     code, _, err = run_cli("rewrite", comp, "--original", orig, "--out", out)
     assert code == 2 and "exactly one" in err
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_real_zoo_rewriter_stops_at_max_rounds_or_accepts():
+    """The loop with a real chat model on 2 really compressed PubMedQA contexts (1 thread, ~1 minute).
+
+    SmolLM2-135M-Instruct is both the compression scorer and the rewriter. Each example is made
+    extractive for one answer term that its context contains, so the answer check has something to
+    check. Short generations (48 tokens) usually fail τ and exercise the fallback; whichever way each
+    example goes, its record must be consistent with what the rewriter was asked and answered.
+    """
+    from dataclasses import replace
+    from pathlib import Path
+
+    import torch
+
+    from damoc.data.compress import CompressConfig, compress_examples
+    from damoc.data.fidelity import BertScoreFidelity
+    from damoc.io.tasks import load_examples
+    from damoc.model.arch import load_model
+
+    name = "smollm2-135m"
+    if not (Path.home() / ".cache" / "damoc" / "zoo" / name / "config.json").is_file():
+        pytest.skip(f"{name} is not in the zoo cache")
+    torch.set_num_threads(1)
+    model, tok = load_model(name)
+    assert tok.chat_template, "the rewriter must be a chat model"
+    originals = []
+    for ex in load_examples("pubmedqa")[:2]:
+        span = next(t for t in key_terms(ex.answer) if not missing_terms([t], ex.context))
+        originals.append(replace(ex, meta={**ex.meta, "answer_spans": [span]}))
+    comp = compress_examples(
+        originals, CompressConfig(rate=0.5, budget="prompt", fidelity_floor=None), model, tok
+    ).examples
+    real = LocalChatRewriter(model, tok, max_new_tokens=48)
+    rw = Scripted()  # only for its call log
+    replies = []
+
+    def rewriter(messages):
+        rw.calls.append(messages)
+        replies.append(real(messages))
+        return replies[-1]
+
+    fid = BertScoreFidelity()
+    cfg = RewriteConfig(rewriter=name, max_rounds=2)
+    res = rewrite_examples(comp, originals, cfg, rewriter, fid)
+
+    assert len(res.records) == 2 and len(rw.calls) == sum(r.rounds for r in res.records)
+    for o, c, new, rec in zip(originals, comp, res.examples, res.records, strict=True):
+        assert rec.required == o.meta["answer_spans"] and not missing_terms(rec.required, c.context)
+        mine = [i for i, m in enumerate(rw.calls) if m[1]["content"].endswith(c.context)]
+        assert 1 <= rec.rounds <= cfg.max_rounds and len(mine) == rec.rounds
+        assert len(rec.scores) == len(rec.answer_ok) == rec.rounds
+        assert all(0.0 <= s <= 1.0 + 1e-6 for s in rec.scores)
+        last = replies[mine[-1]].strip()
+        assert rec.scores[-1] == pytest.approx(fid([last], [o.context])[0], abs=1e-4)
+        if rec.passed:  # an accepted rewrite: over τ, answer kept, and it is the output
+            assert new.context == last and rec.scores[-1] >= cfg.tau
+            assert rec.answer_ok[-1] and not missing_terms(rec.required, new.context)
+            assert rec.final_fidelity == rec.scores[-1] and len(rec.feedback) == rec.rounds - 1
+        else:  # every round failed: the loop stopped at max_rounds and kept the compressed text exactly
+            assert rec.rounds == cfg.max_rounds and new.context == c.context
+            assert all(s < cfg.tau or not ok for s, ok in zip(rec.scores, rec.answer_ok, strict=True))
+            assert len(rec.feedback) == rec.rounds
+            assert rec.final_fidelity == pytest.approx(fid([c.context], [o.context])[0], abs=1e-4)
+        if rec.rounds == 2:  # round 2 saw its failed rewrite and feedback naming the lost terms
+            second = rw.calls[mine[1]]
+            assert second[-2] == {"role": "assistant", "content": replies[mine[0]].strip()}
+            assert second[-1]["content"] == feedback_message(rec.feedback[0])
