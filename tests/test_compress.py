@@ -9,7 +9,8 @@ import pytest
 
 from damoc.data.compress import CompressConfig, compress_examples, compress_text
 from damoc.data.compress.budget import chunk_budget, segment_floor, select_units, split_budget, unit_scores
-from damoc.data.compress.scoring import self_information
+from damoc.data.compress.compressor import plan_example, prepare_segments
+from damoc.data.compress.scoring import PrefixCache, cache_is_exact, self_information
 from damoc.data.compress.units import find_spans, mark_keep, tokenize_segment
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
@@ -137,6 +138,51 @@ def test_scoring_is_padding_invariant(scorer):
     alone = [self_information(model, [r], 1, 0, 512)[0] for r in (a, b)]
     for got, ref in zip(both, alone, strict=True):
         assert got == pytest.approx(ref, abs=1e-4)
+
+
+def test_prefix_cache_scores_agree_with_full_rescoring(scorer):
+    """Steps with new prefix tokens, an empty one, different lengths and a row that ends early."""
+    model, tok = scorer
+    ids = tok(" ".join(WORDS * 2), add_special_tokens=False)["input_ids"]
+    # per row: a list of (new prefix tokens, targets); the full prefix is the concatenation so far
+    plans = {
+        0: [(ids[0:5], ids[5:12]), (ids[5:8], ids[12:20]), ([], ids[20:26]), (ids[20:22], ids[26:30])],
+        1: [([], ids[30:41]), (ids[30:31], ids[41:45])],
+        2: [(ids[3:20], ids[45:48]), (ids[45:48], ids[50:61]), (ids[50:52] + ids[55:57], ids[61:64])],
+    }
+    cache = PrefixCache(model, 3, 1, 0)
+    prefix = {r: [] for r in plans}
+    for step in range(4):
+        live = [r for r in plans if step < len(plans[r])]
+        cache.drop_rows(live)
+        got = cache({r: plans[r][step] for r in live})
+        for r in live:
+            pre, tgt = plans[r][step]
+            prefix[r] += pre
+            ref = self_information(model, [(prefix[r], tgt)], 1, 0, 512)[0]
+            assert got[r] == pytest.approx(ref, abs=1e-4)
+
+
+def test_cache_is_exact_only_without_sliding_windows():
+    assert cache_is_exact(tiny_model("llama", n_layers=1))
+    assert not cache_is_exact(tiny_model("gemma3_text", n_layers=2))
+
+
+def test_kv_cache_gives_the_same_compression(scorer):
+    model, tok = scorer
+    exs = _examples(6, seed=7, extractive=True)
+    cfg = CompressConfig(rate=0.4, fidelity_floor=None, chunk_tokens=24, batch_size=3)
+    n_chunks = sum(len(plan_example(e, prepare_segments(e, tok, cfg), cfg, 0.4).chunks) for e in exs)
+    assert n_chunks >= 3 * len(exs)  # several cached steps per example
+    with_cache = compress_examples(exs, cfg, model, tok, kv_cache=True)
+    without = compress_examples(exs, cfg, model, tok, kv_cache=False)
+    assert [e.to_row() for e in with_cache.examples] == [e.to_row() for e in without.examples]
+    # a batch mixing examples that fit max_length whole (cached) with ones that do not (uncached)
+    sizes = sorted(sum(s.n_tokens for s in prepare_segments(e, tok, cfg)) for e in exs)
+    mixed = cfg.model_copy(update={"max_length": sizes[len(sizes) // 2] + 2, "batch_size": 6})
+    with_cache = compress_examples(exs, mixed, model, tok, kv_cache=True)
+    without = compress_examples(exs, mixed, model, tok, kv_cache=False)
+    assert [e.to_row() for e in with_cache.examples] == [e.to_row() for e in without.examples]
 
 
 # --- the compressor ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from damoc.data.compress.budget import chunk_budget, segment_floor, select_units, split_budget, unit_scores
 from damoc.data.compress.config import CompressConfig
 from damoc.data.compress.records import Attempt, CompressRecord, CompressResult, CompressSummary
-from damoc.data.compress.scoring import self_information, start_token_id
+from damoc.data.compress.scoring import PrefixCache, cache_is_exact, self_information, start_token_id
 from damoc.data.compress.units import Segment, find_spans, mark_keep, tokenize_segment
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
@@ -158,27 +158,58 @@ def _apply(plan: _Plan, si: int, units: list[int], info: list[float], cfg: Compr
             plan.targets[nxt] = min(max(plan.targets[nxt] + miss, 0), plan.segments[nxt].n_tokens)
 
 
-def run_plans(plans: list[_Plan], model, tok, cfg: CompressConfig, desc: str = "compress") -> None:
-    """Score and select every chunk of every plan, a batch of examples per forward pass."""
+def run_plans(
+    plans: list[_Plan], model, tok, cfg: CompressConfig, desc: str = "compress", kv_cache: bool = True
+) -> None:
+    """Score and select every chunk of every plan, a batch of examples per forward pass.
+
+    With ``kv_cache`` (and a scorer without sliding-window layers, and a batch whose examples fit
+    ``cfg.max_length`` whole), each step forwards only the prefix tokens added since the example's
+    last step and the next chunk (:class:`PrefixCache`); the scores are those of the uncached
+    re-scoring of the whole compressed prefix, up to float rounding.
+    """
     start = start_token_id(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else start
     sep = tok("\n\n", add_special_tokens=False)["input_ids"]
     order = sorted(range(len(plans)), key=lambda i: sum(s.n_tokens for s in plans[i].segments))
+    cached = kv_cache and cache_is_exact(model)
     bar = progress(total=len(plans), desc=desc, unit="ex")
     for b in range(0, len(order), cfg.batch_size):
         group = [plans[i] for i in order[b : b + cfg.batch_size]]
+        # an example that may not fit max_length whole is scored uncached (its prefix may be cut)
+        fits = [
+            cached and 1 + sum(s.n_tokens + len(sep) for s in p.segments) <= cfg.max_length for p in group
+        ]
+        cache = PrefixCache(model, len(group), start, pad) if any(fits) else None
+        fed = [0] * len(group)  # prefix tokens already given to the cache, per plan
         while True:
             todo = []
-            for p in group:
+            for k, p in enumerate(group):
                 nxt = _advance(p, sep)
                 if nxt is not None:
-                    todo.append((p, nxt))
+                    todo.append((k, nxt))
             if not todo:
                 break
-            requests = [(p.prefix, _chunk_ids(p.segments[si], units)) for p, (si, units) in todo]
-            infos = self_information(model, requests, start, pad, cfg.max_length)
-            for (p, (si, units)), info in zip(todo, infos, strict=True):
-                _apply(p, si, units, info, cfg)
+            got: dict[int, list[float]] = {}
+            cold = [(k, nxt) for k, nxt in todo if not fits[k]]
+            if cold:
+                requests = [(group[k].prefix, _chunk_ids(group[k].segments[si], u)) for k, (si, u) in cold]
+                infos = self_information(model, requests, start, pad, cfg.max_length)
+                got.update((k, info) for (k, _), info in zip(cold, infos, strict=True))
+            warm = [(k, nxt) for k, nxt in todo if fits[k]]
+            if warm:
+                assert cache is not None
+                cache.drop_rows([k for k, _ in warm])
+                steps = {
+                    k: (group[k].prefix[fed[k] :], _chunk_ids(group[k].segments[si], u))
+                    for k, (si, u) in warm
+                }
+                got.update(cache(steps))
+                for k, _ in warm:
+                    fed[k] = len(group[k].prefix)
+            infos = [got[k] for k, _ in todo]
+            for (k, (si, units)), info in zip(todo, infos, strict=True):
+                _apply(group[k], si, units, info, cfg)
         bar.update(len(group))
     bar.close()
 
@@ -226,12 +257,14 @@ def compress_examples(
     model=None,
     tok=None,
     fidelity_fn: FidelityFn | None = None,
+    kv_cache: bool = True,
 ) -> CompressResult:
     """Compress every example to ``cfg.rate`` of its scorer tokens; see the module docstring.
 
     ``model``/``tok``: the scorer (loaded from ``cfg.scorer`` when not given). ``fidelity_fn``:
     ``(candidates, references) -> BERTScore-F1`` (default: BERTScore with a local encoder; not used
-    when ``cfg.fidelity_floor`` is None).
+    when ``cfg.fidelity_floor`` is None). ``kv_cache``: reuse the scorer's KV cache of the compressed
+    prefix across chunks (same scores up to float rounding; see :func:`run_plans`).
     """
     cfg = cfg or CompressConfig()
     examples = list(examples)
@@ -256,7 +289,7 @@ def compress_examples(
     rate = cfg.rate
     for attempt in range(cfg.max_retries + 1):
         plans = [plan_example(examples[i], segs[i], cfg, rate) for i in todo]
-        run_plans(plans, model, tok, cfg, desc=f"compress r={rate:.2f}")
+        run_plans(plans, model, tok, cfg, desc=f"compress r={rate:.2f}", kv_cache=kv_cache)
         outs = [finish_plan(p, tok) for p in plans]
         scores: list[float | None] = [None] * len(todo)
         if fidelity_fn is not None and cfg.fidelity_floor is not None:

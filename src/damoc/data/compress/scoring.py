@@ -70,3 +70,100 @@ def self_information(
     for i, n in enumerate(n_tgt):
         out.append(nll[i, nll.size(1) - n :].tolist() if n else [])
     return out
+
+
+def cache_is_exact(model) -> bool:
+    """Whether :class:`PrefixCache` reproduces :func:`self_information`: every layer attends fully.
+
+    Sliding-window layers count cache slots, and the prefix cache leaves masked holes in it, so a
+    model with them is scored without the cache.
+    """
+    cfg = getattr(model, "config", None)
+    types = getattr(cfg, "layer_types", None)
+    if types:
+        return all(t == "full_attention" for t in types)
+    return getattr(cfg, "sliding_window", None) is None or getattr(cfg, "use_sliding_window", True) is False
+
+
+class PrefixCache:
+    """Self-information for a batch of rows that each grow append-only, reusing one KV cache.
+
+    Each row is ``start + prefix`` scored in steps: a step gives the prefix tokens appended since
+    the row's last step and the targets to score after them. Only those tokens are forwarded. The
+    targets are then masked out of the cache (if the caller keeps some, they come back as prefix and
+    are recomputed on the compressed prefix, as without the cache); so is the row's last prefix
+    token, which is re-fed at the next step to predict the first target. Masked slots stay in the
+    cache as holes; explicit position ids count only the visible tokens, so each row sees exactly
+    ``start + prefix + targets``, as :func:`self_information` does (equal within float rounding).
+    The caller makes sure a row never exceeds the scorer's max length (no left cut here).
+    """
+
+    def __init__(self, model, n_rows: int, start_id: int, pad_id: int):
+        self.model = model
+        self.pad_id = pad_id
+        self.dev = next(model.parameters()).device
+        self.cache = None
+        self.rows = list(range(n_rows))  # caller's row id of each cache row
+        self.mask = torch.zeros((n_rows, 0), dtype=torch.long)
+        self.tail = [start_id] * n_rows  # last visible token, re-fed at the next step
+        self.visible = [0] * n_rows  # visible tokens before the tail
+
+    def drop_rows(self, keep: Sequence[int]) -> None:
+        """Keep only the caller's rows ``keep`` (rows that are done)."""
+        idx = [self.rows.index(r) for r in keep]
+        if len(idx) == len(self.rows):
+            return
+        sel = torch.tensor(idx, dtype=torch.long)
+        if self.cache is not None:
+            for layer in self.cache.layers:
+                layer.batch_select_indices(sel.to(self.dev))
+        self.mask = self.mask[sel]
+        self.rows = [self.rows[i] for i in idx]
+        self.tail = [self.tail[i] for i in idx]
+        self.visible = [self.visible[i] for i in idx]
+
+    @torch.inference_mode()
+    def __call__(self, steps: dict[int, tuple[list[int], list[int]]]) -> dict[int, list[float]]:
+        """``{row: (new prefix tokens, targets)}`` -> ``{row: self-information of each target}``."""
+        seqs, n_pre, n_tgt = [], [], []
+        for i, r in enumerate(self.rows):
+            pre, tgt = steps.get(r, ([], []))
+            seqs.append([self.tail[i], *pre, *tgt] if r in steps else [])
+            n_pre.append(1 + len(pre) if r in steps else 0)
+            n_tgt.append(len(tgt))
+        ids, new_mask = left_pad(seqs, self.pad_id)
+        width = ids.size(1)
+        pos = (torch.tensor(self.visible).unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([self.mask, new_mask], dim=1)
+        keep = max(n_tgt) + 1
+        kwargs = dict(
+            input_ids=ids.to(self.dev),
+            attention_mask=mask.to(self.dev),
+            position_ids=pos.to(self.dev),
+            past_key_values=self.cache,
+            use_cache=True,
+        )
+        try:
+            out = self.model(**kwargs, logits_to_keep=keep)
+        except TypeError:  # architectures without logits_to_keep
+            out = self.model(**kwargs)
+        self.cache = out.past_key_values
+        logits = out.logits[:, -keep:].float()
+        pred, tgt = logits[:, :-1], ids[:, -(keep - 1) :].to(self.dev)
+        nll = F.cross_entropy(pred.reshape(-1, pred.size(-1)), tgt.reshape(-1), reduction="none")
+        nll = nll.view(tgt.shape)
+        # the new slots: the fed prefix becomes visible, except its last token (the next tail)
+        for i, (seq, npre) in enumerate(zip(seqs, n_pre, strict=True)):
+            if not npre:
+                continue
+            lo = width - len(seq)
+            new_mask[i, lo + npre - 1 :] = 0
+            self.visible[i] += npre - 1
+            self.tail[i] = seq[npre - 1]
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        out_scores = {}
+        for i, r in enumerate(self.rows):
+            if r in steps:
+                n = n_tgt[i]
+                out_scores[r] = nll[i, nll.size(1) - n :].tolist() if n else []
+        return out_scores
