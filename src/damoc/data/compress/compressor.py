@@ -257,16 +257,17 @@ def compress_examples(
     model=None,
     tok=None,
     fidelity_fn: FidelityFn | None = None,
-    kv_cache: bool = True,
+    kv_cache: bool | None = None,
 ) -> CompressResult:
     """Compress every example to ``cfg.rate`` of its scorer tokens; see the module docstring.
 
     ``model``/``tok``: the scorer (loaded from ``cfg.scorer`` when not given). ``fidelity_fn``:
     ``(candidates, references) -> BERTScore-F1`` (default: BERTScore with a local encoder; not used
     when ``cfg.fidelity_floor`` is None). ``kv_cache``: reuse the scorer's KV cache of the compressed
-    prefix across chunks (same scores up to float rounding; see :func:`run_plans`).
+    prefix across chunks (same scores up to float rounding; see :func:`run_plans`); None: ``cfg.kv_cache``.
     """
     cfg = cfg or CompressConfig()
+    kv_cache = cfg.kv_cache if kv_cache is None else kv_cache
     examples = list(examples)
     if not examples:
         raise DamocError("no examples to compress")
