@@ -8,6 +8,12 @@ random), parameter counts, domain scores and wall time of every stage.
 
     python benchmarks/finescope.py --write-data          # only (re)write the pool/seeds/eval files
     python benchmarks/finescope.py                       # run (~30-60 min on 2 shared cores)
+    python benchmarks/finescope.py --curate-method tfidf --variants rewrite_reference,rewrite_reference+kl
+
+The committed data files are used as they are (``--write-data`` rewrites them). Stage outputs are kept
+in ``--cache`` (keyed by their settings), so a re-run that only changes the distillation reuses the
+curated rows, the pruned checkpoint and any stage already scored. ``--variants`` adds self-distillation
+stages: ``answer`` / ``rewrite_reference`` (teacher mode), ``+kl`` adds the KL term (``--kl-weight``).
 
 Results: benchmarks/records/finescope/<model>.json (the report of the run) and a printed table.
 """
@@ -102,13 +108,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--bigbench", default=None, help="path of bigbench-1.0.0.tar.gz (pip download --no-deps ...)"
     )
+    ap.add_argument("--curate-method", default="sae", help="sae (FineScope), embed or tfidf (cheap)")
+    ap.add_argument("--compare", default="embed,tfidf,random", help="curation methods to compare against")
+    ap.add_argument(
+        "--teacher-mode", default="answer", help="the main self-distillation stage's teacher mode"
+    )
+    ap.add_argument(
+        "--variants", default="", help="comma list of extra distillation stages, e.g. rewrite_reference+kl"
+    )
+    ap.add_argument("--kl-weight", type=float, default=1.0, help="KL weight of the '+kl' variants")
+    ap.add_argument("--rewrite-max-new-tokens", type=int, default=64, help="longest teacher rewrite")
+    ap.add_argument("--cache", default="/tmp/damoc-finescope-cache", help="stage cache ('' = none)")
+    ap.add_argument("--record", default=None, help="record file name (default <model>.json)")
     ap.add_argument("--out", default="/tmp/damoc-finescope-bench")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write-data", action="store_true", help="only write the data files")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    info = write_data(args.per_domain, args.eval_rows, args.seed, args.bigbench)
+    have = all((DATA / f"{n}.jsonl").is_file() for n in ("pool", "seeds", "eval"))
+    if args.write_data or not have:
+        info = write_data(args.per_domain, args.eval_rows, args.seed, args.bigbench)
+    else:
+        info = {n: sum(1 for _ in open(DATA / f"{n}.jsonl")) for n in ("pool", "seeds", "eval")}
+        info["files"] = "committed"
     if args.write_data:
         return 0
     import shutil
@@ -119,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from damoc.curate.config import FinescopeJob
     from damoc.curate.recipe import render_markdown, run_finescope
     from damoc.logging_utils import setup_logging
+    from damoc.train.distill import DistillConfig
 
     setup_logging()
     torch.set_num_threads(args.threads)
@@ -134,33 +158,46 @@ def main(argv: list[str] | None = None) -> int:
             "overwrite": True,
             "save_models": False,
             "curate": {
+                "method": args.curate_method,
                 "top": args.top,
-                "compare": ["embed", "tfidf", "random"],
+                "compare": [c for c in args.compare.split(",") if c and c != args.curate_method],
                 "max_length": 128,
                 "sae": {"expansion": 16, "k": 32, "steps": args.sae_steps, "batch_size": 512, "lr": 1e-3},
             },
             "prune": {"ratio": args.ratio, "samples": 32, "max_length": 256},
             "distill": {
+                "teacher_mode": args.teacher_mode,
                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": 16},
+                "rewrite": {"max_new_tokens": args.rewrite_max_new_tokens},
                 "finetune": {"method": "lora", "epochs": 1, "batch_size": 4, "max_length": 256},
             },
             "score": {"eval_rows": args.eval_rows, "max_length": 256, "batch_size": 8},
         },
     )
+    variants = {}
+    for v in [v.strip() for v in args.variants.split(",") if v.strip()]:
+        mode, _, kl = v.partition("+")
+        update = {"teacher_mode": mode, "kl_weight": args.kl_weight if kl == "kl" else 0.0}
+        variants[v] = DistillConfig.model_validate({**job.distill.model_dump(), **update})
     t0 = time.perf_counter()
-    report = run_finescope(job)
+    report = run_finescope(job, cache_dir=args.cache or None, variants=variants)
     total = time.perf_counter() - t0
     rec = {
         "model": args.model,
-        "machine": "2-core CPU (shared), fp32",
+        "machine": f"2-core CPU shared with background jobs, fp32, {args.threads} thread(s)",
         "command": " ".join(["python", *sys.argv]),
         "data": info,
         "total_wall_s": total,
         "report": report.to_dict(),
     }
     rec["report"]["curation"].pop("selected_ids", None)
+    rec["teacher_answers"] = [  # per row: what the student was trained on, and whether the gold replaced it
+        {k: r[k] for k in ("id", "stage", "fallback", "reason", "teacher_output", "answer")}
+        for f in sorted(Path(args.out).glob("teacher_answers*.jsonl"))
+        for r in map(json.loads, f.read_text().splitlines())
+    ]
     RECORDS.mkdir(parents=True, exist_ok=True)
-    path = RECORDS / f"{args.model}.json"
+    path = RECORDS / (args.record or f"{args.model}.json")
     path.write_text(json.dumps(rec, indent=2) + "\n")
     print(render_markdown(report))
     print(

@@ -207,3 +207,144 @@ def test_sae_reloadable_state():
     b.load_state_dict(a.state_dict())
     x = torch.randn(3, 4)
     assert torch.equal(a(x)[0], b(x)[0])
+
+
+def test_finescope_variants_fidelity_and_stage_cache(tiny_dirs, tmp_path, monkeypatch):
+    import damoc.curate.recipe as recipe
+    from damoc.config import parse_config
+    from damoc.curate.config import FinescopeJob
+    from damoc.train.distill import DistillConfig
+
+    files = _write_mixed(tmp_path, n=8)
+    job = {
+        "job": "finescope",
+        "model": str(tiny_dirs["llama"]),
+        "pool": str(files["pool"]),
+        "seeds": str(files["seeds"]),
+        "eval": str(files["eval"]),
+        "out": str(tmp_path / "run"),
+        "save_models": False,
+        "curate": {"method": "tfidf", "top": 8, "compare": []},
+        "prune": {"ratio": 0.3, "samples": 4, "max_length": 64},
+        "distill": {"generation": {"max_new_tokens": 4}, "finetune": {"max_steps": 2, "max_length": 96}},
+        "score": {"eval_rows": 4, "max_length": 96},
+    }
+    cfg = parse_config(FinescopeJob, job)
+    rw = DistillConfig.model_validate({**cfg.distill.model_dump(), "teacher_mode": "rewrite_reference"})
+    cache = tmp_path / "cache"
+    rep = recipe.run_finescope(cfg, cache_dir=cache, variants={"rw": rw})
+    names = [s.stage for s in rep.stages]
+    assert names[2:] == [
+        "pruned + fine-tune",
+        "pruned + self-distillation",
+        "pruned + self-distillation (rw)",
+    ]
+    kl = [s.score.fidelity_kl for s in rep.stages]
+    assert kl[0] == 0.0 and all(k > 0 for k in kl[1:])
+    d = rep.distill["pruned + self-distillation (rw)"]
+    assert d["teacher_mode"] == "rewrite_reference" and 0 <= d["fallbacks"] <= 8
+    rows = [json.loads(x) for x in (tmp_path / "run" / "teacher_answers.rw.jsonl").read_text().splitlines()]
+    assert len(rows) == 8 and all("fallback" in r and "teacher_output" in r for r in rows)
+    assert all(r["answer"] == r["gold"].strip() for r in rows if r["fallback"])
+
+    # A re-run with only a new distillation setting reuses curation, pruning and the scored stages.
+    def boom(*a, **k):
+        raise AssertionError("pruning should come from the cache")
+
+    monkeypatch.setattr(recipe, "structured_prune", boom)
+    cfg.overwrite = True
+    kl_cfg = rw.model_copy(update={"kl_weight": 0.5})
+    again = recipe.run_finescope(cfg, cache_dir=cache, variants={"rw": rw, "rw+kl": kl_cfg})
+    cached = {s.stage: s.cached for s in again.stages}
+    assert cached["pruned + fine-tune"] and cached["pruned + self-distillation (rw)"]
+    assert not cached["pruned + self-distillation (rw+kl)"]
+    for a, b in zip(rep.stages, again.stages[:5], strict=True):
+        assert a.score.answer_bpb == pytest.approx(b.score.answer_bpb, rel=1e-5)
+
+
+def test_rewrite_fallback_when_the_rewrite_loses_the_answer():
+    from damoc.train.distill import RewriteConfig, decision_word, rewrite_problem, with_fallback
+
+    cfg = RewriteConfig(min_chars=8, min_gold_recall=0.3)
+    gold = "Yes, statin therapy lowered cardiovascular mortality in elderly patients."
+    good = "Yes: in elderly patients statin therapy lowered mortality from cardiovascular causes."
+    assert (
+        decision_word(gold, cfg.decision_words) == "yes" and rewrite_problem(good, gold, "yes", cfg) is None
+    )
+    assert rewrite_problem("", gold, "yes", cfg) == "empty"
+    assert rewrite_problem("Yes.", gold, "yes", cfg) == "too short"
+    flipped = "No, statin therapy lowered cardiovascular mortality in elderly patients."
+    assert rewrite_problem(flipped, gold, "yes", cfg) == "decision word 'no' instead of 'yes'"
+    assert rewrite_problem("The weather was lovely in the city today.", gold, "yes", cfg).startswith(
+        "gold content"
+    )
+    # no decision word in the gold text: the row's label is the reference
+    plain_gold = "Statin therapy lowered cardiovascular mortality."
+    assert "instead of 'no'" in rewrite_problem(
+        "Maybe statin therapy lowered cardiovascular mortality.", plain_gold, "no", cfg
+    )
+    rows = with_fallback([good, flipped, ""], [gold, gold, gold + " "], ["yes", "yes", "yes"], cfg)
+    assert [r.fallback for r in rows] == [False, True, True]
+    assert rows[0].answer == good and rows[1].answer == gold and rows[2].answer == gold
+    assert rows[1].teacher_output == flipped and rows[0].reason is None
+
+
+def test_rewrite_reference_mode_uses_gold_fallback_in_training(monkeypatch):
+    import damoc.train.distill as distill
+
+    teacher, tok = tiny_model("llama", 2, seed=3), tiny_tokenizer()
+    seen = {}
+
+    def fake_generate(model, tok_, prompts, cfg=None):
+        seen["prompts"], seen["max_new"] = list(prompts), cfg.max_new_tokens
+        return ["the answer is yes: heart rate falls with training", "x"]
+
+    trained = {}
+
+    def fake_finetune(student, tok_, pairs, cfg=None, desc=""):
+        trained["pairs"] = list(pairs)
+        return distill.FinetuneResult(student, 0, 0, 0.0)
+
+    monkeypatch.setattr(distill, "generate_answers", fake_generate)
+    monkeypatch.setattr(distill, "finetune", fake_finetune)
+    cfg = distill.DistillConfig(teacher_mode="rewrite_reference", rewrite={"max_new_tokens": 7})
+    golds = ["Yes, heart rate falls with endurance training.", "No, the drug had no effect on pain."]
+    res = distill.self_distill(
+        teacher, teacher, tok, ["Question: p1?\nAnswer:", "Question: p2?\nAnswer:"], cfg,
+        references=golds, labels=["yes", "no"],
+    )  # fmt: skip
+    assert all(g in p for g, p in zip(golds, seen["prompts"], strict=True)) and seen["max_new"] == 7
+    assert [r.fallback for r in res.rows] == [False, True] and res.stats["fallbacks"] == 1
+    assert [a for _, a in trained["pairs"]] == ["the answer is yes: heart rate falls with training", golds[1]]
+    with pytest.raises(ValueError, match="needs the gold answers"):
+        distill.self_distill(teacher, teacher, tok, ["Question: p?\nAnswer:"], cfg)
+
+
+def test_kl_term_is_zero_when_student_equals_teacher():
+    import copy
+
+    from damoc.train.distill import DistillConfig, self_distill, token_kl
+
+    a = torch.randn(2, 5, 11)
+    mask = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    kl, n = token_kl(a, a.clone(), mask)
+    assert n == 5 and float(kl) == pytest.approx(0.0, abs=1e-6)
+    kl2, _ = token_kl(a, torch.randn(2, 5, 11), mask, temperature=2.0)
+    assert float(kl2) > 0
+
+    teacher, tok = tiny_model("llama", 2, seed=5), tiny_tokenizer()
+    prompts, answers = ["Question: a?\nAnswer:", "Question: bb?\nAnswer:"], ["yes it is", "no it is not"]
+
+    def first_loss(student, weight):
+        cfg = DistillConfig(kl_weight=weight, finetune={"max_steps": 1, "batch_size": 2, "lr": 1e-3})
+        res = self_distill(teacher, student, tok, prompts, cfg, answers=answers)
+        return res.train.losses[0], res.model
+
+    same_ce, _ = first_loss(copy.deepcopy(teacher), 0.0)
+    same_kl, model = first_loss(copy.deepcopy(teacher), 5.0)  # LoRA starts at the teacher: KL 0
+    assert same_kl == pytest.approx(same_ce, abs=1e-6)
+    assert not model._forward_hooks  # the hook is removed after training
+    other = tiny_model("llama", 2, seed=6)
+    other_ce, _ = first_loss(copy.deepcopy(other), 0.0)
+    other_kl, _ = first_loss(copy.deepcopy(other), 5.0)
+    assert other_kl > other_ce + 1e-3

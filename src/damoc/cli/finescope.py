@@ -141,6 +141,15 @@ def distill_cmd(
     lr: float = typer.Option(2e-4, "--lr", help="Learning rate."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Longest teacher answer, in tokens."),
     max_rows: int = typer.Option(None, "--max-rows", help="Use only the first N rows of --data."),
+    teacher_mode: str = typer.Option(
+        "rewrite_reference",
+        "--teacher-mode",
+        help="answer (the teacher answers the prompt) or rewrite_reference (it restates the gold answer; "
+        "the gold answer is kept where the rewrite loses it).",
+    ),
+    kl_weight: float = typer.Option(
+        0.0, "--kl-weight", help="Weight of KL(teacher || student) on the answer tokens (0 = off)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
 ) -> None:
     """Self-data distillation: the teacher answers the prompts greedily, the student is fine-tuned on them."""
@@ -152,12 +161,15 @@ def distill_cmd(
         {
             "generation": {"max_new_tokens": max_new_tokens},
             "finetune": {"method": method, "epochs": epochs, "max_steps": max_steps, "lr": lr},
+            "teacher_mode": teacher_mode,
+            "kl_weight": kl_weight,
         },
         where="distill",
     )
     res = distill_to_dir(teacher, student, data, str(out), cfg, overwrite, max_rows)
+    fb = f" ({res.stats['fallbacks']} gold fallbacks)" if cfg.teacher_mode == "rewrite_reference" else ""
     typer.echo(
-        f"trained on {res.kept} teacher answers: {res.train.steps} steps, {res.train.tokens:,} tokens, "
+        f"trained on {res.kept} teacher answers{fb}: {res.train.steps} steps, {res.train.tokens:,} tokens, "
         f"final loss {res.train.losses[-1]:.3f} -> {out}"
     )
 
