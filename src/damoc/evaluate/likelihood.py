@@ -88,9 +88,12 @@ def _token_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return nll
     if need.numel() < labels.size(1):
         try:
-            logits = model(**inputs, logits_to_keep=need).logits.float()
+            logits = model(**inputs, logits_to_keep=need).logits
         except TypeError:  # a model without logits_to_keep
-            logits = model(**inputs).logits[:, need].float()
+            logits = model(**inputs).logits
+        if logits.size(1) != need.numel():  # the model ignored logits_to_keep: all positions came back
+            logits = logits[:, need]
+        logits = logits.float()
     else:
         logits = model(**inputs).logits[:, :-1].float()
     kept = labels[:, need]
