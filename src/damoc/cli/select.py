@@ -61,6 +61,22 @@ def select(
         None, "--layer-fraction", help="Fraction of layers to remove."
     ),
     merge: str | None = typer.Option(None, "--merge", help="Merge method for removed layers."),
+    calibrated: str | None = typer.Option(
+        None,
+        "--calibrated",
+        help="Also compress each proxy candidate with cross-calibration: sparsegpt, wanda, magnitude, gptq "
+        "or rtn (domain text = the task's training subset).",
+    ),
+    calib_sparsity: float | None = typer.Option(
+        None, "--calib-sparsity", help="Calibrated pruning: sparsity in [0, 1) (0.5)."
+    ),
+    calib_pattern: str | None = typer.Option(
+        None, "--calib-pattern", help="Calibrated pruning: N:M, e.g. 2:4."
+    ),
+    calib_bits: int | None = typer.Option(None, "--calib-bits", help="Calibrated quantization: bits (4)."),
+    calib_alpha: float | None = typer.Option(
+        None, "--calib-alpha", help="Domain weight α in (1-α) H_general + α H_domain (0.5)."
+    ),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Proxy fine-tune steps (cap)."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="Proxy fine-tune token budget."),
     few_shot_k: int | None = typer.Option(None, "--few-shot-k", help="Shots for the few-shot baseline."),
@@ -114,7 +130,20 @@ def select(
         data.setdefault("data", {})["compress_rate"] = None
     if budget is not None:
         _set(data, "data.budget", int(budget) if budget >= 1 else budget)
+    if calibrated:
+        _set(data, "model.calibrated.method", calibrated)
+    calib_flags = {
+        "model.calibrated.prune.sparsity": calib_sparsity,
+        "model.calibrated.prune.pattern": calib_pattern,
+        "model.calibrated.quant.bits": calib_bits,
+        "model.calibrated.alpha": calib_alpha,
+    }
+    if any(v is not None for v in calib_flags.values()) and not (data.get("model") or {}).get("calibrated"):
+        from damoc.errors import DamocError
+
+        raise DamocError("--calib-* options need --calibrated METHOD (or model.calibrated in the job file)")
     for key, value in {
+        **calib_flags,
         "eval.metric": metric,
         "run.run_dir": run_dir,
         "validate.enabled": validate,

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from damoc.config import JOBS, JobConfig, StrictModel
 from damoc.evaluate.scoring import EvalConfig
 from damoc.io.tasks import FieldMap
+from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
 
 
@@ -55,14 +56,43 @@ class DataSettings(StrictModel):
         return v
 
 
+class CalibratedSettings(StrictModel):
+    """Optional cross-calibrated compression of each candidate after layer removal (SPEC 7).
+
+    The domain calibration text is the proxy's own training subset (before token compression); the
+    general text is the bundled SQuAD paragraphs unless set. Hessians mix as (1-α) H_general + α H_domain.
+    """
+
+    method: str = (
+        "sparsegpt"  # a calibrated method: magnitude, wanda, sparsegpt (prune); gptq, rtn (quantize)
+    )
+    prune: PruneSpec = Field(default_factory=PruneSpec)  # pruning methods: sparsity / N:M pattern
+    quant: QuantSpec = Field(default_factory=QuantSpec)  # quantization methods: bits, group size
+    alpha: float = Field(0.5, ge=0.0, le=1.0)  # weight of the domain Hessian
+    general: str | None = GENERAL_DEFAULT  # general text source ('general' = bundled), or null for none
+    samples: int = Field(16, ge=1)  # calibration sequences per source
+    length: int = Field(128, ge=8)  # tokens per calibration sequence
+    batch_size: int = Field(8, ge=1)  # sequences per block forward
+
+    @model_validator(mode="after")
+    def _sources(self) -> CalibratedSettings:
+        if self.alpha < 1.0 and not self.general:
+            raise ValueError(
+                "alpha < 1 mixes in general text, but general is null (set alpha: 1.0 or a source)"
+            )
+        return self
+
+
 class ModelSettings(StrictModel):
-    """Model-level compression, per candidate: remove low-importance layers and merge them."""
+    """Model-level compression, per candidate: remove low-importance layers and merge them, then
+    optionally compress the weights with cross-calibration (``calibrated``)."""
 
     layer_fraction: float = 0.25  # fraction of decoder layers removed (0 = keep all)
     merge: str | None = None  # merge method for removed layers; null = the layer-pruning default
     calibration_rows: int = 16  # training texts used to score layer importance
     calibration_max_length: int = 256
     prune_options: dict[str, Any] = Field(default_factory=dict)  # other LayerPruneConfig fields
+    calibrated: CalibratedSettings | None = None  # cross-calibrated pruning/quantization; null = off
 
     @field_validator("layer_fraction")
     @classmethod

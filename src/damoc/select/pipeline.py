@@ -254,6 +254,10 @@ def check_stages(cfg: SelectConfig) -> None:
         from damoc.select.worker import layer_prune_config
 
         layer_prune_config(cfg.model)
+    if cfg.model.calibrated is not None:
+        from damoc.select.calibrated_stage import check_settings
+
+        check_settings(cfg.model.calibrated)
 
 
 def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataRecord) -> list[Example]:

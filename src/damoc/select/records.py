@@ -56,6 +56,7 @@ class UnitRecord(Record):
     n_params_orig: int | None = None
     n_layers: int | None = None  # after layer removal
     layers_removed: list[int] = Field(default_factory=list)
+    compression: dict[str, Any] | None = None  # the optional cross-calibrated stage (method, sparsity, ...)
     train_loss_first: float | None = None
     train_loss_last: float | None = None
     per_example: list[float] = Field(default_factory=list)

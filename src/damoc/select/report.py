@@ -41,7 +41,7 @@ def compute_cost(records: list[UnitRecord], data: DataRecord) -> Cost | None:
         proxy_tokens=data.prep_tokens + sum(r.tokens for r in proxy),
         full_train_wall_s=sum(r.stage_s.get("finetune", 0.0) for r in full),
         proxy_train_wall_s=data.wall_s
-        + sum(r.stage_s.get("finetune", 0.0) + r.stage_s.get("prune", 0.0) for r in proxy),
+        + sum(sum(r.stage_s.get(k, 0.0) for k in ("finetune", "prune", "calibrated")) for r in proxy),
         full_train_tokens=sum(r.train_tokens for r in full),
         proxy_train_tokens=data.prep_tokens + sum(r.train_tokens + r.prep_tokens for r in proxy),
         full_cpu_s=sum(r.cpu_s for r in full) if all(r.cpu_s for r in full) else None,
@@ -93,6 +93,7 @@ def build_leaderboard(
         "rewrite": cfg.data.rewrite,
         "layer_fraction": cfg.model.layer_fraction,
         "merge": cfg.model.merge,
+        "calibrated": None if cfg.model.calibrated is None else cfg.model.calibrated.model_dump(mode="json"),
         "proxy_finetune": cfg.proxy.model_dump(mode="json"),
         "eval": cfg.eval.model_dump(mode="json"),
         "validate": cfg.validate_.enabled,
@@ -198,8 +199,10 @@ def render_markdown(board: Leaderboard) -> str:
         f"(filter {s['filter']}, budget {s['budget']}; token compression rate {s['compress_rate']}; "
         f"rewrite {'on' if s['rewrite'] else 'off'})",
         f"- model: {s['layer_fraction']:.0%} of the decoder layers removed, merge {s['merge'] or 'default'}",
-        f"- proxy fine-tune: {_ft(s['proxy_finetune'])}",
     ]
+    if s.get("calibrated"):
+        parts.append(f"- then cross-calibrated compression: {_calibrated(s['calibrated'], board.records)}")
+    parts.append(f"- proxy fine-tune: {_ft(s['proxy_finetune'])}")
     if s.get("full_finetune"):
         parts.append(
             f"- ground truth: full fine-tune of the uncompressed candidates on all {s['train_rows']} "
@@ -276,6 +279,30 @@ def render_markdown(board: Leaderboard) -> str:
     if cached:
         parts += ["", f"Ground truth reused from the cache for: {', '.join(cached)}."]
     return "\n".join(parts) + "\n"
+
+
+def _calibrated(c: dict, records: list[UnitRecord]) -> str:
+    """One line: the method and its target, the mixing, and the achieved numbers per candidate."""
+    if c["method"] in ("gptq", "rtn"):
+        target = f"{c['quant']['bits']}-bit, group {c['quant']['group_size']}"
+    else:
+        target = (
+            f"pattern {c['prune']['pattern']}"
+            if c["prune"].get("pattern")
+            else (f"sparsity {c['prune'].get('sparsity') or 0.5:g}")
+        )
+    achieved = [
+        f"{r.candidate} sparsity {r.compression['sparsity']:.3f}"
+        + (
+            f", rel. error {r.compression['mean_rel_error']:.4f}"
+            if r.compression.get("mean_rel_error")
+            else ""
+        )
+        for r in records
+        if r.method == "proxy" and r.compression
+    ]
+    mix = f"α = {c['alpha']:g} (general '{c['general']}' + the task's training subset)"
+    return f"{c['method']}, {target}, {mix}" + (f"; achieved: {'; '.join(achieved)}" if achieved else "")
 
 
 def _ft(d: dict) -> str:

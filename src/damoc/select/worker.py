@@ -1,7 +1,7 @@
 """One candidate's work units, in the candidate's own process: ``python -m damoc.select.worker JOB.json``.
 
 A unit is the candidate scored by one method:
-- ``proxy``: load → remove layers (+ merge) → proxy fine-tune on the compressed subset → score on dev;
+- ``proxy``: load → remove layers (+ merge) → [cross-calibrated pruning/quantization] → proxy fine-tune on the compressed subset → score on dev;
 - ``zero_shot`` / ``few_shot``: load the uncompressed candidate → score on dev (few-shot with shots);
 - ``full``: load → full fine-tune on the whole (bounded) training split → score on dev (ground truth).
 
@@ -133,6 +133,18 @@ def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
     rec.prep_tokens += int(calib)
 
 
+def _calibrate(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
+    """The optional cross-calibrated pruning/quantization after layer removal; fills the record."""
+    settings = spec.model.calibrated if spec.model is not None else None
+    if settings is None:
+        return
+    from damoc.select.calibrated_stage import apply_calibrated
+
+    texts = [e.text() for e in read_examples(spec.calib_path)] if spec.calib_path else []
+    rec.compression = apply_calibrated(model, tok, settings, texts)
+    rec.prep_tokens += int(sum(rec.compression["tokens"].values()))
+
+
 def run_unit(spec: UnitSpec) -> UnitRecord:
     """Do one unit of work and return its record (raises on failure; :func:`main` records the error)."""
     import torch
@@ -171,6 +183,10 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
         t0 = time.perf_counter()
         _prune(model, tok, spec, rec)
         rec.stage_s["prune"] = time.perf_counter() - t0
+        if spec.model is not None and spec.model.calibrated is not None:
+            t0 = time.perf_counter()
+            _calibrate(model, tok, spec, rec)
+            rec.stage_s["calibrated"] = time.perf_counter() - t0
     if spec.method in ("proxy", "full"):
         train = read_examples(spec.train_path) if spec.train_path else []
         pairs = _pairs(train, spec.train_target)
