@@ -52,6 +52,26 @@ def _summary(record, out: Path) -> None:
     )
 
 
+def _run_job(
+    family: str, list_: bool, model, out, method: str, spec: dict, calibration: dict, overwrite: bool
+):
+    """List the family's methods, or parse the job (one-line errors) and run it, then print the summary."""
+    if list_:
+        _list_methods(family)
+        return
+    from damoc.config import parse_config
+    from damoc.errors import DamocError
+    from damoc.model.calibrated.config import PruneCalibratedJob, QuantizeJob
+    from damoc.model.calibrated.run import compress_job
+
+    if model is None or out is None:
+        raise DamocError("give a MODEL and --out DIR (see --help)")
+    cls, spec_key = (PruneCalibratedJob, "prune") if family == "prune" else (QuantizeJob, "quant")
+    data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
+    job = parse_config(cls, {**data, "overwrite": overwrite})
+    _summary(compress_job(job), out)
+
+
 MODEL_ARG = typer.Argument(None, help="A local HF model directory or an offline zoo name.")
 GENERAL_OPT = typer.Option("general", "--general", help=_GENERAL_HELP)
 DOMAIN_OPT = typer.Option(None, "--domain", help=_DOMAIN_HELP)
@@ -92,28 +112,16 @@ def prune_calibrated(
     list_: bool = typer.Option(False, "--list", help="List the pruning methods and exit."),
 ) -> None:
     """Prune weights with calibration: Hessians from general and domain text, mixed by α, layer by layer."""
-    if list_:
-        _list_methods("prune")
-        return
-    from damoc.config import parse_config
-    from damoc.errors import DamocError
-    from damoc.model.calibrated.config import PruneCalibratedJob
-    from damoc.model.calibrated.run import compress_job
-
-    if model is None or out is None:
-        raise DamocError("give a MODEL and --out DIR (see --help)")
-    job = parse_config(
-        PruneCalibratedJob,
-        {
-            "model": model,
-            "out": str(out),
-            "method": method,
-            "prune": {"sparsity": sparsity, "pattern": pattern, "block_size": block_size, "damp": damp},
-            "calibration": _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
-            "overwrite": overwrite,
-        },
+    _run_job(
+        "prune",
+        list_,
+        model,
+        out,
+        method,
+        {"sparsity": sparsity, "pattern": pattern, "block_size": block_size, "damp": damp},
+        _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
+        overwrite,
     )
-    _summary(compress_job(job), out)
 
 
 @app.command("quantize")
@@ -139,28 +147,16 @@ def quantize(
     list_: bool = typer.Option(False, "--list", help="List the quantization methods and exit."),
 ) -> None:
     """Quantize weights (GPTQ) with cross-calibration; saves dequantized weights + packed ints side file."""
-    if list_:
-        _list_methods("quantize")
-        return
-    from damoc.config import parse_config
-    from damoc.errors import DamocError
-    from damoc.model.calibrated.config import QuantizeJob
-    from damoc.model.calibrated.run import compress_job
-
-    if model is None or out is None:
-        raise DamocError("give a MODEL and --out DIR (see --help)")
-    job = parse_config(
-        QuantizeJob,
-        {
-            "model": model,
-            "out": str(out),
-            "method": method,
-            "quant": {"bits": bits, "group_size": group_size, "act_order": act_order, "damp": damp},
-            "calibration": _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
-            "overwrite": overwrite,
-        },
+    _run_job(
+        "quantize",
+        list_,
+        model,
+        out,
+        method,
+        {"bits": bits, "group_size": group_size, "act_order": act_order, "damp": damp},
+        _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
+        overwrite,
     )
-    _summary(compress_job(job), out)
 
 
 @app.command("eval")
