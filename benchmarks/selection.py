@@ -39,6 +39,16 @@ TRAIN_ROWS = 120
 DEV_ROWS = 60
 MAX_LENGTH = 256
 
+# Proxy variants for the settings sweep (`--variant NAME`): overrides of the default proxy settings,
+# each run in its own directory and scored against the same cached ground truth.
+VARIANTS: dict[str, dict] = {
+    "base": {},
+    "lf125": {"model": {"layer_fraction": 0.125}},
+    "lf0": {"model": {"layer_fraction": 0.0}},
+    "rows20": {"data": {"budget": 0.2}},
+    "lf125_rows20": {"model": {"layer_fraction": 0.125}, "data": {"budget": 0.2}},
+}
+
 
 def find_bigbench_sdist() -> Path:
     """The bigbench sdist: from the damoc data cache, or downloaded there with pip (no install)."""
@@ -95,7 +105,14 @@ def squad_task() -> Path:
     return out
 
 
-def domain_config(domain: str, validate: bool, threads: int | None):
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def domain_config(domain: str, validate: bool, threads: int | None, variant: str = "base"):
     from damoc.select.config import SelectConfig
 
     path = str(squad_task()) if domain == "squad" else domain
@@ -132,9 +149,21 @@ def domain_config(domain: str, validate: bool, threads: int | None):
             },
             "cache_dir": str(RECORDS / "groundtruth"),
         },
-        "run": {"run_dir": str(RUNS / domain), "threads": threads},
+        "run": {"run_dir": str(RUNS / run_name(domain, variant)), "threads": threads},
     }
-    return SelectConfig.model_validate(data)
+    return SelectConfig.model_validate(_merge(data, VARIANTS[variant]))
+
+
+def truth_done(domain: str) -> bool:
+    """Whether the base run of ``domain`` has a finished full fine-tune record for every model."""
+    found = 0
+    for rec in (RUNS / domain / "candidates").glob("*/full.json"):
+        found += json.loads(rec.read_text()).get("status") == "ok"
+    return found == len(MODELS)
+
+
+def run_name(domain: str, variant: str) -> str:
+    return domain if variant == "base" else f"{domain}@{variant}"
 
 
 def summary(board) -> dict:
@@ -215,6 +244,13 @@ def main() -> None:
     ap.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--figures", action="store_true", help="only print the figures from the saved summaries")
+    ap.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="base",
+        help="proxy settings variant (sweep); non-base variants run the proxy only, plus ground truth from the cache "
+        "with --validate",
+    )
     args = ap.parse_args()
     if args.figures:
         text = figures_markdown(args.domains)
@@ -236,12 +272,21 @@ def main() -> None:
     }[args.stage]
     validate = args.validate or args.stage == "groundtruth"
     for domain in args.domains:
-        cfg = domain_config(domain, validate, args.threads)
+        if args.variant != "base":
+            # the sweep runs the proxy only; the full fine-tunes are copied from the cache once the base run
+            # has all of them (never recomputed by a variant)
+            methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
+        cfg = domain_config(domain, validate, args.threads, args.variant)
         board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
-        print(f"\n=== {domain} ===")
+        print(f"\n=== {run_name(domain, args.variant)} ===")
         print(render_table(board))
-        RECORDS.mkdir(parents=True, exist_ok=True)
-        (RECORDS / f"{domain}.json").write_text(json.dumps(summary(board), indent=2) + "\n")
+        out = RECORDS if args.variant == "base" else RECORDS / "variants"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{run_name(domain, args.variant)}.json").write_text(
+            json.dumps(summary(board), indent=2) + "\n"
+        )
+    if args.variant != "base":
+        return
     text = figures_markdown(DOMAINS)
     (RECORDS / "figures.md").write_text(text + "\n")
     print("\n" + text)
