@@ -146,7 +146,15 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=384)
     ap.add_argument("--reference", default=None, help="python of a venv with llmcompressor (parity runs)")
     ap.add_argument("--gptq", action="store_true", help="also GPTQ 4-bit (and its reference)")
+    ap.add_argument(
+        "--extra-alphas",
+        nargs="*",
+        type=float,
+        default=[],
+        help="more cross-calibration weights besides 0.5 (rows named cross-a<α>)",
+    )
     a = ap.parse_args()
+    alphas = {**ALPHAS, **{f"cross-a{x:g}": x for x in a.extra_alphas}}
     for model in a.models:
         rec_dir = RECORDS / model
         rec_dir.mkdir(parents=True, exist_ok=True)
@@ -157,12 +165,12 @@ def main() -> None:
             for method in a.methods:
                 for pattern in a.patterns:
                     pat = [] if pattern == "unstructured" else ["--pattern", pattern]
-                    for label, alpha in ALPHAS.items():
+                    for label, alpha in alphas.items():
                         name = f"{method}-{pattern.replace(':', 'of')}-{label}"
                         comp = ["prune", "calibrated", "--method", method, *pat, "--alpha", str(alpha)]
                         rows.append(run_ours(a, model, name, comp, rec_dir, work, log))
             if a.gptq:
-                for label, alpha in ALPHAS.items():
+                for label, alpha in alphas.items():
                     comp = ["quantize", "--method", "gptq", "--bits", "4", "--alpha", str(alpha)]
                     rows.append(run_ours(a, model, f"gptq-4bit-{label}", comp, rec_dir, work, log))
             refs = {}
