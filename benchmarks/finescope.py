@@ -116,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--variants", default="", help="comma list of extra distillation stages, e.g. rewrite_reference+kl"
     )
+    ap.add_argument(
+        "--epochs",
+        type=float,
+        default=1.0,
+        help="LoRA epochs of every recovery stage (plain and self-distilled)",
+    )
     ap.add_argument("--kl-weight", type=float, default=1.0, help="KL weight of the '+kl' variants")
     ap.add_argument("--rewrite-max-new-tokens", type=int, default=64, help="longest teacher rewrite")
     ap.add_argument("--cache", default="/tmp/damoc-finescope-cache", help="stage cache ('' = none)")
@@ -169,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher_mode": args.teacher_mode,
                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": 16},
                 "rewrite": {"max_new_tokens": args.rewrite_max_new_tokens},
-                "finetune": {"method": "lora", "epochs": 1, "batch_size": 4, "max_length": 256},
+                "finetune": {"method": "lora", "epochs": args.epochs, "batch_size": 4, "max_length": 256},
             },
             "score": {"eval_rows": args.eval_rows, "max_length": 256, "batch_size": 8},
         },
