@@ -186,3 +186,27 @@ def test_bad_calibrated_options(run_cli, tmp_path, tiny_dirs, qa_file, args, mat
     assert code == 2, (out, err)
     assert match in err and len(err.strip().splitlines()) == 1, err
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_real_model_select_with_calibrated_wanda(tmp_path, run_cli):
+    """SmolLM2-135M through `damoc select --calibrated wanda` on bundled PubMedQA rows."""
+    from pathlib import Path
+
+    from damoc.select.records import Leaderboard
+
+    if not (Path.home() / ".cache" / "damoc" / "zoo" / "smollm2-135m" / "config.json").is_file():
+        pytest.skip("smollm2-135m is not in the zoo cache")
+    run = tmp_path / "run"
+    code, out, err = run_cli(
+        "select", "-t", "pubmedqa", "-c", "smollm2-135m", "-o", run, "--max-rows", "48", "--dev-size", "8",
+        "--dev-rows", "8", "--budget", "8", "--no-compress", "--layer-fraction", "0.1", "--max-steps", "1",
+        "--no-baselines", "--calibrated", "wanda", "--calib-sparsity", "0.5", "--calib-alpha", "0.5",
+    )  # fmt: skip
+    assert code == 0, (out, err)
+    board = Leaderboard.model_validate_json((run / "leaderboard.json").read_text())
+    rec = next(r for r in board.records if r.method == "proxy")
+    assert rec.status == "ok", rec.error
+    assert rec.n_layers == 27 and rec.compression["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert rec.compression["weights"] == {"general": 0.5, "domain": 0.5}
+    assert 0 < rec.score < 10
