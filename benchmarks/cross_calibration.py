@@ -147,6 +147,12 @@ def main() -> None:
     ap.add_argument("--reference", default=None, help="python of a venv with llmcompressor (parity runs)")
     ap.add_argument("--gptq", action="store_true", help="also GPTQ 4-bit (and its reference)")
     ap.add_argument(
+        "--group-size",
+        type=int,
+        default=128,
+        help="GPTQ columns per scale, ours and the reference (llm-compressor needs it to divide every width)",
+    )
+    ap.add_argument(
         "--extra-alphas",
         nargs="*",
         type=float,
@@ -169,10 +175,12 @@ def main() -> None:
                         name = f"{method}-{pattern.replace(':', 'of')}-{label}"
                         comp = ["prune", "calibrated", "--method", method, *pat, "--alpha", str(alpha)]
                         rows.append(run_ours(a, model, name, comp, rec_dir, work, log))
+            gq = "gptq-4bit" + ("" if a.group_size == 128 else f"-g{a.group_size}")
+            gq_args = ["--bits", "4", "--group-size", str(a.group_size)]
             if a.gptq:
                 for label, alpha in alphas.items():
-                    comp = ["quantize", "--method", "gptq", "--bits", "4", "--alpha", str(alpha)]
-                    rows.append(run_ours(a, model, f"gptq-4bit-{label}", comp, rec_dir, work, log))
+                    comp = ["quantize", "--method", "gptq", *gq_args, "--alpha", str(alpha)]
+                    rows.append(run_ours(a, model, f"{gq}-{label}", comp, rec_dir, work, log))
             refs = {}
             if a.reference:
                 for method in a.methods:
@@ -181,9 +189,8 @@ def main() -> None:
                         name = f"{method}-{pattern.replace(':', 'of')}-general-only"
                         refs[name] = run_reference(a, model, name, method, extra, rec_dir, work, log)
                 if a.gptq:
-                    refs["gptq-4bit-general-only"] = run_reference(
-                        a, model, "gptq-4bit-general-only", "gptq", ["--bits", "4"], rec_dir, work, log
-                    )
+                    name = f"{gq}-general-only"
+                    refs[name] = run_reference(a, model, name, "gptq", gq_args, rec_dir, work, log)
         md = f"## {model}\n\n" + table(rows, refs)
         (rec_dir / "table.md").write_text(md)
         print(md)

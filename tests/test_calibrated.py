@@ -157,6 +157,41 @@ def test_pack_unpack_round_trip(bits):
 # ---------------------------------------------------------------- pipeline on tiny models
 
 
+def test_diagonal_statistics_equal_the_diagonal_of_the_full_hessian():
+    x = torch.randn(40, 5)
+    full, diag = HessianStats.zeros(5), HessianStats.zeros(5, diagonal=True)
+    full.add(x[:25])
+    full.add(x[25:])
+    diag.add(x[:25])
+    diag.add(x[25:])
+    assert diag.diagonal and diag.sum_xxt.shape == (5,)
+    torch.testing.assert_close(diag.hessian(), torch.diagonal(full.hessian()))
+    torch.testing.assert_close(activation_norms(diag.hessian()), activation_norms(full.hessian()))
+    w = torch.randn(6, 5)
+    assert torch.equal(
+        METHODS.get("wanda")(w, diag.hessian(), PruneSpec(sparsity=0.4)).mask,
+        METHODS.get("wanda")(w, full.hessian(), PruneSpec(sparsity=0.4)).mask,
+    )
+
+
+def test_wanda_in_the_pipeline_gathers_only_the_diagonal_and_masks_as_with_the_full_h(monkeypatch):
+    wanda = METHODS.get("wanda")
+    calib = {"general": _windows(1), "domain": _windows(2)}
+    weights = source_weights(0.5, True, True)
+
+    def run():
+        m = tiny_model("llama", n_layers=2, seed=0)
+        res = compress_model(m, calib, weights, "wanda", PruneSpec(sparsity=0.5), batch_size=4)
+        return _masks(m), res
+
+    fast, res_fast = run()
+    assert all(s.rel_error is None for s in res_fast.layers)  # no full H, so no error under it
+    monkeypatch.setattr(wanda, "statistic", "full")
+    slow, res_slow = run()
+    assert all(s.rel_error is not None for s in res_slow.layers)
+    assert all(torch.equal(fast[k], slow[k]) for k in slow)
+
+
 def _windows(seed, n=6, length=24):
     return torch.randint(4, 260, (n, length), generator=torch.Generator().manual_seed(seed))
 

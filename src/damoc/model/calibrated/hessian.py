@@ -14,19 +14,28 @@ import torch
 
 @dataclass
 class HessianStats:
-    """Running ``Σ x xᵀ`` and token count of one linear layer's inputs from one source."""
+    """Running ``Σ x xᵀ`` and token count of one linear layer's inputs from one source.
 
-    sum_xxt: torch.Tensor  # (in, in), float32
+    With ``diagonal`` only ``diag(Σ x xᵀ) = Σ x²`` is kept (a vector): all that methods scoring by
+    input-channel norms (Wanda) need, at O(in) memory and no Gram product.
+    """
+
+    sum_xxt: torch.Tensor  # (in, in) float32, or (in,) when diagonal
     n_tokens: int = 0
 
+    @property
+    def diagonal(self) -> bool:
+        return self.sum_xxt.dim() == 1
+
     @classmethod
-    def zeros(cls, n_in: int, device: torch.device | str = "cpu") -> HessianStats:
-        return cls(torch.zeros(n_in, n_in, dtype=torch.float32, device=device), 0)
+    def zeros(cls, n_in: int, device: torch.device | str = "cpu", diagonal: bool = False) -> HessianStats:
+        shape = (n_in,) if diagonal else (n_in, n_in)
+        return cls(torch.zeros(*shape, dtype=torch.float32, device=device), 0)
 
     def add(self, x: torch.Tensor) -> None:
         """Accumulate the rows of ``x`` (any leading shape, last dim = in features)."""
         x2 = x.reshape(-1, x.shape[-1]).float()
-        self.add_gram(x2.T @ x2, x2.shape[0])
+        self.add_gram(gram_of(x2, self.diagonal), x2.shape[0])
 
     def add_gram(self, gram: torch.Tensor, n: int) -> None:
         self.sum_xxt += gram
@@ -37,6 +46,11 @@ class HessianStats:
         if self.n_tokens == 0:
             return torch.zeros_like(self.sum_xxt)
         return self.sum_xxt * (2.0 / self.n_tokens)
+
+
+def gram_of(x2: torch.Tensor, diagonal: bool = False) -> torch.Tensor:
+    """``x2ᵀ x2`` of a (tokens, in) float matrix, or only its diagonal ``Σ x²`` per column."""
+    return (x2 * x2).sum(0) if diagonal else x2.T @ x2
 
 
 def mix_hessians(stats: Mapping[str, HessianStats], weights: Mapping[str, float]) -> torch.Tensor:
@@ -69,8 +83,12 @@ def source_weights(alpha: float, has_general: bool, has_domain: bool) -> dict[st
 
 
 def activation_norms(h: torch.Tensor) -> torch.Tensor:
-    """Per-input-channel ``‖X_j‖₂`` up to a constant factor: ``sqrt(diag(H))`` (Wanda's statistic)."""
-    return torch.sqrt(torch.clamp(torch.diagonal(h), min=0.0))
+    """Per-input-channel ``‖X_j‖₂`` up to a constant factor: ``sqrt(diag(H))`` (Wanda's statistic).
+
+    ``h`` is the full (in, in) matrix or already its diagonal (in,).
+    """
+    d = h if h.dim() == 1 else torch.diagonal(h)
+    return torch.sqrt(torch.clamp(d, min=0.0))
 
 
 def reconstruction_error(w: torch.Tensor, w_hat: torch.Tensor, h: torch.Tensor) -> float:

@@ -3,6 +3,8 @@
 A method is a function ``(weight (out, in), H (in, in), spec) -> LayerResult``: tensors in,
 tensors out. ``family`` is ``"prune"`` (spec: PruneSpec) or ``"quantize"`` (spec: QuantSpec).
 Methods register themselves on import of their module (see ``damoc.model.calibrated.__init__``).
+Optional attributes on the function: ``needs_calibration = False`` (no data is run; H is None) and
+``statistic = "diagonal"`` (H is passed as its diagonal vector ``Σ x²``, which is cheaper to gather).
 """
 
 from __future__ import annotations

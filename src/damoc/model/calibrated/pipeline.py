@@ -22,7 +22,7 @@ from torch import nn
 from damoc.errors import DamocError
 from damoc.logging_utils import progress
 from damoc.model.arch import decoder_layers, find_layers_path
-from damoc.model.calibrated.hessian import HessianStats, mix_hessians, relative_error
+from damoc.model.calibrated.hessian import HessianStats, gram_of, mix_hessians, relative_error
 from damoc.model.calibrated.masks import sparsity_of
 from damoc.model.calibrated.methods import METHODS, QuantPayload, method_family
 
@@ -38,7 +38,7 @@ class LayerStats:
     name: str  # module path inside the model, e.g. model.layers.3.mlp.down_proj
     shape: tuple[int, int]
     sparsity: float  # fraction of exact zeros after compression
-    rel_error: float | None  # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) under the mixed H (None without calibration)
+    rel_error: float | None  # tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) under the mixed H (None without the full H)
     seconds: float
 
 
@@ -114,12 +114,14 @@ def capture_block_inputs(model: nn.Module, seqs: torch.Tensor, batch_size: int) 
 class _GramHooks:
     """Forward hooks that add each linear's input Gram matrix to the statistics of the active source.
 
-    Linears fed the same tensor (q/k/v, gate/up) share one ``xᵀx`` product per call.
+    Linears fed the same tensor (q/k/v, gate/up) share one ``xᵀx`` product per call. With
+    ``diagonal`` only ``Σ x²`` per input channel is accumulated (methods that need no more).
     """
 
-    def __init__(self, linears: Mapping[str, nn.Linear], sources: list[str]):
+    def __init__(self, linears: Mapping[str, nn.Linear], sources: list[str], diagonal: bool = False):
+        self.diagonal = diagonal
         self.stats = {
-            s: {n: HessianStats.zeros(m.in_features, m.weight.device) for n, m in linears.items()}
+            s: {n: HessianStats.zeros(m.in_features, m.weight.device, diagonal) for n, m in linears.items()}
             for s in sources
         }
         self.source = sources[0]
@@ -132,7 +134,11 @@ class _GramHooks:
             key = id(x)
             if key not in self._cache:
                 x2 = x.detach().reshape(-1, x.shape[-1]).float()
-                self._cache[key] = (x, x2.T @ x2, x2.shape[0])  # holding x keeps its id unique
+                self._cache[key] = (
+                    x,
+                    gram_of(x2, self.diagonal),
+                    x2.shape[0],
+                )  # holding x keeps its id unique
             _, gram, n = self._cache[key]
             self.stats[self.source][name].add_gram(gram, n)
 
@@ -180,6 +186,7 @@ def compress_model(
     fn = METHODS.get(method)
     family = method_family(method)
     needs_data = getattr(fn, "needs_calibration", True)
+    diagonal = getattr(fn, "statistic", "full") == "diagonal"
     active = [s for s, w in weights.items() if w > 0]
     if needs_data and not active:
         raise DamocError("no calibration source has a positive weight")
@@ -206,7 +213,7 @@ def compress_model(
             linears = _linears(block)
             hooks = None
             if needs_data:
-                hooks = _GramHooks(linears, active)
+                hooks = _GramHooks(linears, active, diagonal)
                 for s in active:
                     hooks.source = s
                     _run_block(block, inputs[s], idx, hooks)
@@ -216,7 +223,7 @@ def compress_model(
                 h = mix_hessians({s: hooks.stats[s][name] for s in active}, result.weights) if hooks else None
                 w = lin.weight.data
                 out = fn(w, h, spec)
-                err = relative_error(w, out.weight, h) if h is not None else None
+                err = relative_error(w, out.weight, h) if h is not None and h.dim() == 2 else None
                 lin.weight.data.copy_(out.weight.to(w.dtype))
                 full = f"{prefix}.{idx}.{name}"
                 if out.quant is not None:

@@ -11,7 +11,10 @@ from damoc.model.calibrated.methods import METHODS, LayerResult
 
 
 def wanda_scores(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``|W_ij| · ‖X_j‖₂`` with ``‖X_j‖₂ ∝ sqrt(H_jj)`` (the mixed statistics of all sources)."""
+    """``|W_ij| · ‖X_j‖₂`` with ``‖X_j‖₂ ∝ sqrt(H_jj)`` (the mixed statistics of all sources).
+
+    ``h`` is the full H or its diagonal.
+    """
     return w.detach().float().abs() * activation_norms(h.float()).unsqueeze(0)
 
 
@@ -21,3 +24,6 @@ def wanda(w: torch.Tensor, h: torch.Tensor, spec: PruneSpec) -> LayerResult:
     nm = spec.nm
     keep = nm_mask(scores, *nm) if nm else prune_lowest(scores, spec.target, dim=-1)
     return LayerResult(weight=w * keep.to(w.dtype), mask=keep)
+
+
+wanda.statistic = "diagonal"  # type: ignore[attr-defined]  # the pipeline accumulates Σ x² only
