@@ -47,6 +47,10 @@ VARIANTS: dict[str, dict] = {
     "lf0": {"model": {"layer_fraction": 0.0}},
     "rows20": {"data": {"budget": 0.2}},
     "lf125_rows20": {"model": {"layer_fraction": 0.125}, "data": {"budget": 0.2}},
+    "ep3": {"proxy": {"epochs": 3.0}},
+    "lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}},
+    "lf125_ep3": {"model": {"layer_fraction": 0.125}, "proxy": {"epochs": 3.0}},
+    "lr1e3": {"proxy": {"lr": 1e-3}},
 }
 
 

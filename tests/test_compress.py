@@ -163,6 +163,82 @@ def test_prefix_cache_scores_agree_with_full_rescoring(scorer):
             assert got[r] == pytest.approx(ref, abs=1e-4)
 
 
+def test_prefix_cache_keeping_every_target_equals_scoring_the_whole_text(scorer):
+    """keep(): with nothing dropped the kept keys are exactly those of the text, positions contiguous."""
+    model, tok = scorer
+    ids = tok(" ".join(WORDS * 2), add_special_tokens=False)["input_ids"]
+    chunks = {0: [ids[0:9], ids[9:20], ids[20:26]], 1: [ids[30:36], ids[36:50]]}
+    cache = PrefixCache(model, 2, 1, 0)
+    seen = {r: [] for r in chunks}
+    for step in range(3):
+        live = [r for r in chunks if step < len(chunks[r])]
+        cache.drop_rows(live)
+        got = cache({r: ([], chunks[r][step]) for r in live})
+        for r in live:
+            ref = self_information(model, [(seen[r], chunks[r][step])], 1, 0, 512)[0]
+            assert got[r] == pytest.approx(ref, abs=1e-4)
+            cache.keep(r, range(len(chunks[r][step])))
+            seen[r] += chunks[r][step]
+    with pytest.raises(ValueError, match="outside"):
+        cache.keep(0, [99])
+
+
+def test_prefix_cache_keep_hides_dropped_targets_and_keeps_their_positions(scorer):
+    """After keep(), the next chunk sees the kept tokens (not the dropped ones) at their original positions."""
+    model, tok = scorer
+    ids = tok(" ".join(WORDS * 2), add_special_tokens=False)["input_ids"]
+    first, nxt = ids[0:12], ids[12:20]
+    kept = [0, 1, 2, 5, 6, 9]
+    cache = PrefixCache(model, 1, 1, 0)
+    cache({0: ([], first)})
+    cache.keep(0, kept)
+    got = cache({0: ([], nxt)})[0]
+    # reference: one forward of start + the whole first chunk + its last kept token again + the next
+    # chunk, with a 4D mask: the re-fed token and the next chunk see start and the kept tokens only
+    # (the re-fed copy replaces the original slot); positions are those of the original text
+    import torch
+
+    seq = [1, *first, first[kept[-1]], *nxt]
+    n, n0 = len(seq), 1 + len(first)
+    pos = [*range(n0), 1 + kept[-1], *range(n0, n0 + len(nxt))]
+    allowed = torch.ones(n, n).tril().bool()
+    hidden = [1 + k for k in range(len(first)) if k not in kept[:-1]]  # dropped + the original tail
+    allowed[n0:, hidden] = False
+    mask = torch.zeros(1, 1, n, n).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    with torch.no_grad():
+        logits = model(
+            input_ids=torch.tensor([seq]), attention_mask=mask, position_ids=torch.tensor([pos])
+        ).logits
+    lp = torch.log_softmax(logits[0].float(), -1)
+    ref = [-float(lp[n0 + t, tgt]) for t, tgt in enumerate(nxt)]
+    assert got == pytest.approx(ref, abs=1e-4)
+    # and that is not the exact re-scoring on the compressed prefix (keys saw the dropped tokens)
+    exact = self_information(model, [([first[k] for k in kept], nxt)], 1, 0, 512)[0]
+    assert got != pytest.approx(exact, abs=1e-4)
+
+
+def test_reusing_kept_keys_feeds_fewer_tokens_and_still_hits_the_rate(scorer):
+    model, tok = scorer
+    exs = _examples(6, seed=11)
+    fed = []
+    hook = model.register_forward_pre_hook(
+        lambda m, a, kw: fed.append(int(kw["input_ids"].numel())), with_kwargs=True
+    )
+    try:
+        out = {}
+        for reuse in (True, False):
+            fed.clear()
+            cfg = CompressConfig(
+                rate=0.5, fidelity_floor=None, chunk_tokens=24, batch_size=3, reuse_kept_keys=reuse
+            )
+            out[reuse] = (compress_examples(exs, cfg, model, tok), sum(fed))
+    finally:
+        hook.remove()
+    assert out[True][1] < 0.85 * out[False][1]
+    for res, _ in out.values():
+        assert sum(r.error for r in res.records) / len(res.records) <= 0.02
+
+
 def test_cache_is_exact_only_without_sliding_windows():
     assert cache_is_exact(tiny_model("llama", n_layers=1))
     assert not cache_is_exact(tiny_model("gemma3_text", n_layers=2))
@@ -171,7 +247,7 @@ def test_cache_is_exact_only_without_sliding_windows():
 def test_kv_cache_gives_the_same_compression(scorer):
     model, tok = scorer
     exs = _examples(6, seed=7, extractive=True)
-    cfg = CompressConfig(rate=0.4, fidelity_floor=None, chunk_tokens=24, batch_size=3)
+    cfg = CompressConfig(rate=0.4, fidelity_floor=None, chunk_tokens=24, batch_size=3, reuse_kept_keys=False)
     n_chunks = sum(len(plan_example(e, prepare_segments(e, tok, cfg), cfg, 0.4).chunks) for e in exs)
     assert n_chunks >= 3 * len(exs)  # several cached steps per example
     with_cache = compress_examples(exs, cfg, model, tok, kv_cache=True)

@@ -129,7 +129,8 @@ def _advance(plan: _Plan, sep: list[int]) -> tuple[int, list[int]] | None:
     return si, units
 
 
-def _apply(plan: _Plan, si: int, units: list[int], info: list[float], cfg: CompressConfig) -> None:
+def _apply(plan: _Plan, si: int, units: list[int], info: list[float], cfg: CompressConfig) -> list[int]:
+    """Select the chunk's units to keep, extend the prefix with them; return their token offsets."""
     seg = plan.segments[si]
     chunk_sizes = plan.chunk_sizes[si]
     j = sum(1 for s, _ in plan.chunks[: plan.next_chunk] if s == si)
@@ -156,6 +157,8 @@ def _apply(plan: _Plan, si: int, units: list[int], info: list[float], cfg: Compr
             nxt = plan.chunks[plan.next_chunk][0]
             miss = plan.targets[si] - plan.seg_done[si][1]
             plan.targets[nxt] = min(max(plan.targets[nxt] + miss, 0), plan.segments[nxt].n_tokens)
+    kept = set(keep_units)
+    return [o for (lo, hi), u in zip(bounds, units, strict=True) if u in kept for o in range(lo, hi)]
 
 
 def run_plans(
@@ -166,7 +169,9 @@ def run_plans(
     With ``kv_cache`` (and a scorer without sliding-window layers, and a batch whose examples fit
     ``cfg.max_length`` whole), each step forwards only the prefix tokens added since the example's
     last step and the next chunk (:class:`PrefixCache`); the scores are those of the uncached
-    re-scoring of the whole compressed prefix, up to float rounding.
+    re-scoring of the whole compressed prefix, up to float rounding. With ``cfg.reuse_kept_keys``
+    the kept tokens of a chunk are not re-fed: their keys stay from the pass that scored them
+    (:meth:`PrefixCache.keep`), which is cheaper and no longer equal to the uncached scores.
     """
     start = start_token_id(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else start
@@ -209,7 +214,11 @@ def run_plans(
                     fed[k] = len(group[k].prefix)
             infos = [got[k] for k, _ in todo]
             for (k, (si, units)), info in zip(todo, infos, strict=True):
-                _apply(group[k], si, units, info, cfg)
+                offsets = _apply(group[k], si, units, info, cfg)
+                if fits[k] and cfg.reuse_kept_keys:
+                    assert cache is not None
+                    cache.keep(k, offsets)
+                    fed[k] = len(group[k].prefix)
         bar.update(len(group))
     bar.close()
 

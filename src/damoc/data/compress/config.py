@@ -42,9 +42,15 @@ class CompressConfig(StrictModel):
     )
     chunk_tokens: int = Field(128, ge=8, description="tokens per chunk re-scored on the compressed prefix")
     batch_size: int = Field(8, ge=1)
-    max_length: int = Field(1024, ge=16, description="longest scorer input; the prefix is cut from the left")
+    max_length: int = Field(2048, ge=16, description="longest scorer input; the prefix is cut from the left")
     kv_cache: bool = Field(
         True, description="reuse the scorer's KV cache of the compressed prefix across chunks (same scores)"
+    )
+    reuse_kept_keys: bool = Field(
+        True,
+        description="with kv_cache: keep the kept tokens' keys from the pass that scored them (LLMLingua's "
+        "way, ~1 forward token per context token); false re-feeds them so their keys see only the "
+        "compressed prefix (exact re-scoring, ~(1+rate)x the forward tokens)",
     )
     unit_score: Literal["mean", "max", "sum"] = Field(
         "mean", description="how a word's token self-informations combine (words are dropped whole)"

@@ -96,6 +96,11 @@ class PrefixCache:
     cache as holes; explicit position ids count only the visible tokens, so each row sees exactly
     ``start + prefix + targets``, as :func:`self_information` does (equal within float rounding).
     The caller makes sure a row never exceeds the scorer's max length (no left cut here).
+
+    :meth:`keep` is the cheaper alternative to re-feeding kept targets (LLMLingua's way): the kept
+    targets' slots are un-masked and stay, with the keys computed when they were scored (next to
+    the tokens dropped since) and their original positions; later tokens continue after the
+    chunk's positions. The caller then does not send those tokens again as prefix.
     """
 
     def __init__(self, model, n_rows: int, start_id: int, pad_id: int):
@@ -106,7 +111,16 @@ class PrefixCache:
         self.rows = list(range(n_rows))  # caller's row id of each cache row
         self.mask = torch.zeros((n_rows, 0), dtype=torch.long)
         self.tail = [start_id] * n_rows  # last visible token, re-fed at the next step
-        self.visible = [0] * n_rows  # visible tokens before the tail
+        self.tail_pos = [0] * n_rows  # its position id
+        self.tail_col = [-1] * n_rows  # its (masked) slot in the cache, -1 before the first step
+        self.next_pos = [1] * n_rows  # position id of the next new token
+        # the last step's targets per row: first cache column, first position id, token ids
+        self.targets: list[tuple[int, int, list[int]]] = [(0, 0, [])] * n_rows
+
+    def _select(self, idx: list[int]) -> None:
+        for name in ("rows", "tail", "tail_pos", "tail_col", "next_pos", "targets"):
+            vals = getattr(self, name)
+            setattr(self, name, [vals[i] for i in idx])
 
     def drop_rows(self, keep: Sequence[int]) -> None:
         """Keep only the caller's rows ``keep`` (rows that are done)."""
@@ -118,22 +132,32 @@ class PrefixCache:
             for layer in self.cache.layers:
                 layer.batch_select_indices(sel.to(self.dev))
         self.mask = self.mask[sel]
-        self.rows = [self.rows[i] for i in idx]
-        self.tail = [self.tail[i] for i in idx]
-        self.visible = [self.visible[i] for i in idx]
+        self._select(idx)
 
     @torch.inference_mode()
     def __call__(self, steps: dict[int, tuple[list[int], list[int]]]) -> dict[int, list[float]]:
         """``{row: (new prefix tokens, targets)}`` -> ``{row: self-information of each target}``."""
-        seqs, n_pre, n_tgt = [], [], []
+        seqs, n_pre, n_tgt, pos_rows = [], [], [], []
         for i, r in enumerate(self.rows):
             pre, tgt = steps.get(r, ([], []))
-            seqs.append([self.tail[i], *pre, *tgt] if r in steps else [])
-            n_pre.append(1 + len(pre) if r in steps else 0)
+            if r in steps:
+                seqs.append([self.tail[i], *pre, *tgt])
+                n_pre.append(1 + len(pre))
+                pos_rows.append(
+                    [self.tail_pos[i], *range(self.next_pos[i], self.next_pos[i] + len(pre) + len(tgt))]
+                )
+            else:
+                seqs.append([])
+                n_pre.append(0)
+                pos_rows.append([])
             n_tgt.append(len(tgt))
         ids, new_mask = left_pad(seqs, self.pad_id)
         width = ids.size(1)
-        pos = (torch.tensor(self.visible).unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)
+        pos = torch.zeros_like(ids)
+        for i, pr in enumerate(pos_rows):
+            if pr:
+                pos[i, width - len(pr) :] = torch.tensor(pr, dtype=torch.long)
+        base = self.mask.size(1)
         mask = torch.cat([self.mask, new_mask], dim=1)
         keep = max(n_tgt) + 1
         kwargs = dict(
@@ -158,8 +182,11 @@ class PrefixCache:
                 continue
             lo = width - len(seq)
             new_mask[i, lo + npre - 1 :] = 0
-            self.visible[i] += npre - 1
             self.tail[i] = seq[npre - 1]
+            self.tail_pos[i] = pos_rows[i][npre - 1]
+            self.tail_col[i] = base + lo + npre - 1
+            self.next_pos[i] = self.tail_pos[i] + 1  # targets not kept: later tokens take their places
+            self.targets[i] = (base + lo + npre, self.next_pos[i], seq[npre:])
         self.mask = torch.cat([self.mask, new_mask], dim=1)
         out_scores = {}
         for i, r in enumerate(self.rows):
@@ -167,3 +194,27 @@ class PrefixCache:
                 n = n_tgt[i]
                 out_scores[r] = nll[i, nll.size(1) - n :].tolist() if n else []
         return out_scores
+
+    @torch.inference_mode()
+    def keep(self, row: int, kept: Sequence[int]) -> None:
+        """Keep the targets at offsets ``kept`` of ``row``'s last step in the cache as they are.
+
+        The row's positions then continue after all of that step's targets (the dropped ones leave
+        gaps, as in the original text); its last kept target becomes the tail (re-fed next step).
+        """
+        i = self.rows.index(row)
+        col, pos0, tgt = self.targets[i]
+        n = len(tgt)
+        kept = sorted(set(kept))
+        if kept and (kept[0] < 0 or kept[-1] >= n):
+            raise ValueError(f"kept offsets {kept} outside the {n} targets of the last step")
+        self.next_pos[i] = pos0 + n
+        if not kept:
+            return
+        self.mask[i, self.tail_col[i]] = 1  # the old tail is now an ordinary visible slot
+        for k in kept[:-1]:
+            self.mask[i, col + k] = 1
+        last = kept[-1]  # stays masked: re-fed next step to predict the next target
+        self.tail[i] = tgt[last]
+        self.tail_col[i] = col + last
+        self.tail_pos[i] = pos0 + last
