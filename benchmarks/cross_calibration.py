@@ -111,6 +111,9 @@ def table(rows: list[dict], refs: dict[str, dict]) -> str:
     def f(x, nd=3):
         return "–" if x is None else f"{x:.{nd}f}"
 
+    def sp(name, x):  # quantized rows: the bits, not the share of zeros their codes happen to give
+        return "4-bit" if name.startswith("gptq") else f(x, 2)
+
     lines = [
         "| run | sparsity | general ppl | domain ppl | task bits/byte | label acc | compress s | peak MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -118,7 +121,7 @@ def table(rows: list[dict], refs: dict[str, dict]) -> str:
     for r in rows:
         c, e = r["compression"] or {}, r["eval"]
         lines.append(
-            f"| {r['name']} | {f(c.get('sparsity'), 2)} | {f(e['general_ppl'], 2)} | {f(e['domain_ppl'], 2)} | "
+            f"| {r['name']} | {sp(r['name'], c.get('sparsity'))} | {f(e['general_ppl'], 2)} | {f(e['domain_ppl'], 2)} | "
             f"{f(e['task_bpb'])} | {f(e['label_accuracy'])} | {f(c.get('wall_s'), 0)} | {f(c.get('peak_rss_mb'), 0)} |"
         )
     if refs:
@@ -127,7 +130,7 @@ def table(rows: list[dict], refs: dict[str, dict]) -> str:
         for name, r in refs.items():
             p = r["perplexity"]
             lines.append(
-                f"| {name} | {f(r['sparsity'], 2)} | {f(p['general'], 2)} | {f(p['domain'], 2)} | "
+                f"| {name} | {sp(name, r['sparsity'])} | {f(p['general'], 2)} | {f(p['domain'], 2)} | "
                 f"{f(r['wall_s'], 0)} | {f(r['peak_rss_mb'], 0)} |"
             )
     return "\n".join(lines) + "\n"
@@ -153,6 +156,11 @@ def main() -> None:
         help="GPTQ columns per scale, ours and the reference (llm-compressor needs it to divide every width)",
     )
     ap.add_argument(
+        "--static-groups",
+        action="store_true",
+        help="our GPTQ with static group parameters (as the reference computes them); rows named -static",
+    )
+    ap.add_argument(
         "--extra-alphas",
         nargs="*",
         type=float,
@@ -168,6 +176,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="damoc-xcal-", dir=os.environ.get("TMPDIR")) as tmp:
             work = Path(tmp)
             rows = [run_ours(a, model, "dense", [], rec_dir, work, log)]
+            refs = {}
+            # each reference run right after our general-only run of the same setting (same machine load)
             for method in a.methods:
                 for pattern in a.patterns:
                     pat = [] if pattern == "unstructured" else ["--pattern", pattern]
@@ -175,22 +185,20 @@ def main() -> None:
                         name = f"{method}-{pattern.replace(':', 'of')}-{label}"
                         comp = ["prune", "calibrated", "--method", method, *pat, "--alpha", str(alpha)]
                         rows.append(run_ours(a, model, name, comp, rec_dir, work, log))
+                        if a.reference and label == "general-only":
+                            refs[name] = run_reference(a, model, name, method, pat, rec_dir, work, log)
             gq = "gptq-4bit" + ("" if a.group_size == 128 else f"-g{a.group_size}")
             gq_args = ["--bits", "4", "--group-size", str(a.group_size)]
+            ours_gq, ours_gq_args = gq, gq_args
+            if a.static_groups:
+                ours_gq, ours_gq_args = f"{gq}-static", [*gq_args, "--static-groups"]
             if a.gptq:
                 for label, alpha in alphas.items():
-                    comp = ["quantize", "--method", "gptq", *gq_args, "--alpha", str(alpha)]
-                    rows.append(run_ours(a, model, f"{gq}-{label}", comp, rec_dir, work, log))
-            refs = {}
-            if a.reference:
-                for method in a.methods:
-                    for pattern in a.patterns:
-                        extra = [] if pattern == "unstructured" else ["--pattern", pattern]
-                        name = f"{method}-{pattern.replace(':', 'of')}-general-only"
-                        refs[name] = run_reference(a, model, name, method, extra, rec_dir, work, log)
-                if a.gptq:
-                    name = f"{gq}-general-only"
-                    refs[name] = run_reference(a, model, name, "gptq", gq_args, rec_dir, work, log)
+                    comp = ["quantize", "--method", "gptq", *ours_gq_args, "--alpha", str(alpha)]
+                    rows.append(run_ours(a, model, f"{ours_gq}-{label}", comp, rec_dir, work, log))
+                    if a.reference and label == "general-only":
+                        name = f"{gq}-general-only"
+                        refs[name] = run_reference(a, model, name, "gptq", gq_args, rec_dir, work, log)
         md = f"## {model}\n\n" + table(rows, refs)
         (rec_dir / "table.md").write_text(md)
         print(md)

@@ -51,6 +51,9 @@ VARIANTS: dict[str, dict] = {
     "lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}},
     "lf125_ep3": {"model": {"layer_fraction": 0.125}, "proxy": {"epochs": 3.0}},
     "lr1e3": {"proxy": {"lr": 1e-3}},
+    # the proxy fine-tune with the ground truth's own method and learning rate (on the compressed data)
+    "full": {"proxy": {"method": "full", "lr": 5e-5}},
+    "full_lf0": {"model": {"layer_fraction": 0.0}, "proxy": {"method": "full", "lr": 5e-5}},
 }
 
 

@@ -108,9 +108,10 @@ def test_sparsegpt_reconstructs_better_than_wanda_and_magnitude(pattern):
 
 @pytest.mark.parametrize("bits", [4, 3])
 @pytest.mark.parametrize("act_order", [False, True])
-def test_gptq_reconstructs_better_than_round_to_nearest(bits, act_order):
+@pytest.mark.parametrize("static_groups", [False, True])
+def test_gptq_reconstructs_better_than_round_to_nearest(bits, act_order, static_groups):
     w, h, _ = _layer(seed=5, n_in=256)
-    spec = QuantSpec(bits=bits, group_size=128, act_order=act_order)
+    spec = QuantSpec(bits=bits, group_size=128, act_order=act_order, static_groups=static_groups)
     g = METHODS.get("gptq")(w, h, spec)
     r = METHODS.get("rtn")(w, h, spec)
     assert reconstruction_error(w, g.weight, h) < 0.8 * reconstruction_error(w, r.weight, h)
@@ -120,6 +121,19 @@ def test_gptq_reconstructs_better_than_round_to_nearest(bits, act_order):
     for p in (g, r):
         vals = p.weight[:, p.quant.g_idx == 0]
         assert max(len(torch.unique(row)) for row in vals) <= 2**bits
+
+
+@pytest.mark.parametrize("act_order", [False, True])
+def test_gptq_static_groups_take_the_round_to_nearest_parameters(act_order):
+    """Static groups: scale/zero of each original column group from the original weights, i.e. RTN's."""
+    w, h, _ = _layer(seed=6, n_in=96)
+    spec = QuantSpec(bits=4, group_size=32, act_order=act_order, static_groups=True)
+    g = METHODS.get("gptq")(w, h, spec).quant
+    r = METHODS.get("rtn")(w, h, spec).quant
+    assert torch.equal(g.scales, r.scales) and torch.equal(g.zeros, r.zeros)
+    assert torch.equal(g.g_idx, r.g_idx)  # groups of original columns, whatever the sweep order
+    dynamic = METHODS.get("gptq")(w, h, spec.model_copy(update={"static_groups": False})).quant
+    assert not torch.equal(dynamic.scales, r.scales)  # the test can fail
 
 
 @pytest.mark.parametrize(

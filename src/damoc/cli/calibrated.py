@@ -139,6 +139,11 @@ def quantize(
     samples: int = SAMPLES_OPT,
     length: int = LENGTH_OPT,
     damp: float = typer.Option(0.01, "--damp", help="GPTQ damping, fraction of mean diag(H)."),
+    static_groups: bool = typer.Option(
+        False,
+        "--static-groups",
+        help="GPTQ: group scales/zeros from the original weights before the sweep (llm-compressor's way).",
+    ),
     batch_size: int = BATCH_OPT,
     seed: int = SEED_OPT,
     dev_size: float = DEV_OPT,
@@ -153,7 +158,13 @@ def quantize(
         model,
         out,
         method,
-        {"bits": bits, "group_size": group_size, "act_order": act_order, "damp": damp},
+        {
+            "bits": bits,
+            "group_size": group_size,
+            "act_order": act_order,
+            "damp": damp,
+            "static_groups": static_groups,
+        },
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
     )

@@ -114,6 +114,11 @@ class QuantSpec(StrictModel):
     bits: int = Field(4, description=f"Bits per weight, one of {SUPPORTED_BITS}.")
     group_size: int = Field(128, description="Input columns sharing a scale/zero; 0 or -1 = a whole row.")
     act_order: bool = Field(False, description="GPTQ: quantize columns in order of decreasing diag(H).")
+    static_groups: bool = Field(
+        False,
+        description="GPTQ: each group's scale/zero from the original weights before the sweep (as "
+        "llm-compressor does); false: from the error-updated weights when the sweep reaches the group",
+    )
     block_size: int = Field(128, ge=1, description="GPTQ: columns per lazy update block.")
     damp: float = Field(0.01, gt=0.0, description="GPTQ: damping as a fraction of mean diag(H).")
 
