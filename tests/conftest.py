@@ -53,3 +53,12 @@ def qa_file(tmp_path):
     p = tmp_path / "task.jsonl"
     p.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return p
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: one torch thread is faster, and much faster on a shared, loaded machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,13 +20,7 @@ from damoc.testing import TINY_ARCHS, tiny_model
 PRUNERS = ["magnitude", "wanda", "sparsegpt"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and much faster on a shared, loaded machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _layer(seed=0, n_in=64, n_out=24, n_tok=512):

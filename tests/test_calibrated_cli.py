@@ -10,12 +10,7 @@ from damoc.evaluate.report_eval import label_nlls
 SMALL = ["--samples", "3", "--length", "32", "--batch-size", "2"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
