@@ -360,3 +360,41 @@ def test_changed_settings_rerun_only_the_units_they_affect(qa_file, tmp_path):
     a, b = hashes(lr=1e-4), hashes(lr=2e-4)
     assert a["proxy"] != b["proxy"]
     assert all(a[m] == b[m] for m in ("zero_shot", "few_shot", "full"))
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from damoc.errors import DamocError
+    from damoc.select.lock import lock_path, run_lock
+
+    run = tmp_path / "runs" / "r1"
+    with run_lock(run) as path:
+        assert path == lock_path(run) and path.is_file() and not run.exists()
+        with pytest.raises(DamocError, match="in use by another damoc select"), run_lock(run):
+            pass
+    assert not path.exists()  # released
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))
+    with run_lock(run):
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_select_on_a_run_dir_in_use_fails_clearly(main_run, run_cli):
+    import os
+    import socket
+
+    from damoc.select.lock import lock_path
+
+    path = lock_path(main_run["run"])
+    path.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    try:
+        code, _, err = run_cli("select", str(main_run["job"]), "--resume")
+    finally:
+        path.unlink()
+    assert code == 2 and "is in use by another damoc select" in err

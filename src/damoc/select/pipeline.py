@@ -33,6 +33,7 @@ from damoc.io.files import _to_jsonable, atomic_output_dir, read_json, write_jso
 from damoc.io.tasks import Example, Task, load_task
 from damoc.select.cache import GroundTruthCache, ground_truth_key
 from damoc.select.config import SelectConfig, candidate_slug, config_hash
+from damoc.select.lock import run_lock
 from damoc.select.records import DataRecord, Method, UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, read_examples
 
@@ -527,8 +528,6 @@ def run_select(
     leaderboard still shows every record already in the run directory. On resume, units with a
     record are skipped; failed ones too unless ``retry_failed``.
     """
-    from damoc.select.report import build_leaderboard, write_reports
-
     check_candidates(cfg.candidates)
     check_stages(cfg)
     task, dev = load_checked_task(cfg)
@@ -536,6 +535,21 @@ def run_select(
         from damoc.errors import require
 
         require("ray", "ray")
+    with run_lock(Path(cfg.run.run_dir)):
+        return _run_locked(cfg, task, dev, resume, overwrite, methods, retry_failed)
+
+
+def _run_locked(
+    cfg: SelectConfig,
+    task: Task,
+    dev: list[Example],
+    resume: bool,
+    overwrite: bool,
+    methods: Sequence[Method] | None,
+    retry_failed: bool,
+):
+    from damoc.select.report import build_leaderboard, write_reports
+
     run = open_run_dir(cfg, resume, overwrite)
     need_proxy = methods is None or "proxy" in methods
     stage = prepare_data(cfg, task, dev, run, resume, need_proxy)

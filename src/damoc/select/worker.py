@@ -29,7 +29,7 @@ from damoc.select.config import ModelSettings, SelectEval
 from damoc.select.records import Method, UnitRecord, now_iso
 from damoc.train.finetune import FinetuneConfig
 
-LOG = logging.getLogger(__name__)
+LOG = logging.getLogger("damoc.select.worker")  # also when run as __main__ (python -m)
 
 
 class UnitSpec(StrictModel):
