@@ -8,6 +8,7 @@ upper Cholesky factor of ``H⁻¹``. The two methods differ only in the rounding
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterator
 
@@ -32,12 +33,38 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+_SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("damoc_shared_factors", default=None)
+
+
+@contextlib.contextmanager
+def shared_factors() -> Iterator[None]:
+    """Within the block, layers given the very same ``H`` tensor (e.g. q/k/v, which read one input)
+    share one factorization instead of computing it once each."""
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
 def damped_inverse_cholesky(h: torch.Tensor, damp: float, max_tries: int = 5) -> torch.Tensor:
     """Upper Cholesky factor of ``(H + λI)⁻¹`` with ``λ = damp · mean(diag(H))``.
 
     Columns whose diagonal is zero (inputs never seen) must be handled by the caller first. When the
-    factorization fails, the damping is multiplied by 10, up to ``max_tries`` times.
+    factorization fails, the damping is multiplied by 10, up to ``max_tries`` times. Inside
+    :func:`shared_factors`, a repeated call with the same tensor object returns the same factor.
     """
+    memo = _SHARED.get()
+    if memo is None:
+        return _factor(h, damp, max_tries)
+    key = (id(h), damp, max_tries)
+    hit = memo.get(key)
+    if hit is None or hit[0] is not h:
+        hit = memo[key] = (h, _factor(h, damp, max_tries))
+    return hit[1]
+
+
+def _factor(h: torch.Tensor, damp: float, max_tries: int) -> torch.Tensor:
     h = h.double()  # the inverse of an ill-conditioned H is fragile in float32
     n = h.shape[0]
     mean_diag = float(torch.diagonal(h).mean())

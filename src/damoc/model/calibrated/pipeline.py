@@ -25,6 +25,7 @@ from damoc.model.arch import decoder_layers, find_layers_path
 from damoc.model.calibrated.hessian import HessianStats, gram_of, mix_hessians, relative_error
 from damoc.model.calibrated.masks import sparsity_of
 from damoc.model.calibrated.methods import METHODS, QuantPayload, method_family
+from damoc.model.calibrated.obs import shared_factors
 
 LOG = logging.getLogger(__name__)
 
@@ -125,7 +126,8 @@ class _GramHooks:
             for s in sources
         }
         self.source = sources[0]
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, int]] = {}
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor, int, str]] = {}
+        self.group: dict[str, str] = {}  # linear -> the first linear that read the same input tensor
         self._handles = [m.register_forward_hook(self._hook(n)) for n, m in linears.items()]
 
     def _hook(self, name: str):
@@ -134,12 +136,10 @@ class _GramHooks:
             key = id(x)
             if key not in self._cache:
                 x2 = x.detach().reshape(-1, x.shape[-1]).float()
-                self._cache[key] = (
-                    x,
-                    gram_of(x2, self.diagonal),
-                    x2.shape[0],
-                )  # holding x keeps its id unique
-            _, gram, n = self._cache[key]
+                # holding x keeps its id unique
+                self._cache[key] = (x, gram_of(x2, self.diagonal), x2.shape[0], name)
+            _, gram, n, first = self._cache[key]
+            self.group.setdefault(name, first)
             self.stats[self.source][name].add_gram(gram, n)
 
         return hook
@@ -218,21 +218,28 @@ def compress_model(
                     hooks.source = s
                     _run_block(block, inputs[s], idx, hooks)
                 hooks.remove()
-            for name, lin in linears.items():
-                t1 = time.perf_counter()
-                h = mix_hessians({s: hooks.stats[s][name] for s in active}, result.weights) if hooks else None
-                w = lin.weight.data
-                out = fn(w, h, spec)
-                err = relative_error(w, out.weight, h) if h is not None and h.dim() == 2 else None
-                lin.weight.data.copy_(out.weight.to(w.dtype))
-                full = f"{prefix}.{idx}.{name}"
-                if out.quant is not None:
-                    result.payloads[full] = out.quant
-                result.layers.append(
-                    LayerStats(
-                        full, tuple(w.shape), sparsity_of(lin.weight.data), err, time.perf_counter() - t1
+            mixed: dict[str, torch.Tensor] = {}  # one H per input tensor: q/k/v (and gate/up) share it
+            with shared_factors():  # linears given the same H share its factorization
+                for name, lin in linears.items():
+                    t1 = time.perf_counter()
+                    h = None
+                    if hooks is not None:
+                        g = hooks.group.get(name, name)
+                        if g not in mixed:
+                            mixed[g] = mix_hessians({s: hooks.stats[s][g] for s in active}, result.weights)
+                        h = mixed[g]
+                    w = lin.weight.data
+                    out = fn(w, h, spec)
+                    err = relative_error(w, out.weight, h) if h is not None and h.dim() == 2 else None
+                    lin.weight.data.copy_(out.weight.to(w.dtype))
+                    full = f"{prefix}.{idx}.{name}"
+                    if out.quant is not None:
+                        result.payloads[full] = out.quant
+                    result.layers.append(
+                        LayerStats(
+                            full, tuple(w.shape), sparsity_of(lin.weight.data), err, time.perf_counter() - t1
+                        )
                     )
-                )
             if hooks is not None:
                 del hooks
                 for s in active:
