@@ -316,3 +316,31 @@ def test_quantized_checkpoint_reloads_and_side_file_rebuilds_the_weights(tmp_pat
     params = dict(again.named_parameters())
     for name, p in payloads.items():
         assert torch.equal(p.dequantize(), params[f"{name}.weight"])
+
+
+class _WordTok:
+    """A whitespace tokenizer: ids are word lengths + 10; optionally puts BOS (id 2) first, like Gemma."""
+
+    eos_token_id = 1
+
+    def __init__(self, bos: bool):
+        self.bos_token_id = 2
+        self.bos = bos
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [10 + len(w) for w in text.split()]
+        return {"input_ids": ([2] if self.bos and add_special_tokens else []) + ids}
+
+
+@pytest.mark.parametrize("bos", [False, True])
+def test_packed_windows_start_with_bos_only_when_the_tokenizer_adds_it(bos):
+    from damoc.evaluate.perplexity import leading_bos, pack_sequences
+
+    texts = [" ".join("w" * (1 + (i + j) % 5) for j in range(9)) for i in range(6)]
+    seqs = pack_sequences(_WordTok(bos), texts, n=4, length=8)
+    assert seqs.shape == (4, 8)
+    assert leading_bos(_WordTok(bos)) == ([2] if bos else [])
+    assert bool((seqs[:, 0] == 2).all()) is bos
+    assert int((seqs == 2).sum()) == (4 if bos else 0)  # BOS only in front, never inside the stream
+    body = seqs[:, 1:] if bos else seqs
+    assert int((body == 1).sum()) >= 1  # EOS still joins the texts
