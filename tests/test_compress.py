@@ -9,8 +9,8 @@ import pytest
 
 from damoc.data.compress import CompressConfig, compress_examples, compress_text
 from damoc.data.compress.budget import chunk_budget, segment_floor, select_units, split_budget, unit_scores
-from damoc.data.compress.compressor import plan_example, prepare_segments
-from damoc.data.compress.scoring import PrefixCache, cache_is_exact, self_information
+from damoc.data.compress.compressor import batch_size, plan_example, prepare_segments
+from damoc.data.compress.scoring import PrefixCache, cache_is_exact, next_token_nll, self_information
 from damoc.data.compress.units import find_spans, mark_keep, tokenize_segment
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
@@ -259,6 +259,35 @@ def test_kv_cache_gives_the_same_compression(scorer):
     with_cache = compress_examples(exs, mixed, model, tok, kv_cache=True)
     without = compress_examples(exs, mixed, model, tok, kv_cache=False)
     assert [e.to_row() for e in with_cache.examples] == [e.to_row() for e in without.examples]
+
+
+def test_batch_size_defaults_to_one_on_cpu_and_batching_does_not_change_the_output(scorer):
+    import torch
+
+    model, tok = scorer
+    assert batch_size(CompressConfig(), model) == 1
+    assert batch_size(CompressConfig(batch_size=5), model) == 5
+    meta = torch.nn.Linear(2, 2, device="meta")
+    assert batch_size(CompressConfig(accelerator_batch_size=6), meta) == 6
+    exs = _examples(6, seed=11)
+    outs = [
+        compress_examples(
+            exs, CompressConfig(rate=0.5, fidelity_floor=None, chunk_tokens=24, batch_size=b), model, tok
+        )
+        for b in (None, 4)
+    ]
+    assert [e.to_row() for e in outs[0].examples] == [e.to_row() for e in outs[1].examples]
+
+
+def test_next_token_nll_equals_cross_entropy():
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 6, 11, generator=g)[:, 1:]  # a non-contiguous slice, as in the scorer
+    tgt = torch.randint(0, 11, (3, 5), generator=g)
+    ref = F.cross_entropy(logits.reshape(-1, 11), tgt.reshape(-1), reduction="none").view(3, 5)
+    assert torch.allclose(next_token_nll(logits, tgt), ref, atol=1e-6)
 
 
 # --- the compressor ---------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ def compress_cmd(
     chunk_tokens: int = typer.Option(
         128, "--chunk-tokens", help="Tokens per chunk re-scored on the compressed prefix."
     ),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per forward pass."),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Examples per forward pass (default: 1 on CPU, 8 on a GPU)."
+    ),
     fidelity_floor: float = typer.Option(
         0.85, "--fidelity-floor", help="BERTScore-F1 floor; under it: retry milder, then keep whole."
     ),

@@ -161,6 +161,14 @@ def _apply(plan: _Plan, si: int, units: list[int], info: list[float], cfg: Compr
     return [o for (lo, hi), u in zip(bounds, units, strict=True) if u in kept for o in range(lo, hi)]
 
 
+def batch_size(cfg: CompressConfig, model) -> int:
+    """``cfg.batch_size``, or where it is None: 1 on CPU, ``cfg.accelerator_batch_size`` elsewhere."""
+    if cfg.batch_size is not None:
+        return cfg.batch_size
+    dev = next(model.parameters()).device
+    return 1 if dev.type == "cpu" else cfg.accelerator_batch_size
+
+
 def run_plans(
     plans: list[_Plan], model, tok, cfg: CompressConfig, desc: str = "compress", kv_cache: bool = True
 ) -> None:
@@ -179,8 +187,9 @@ def run_plans(
     order = sorted(range(len(plans)), key=lambda i: sum(s.n_tokens for s in plans[i].segments))
     cached = kv_cache and cache_is_exact(model)
     bar = progress(total=len(plans), desc=desc, unit="ex")
-    for b in range(0, len(order), cfg.batch_size):
-        group = [plans[i] for i in order[b : b + cfg.batch_size]]
+    size = batch_size(cfg, model)
+    for b in range(0, len(order), size):
+        group = [plans[i] for i in order[b : b + size]]
         # an example that may not fit max_length whole is scored uncached (its prefix may be cut)
         fits = [
             cached and 1 + sum(s.n_tokens + len(sep) for s in p.segments) <= cfg.max_length for p in group

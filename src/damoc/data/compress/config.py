@@ -41,7 +41,13 @@ class CompressConfig(StrictModel):
         "smollm2-135m", description="causal LM that scores self-information (dir or zoo name)"
     )
     chunk_tokens: int = Field(128, ge=8, description="tokens per chunk re-scored on the compressed prefix")
-    batch_size: int = Field(8, ge=1)
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="examples per scorer forward; None: 1 on CPU (a CPU forward gains nothing from "
+        "batching and pays for the padding), accelerator_batch_size elsewhere",
+    )
+    accelerator_batch_size: int = Field(8, ge=1, description="batch_size=None on a GPU/accelerator")
     max_length: int = Field(2048, ge=16, description="longest scorer input; the prefix is cut from the left")
     kv_cache: bool = Field(
         True, description="reuse the scorer's KV cache of the compressed prefix across chunks (same scores)"

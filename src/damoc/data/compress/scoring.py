@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 
 def start_token_id(tok) -> int:
@@ -30,6 +29,11 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
             ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s) :] = 1
     return ids, mask
+
+
+def next_token_nll(pred: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """−log softmax(pred)[tgt] per position ([B, T, V], [B, T] -> [B, T]); no copy of the logits."""
+    return torch.logsumexp(pred, dim=-1) - pred.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
 
 
 def _last_logits(model, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
@@ -65,7 +69,7 @@ def self_information(
     # position -k-1 predicts the token at -k: drop the last position, score the last `keep-1` tokens
     pred = logits[:, :-1]
     tgt = ids[:, -(keep - 1) :].to(dev)
-    nll = F.cross_entropy(pred.reshape(-1, pred.size(-1)), tgt.reshape(-1), reduction="none").view(tgt.shape)
+    nll = next_token_nll(pred, tgt)
     out = []
     for i, n in enumerate(n_tgt):
         out.append(nll[i, nll.size(1) - n :].tolist() if n else [])
@@ -174,8 +178,7 @@ class PrefixCache:
         self.cache = out.past_key_values
         logits = out.logits[:, -keep:].float()
         pred, tgt = logits[:, :-1], ids[:, -(keep - 1) :].to(self.dev)
-        nll = F.cross_entropy(pred.reshape(-1, pred.size(-1)), tgt.reshape(-1), reduction="none")
-        nll = nll.view(tgt.shape)
+        nll = next_token_nll(pred, tgt)
         # the new slots: the fed prefix becomes visible, except its last token (the next tail)
         for i, (seq, npre) in enumerate(zip(seqs, n_pre, strict=True)):
             if not npre:
