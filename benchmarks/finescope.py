@@ -15,6 +15,12 @@ in ``--cache`` (keyed by their settings), so a re-run that only changes the dist
 curated rows, the pruned checkpoint and any stage already scored. ``--variants`` adds self-distillation
 stages: ``answer`` / ``rewrite_reference`` (teacher mode), ``+kl`` adds the KL term (``--kl-weight``).
 
+More eval rows and several fine-tune seeds, then a paired comparison over seeds and rows:
+
+    python benchmarks/finescope.py --write-eval 120      # eval120.jsonl: eval.jsonl + unused PubMedQA rows
+    python benchmarks/finescope.py --eval-file eval120.jsonl --eval-rows 120 --ft-seed 1 --record s1.json ...
+    python benchmarks/finescope.py --summary s0.json,s1.json,s2.json
+
 Results: benchmarks/records/finescope/<model>.json (the report of the run) and a printed table.
 """
 
@@ -96,6 +102,55 @@ def write_data(n_per_domain: int, n_eval: int, seed: int, bigbench: str | None) 
     return info
 
 
+def write_eval(n: int) -> Path:
+    """eval<n>.jsonl: the committed eval rows, then PubMedQA rows in neither the pool nor the seeds."""
+    from damoc.io.tasks import read_rows
+
+    used = {json.loads(x)["id"] for name in ("pool", "seeds") for x in open(DATA / f"{name}.jsonl")}
+    first = [json.loads(x) for x in open(DATA / "eval.jsonl")]
+    have = {r["id"] for r in first}
+    rest = [dict(r, domain="medical") for r in read_rows("pubmedqa") if r["id"] not in used | have]
+    random.Random(0).shuffle(rest)
+    rows = (first + rest)[:n]
+    path = DATA / f"eval{n}.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    print(f"{path}: {len(rows)} rows ({len(first)} from eval.jsonl)")
+    return path
+
+
+def summary(records: list[str]) -> str:
+    """Self-distillation vs plain fine-tuning over several runs (seeds) on the same eval rows."""
+    from damoc.evaluate.paired import paired_bpb_difference
+
+    reps = [json.load(open(RECORDS / r if not Path(r).is_file() else r))["report"] for r in records]
+    plain = "pruned + fine-tune"
+    lines = [
+        "| run | stage | answer bpb | plain FT bpb | difference | 95% paired bootstrap interval |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    per_stage: dict[str, list] = {}
+    for name, rep in zip(records, reps, strict=True):
+        stages = {s["stage"]: s["score"] for s in rep["stages"]}
+        for stage, d in rep.get("versus_plain", {}).items():
+            sc = stages[f"pruned + {stage}"]
+            lines.append(
+                f"| {Path(name).stem} | {stage} | {sc['answer_bpb']:.4f} | {stages[plain]['answer_bpb']:.4f} "
+                f"| {d['diff']:+.4f} | [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] |"
+            )
+            per_stage.setdefault(stage, []).append((sc, stages[plain]))
+    for stage, pairs in per_stage.items():
+        n = len(pairs[0][0]["row_bits"])
+        mean_a = [sum(a["row_bits"][i] for a, _ in pairs) / len(pairs) for i in range(n)]
+        mean_b = [sum(b["row_bits"][i] for _, b in pairs) / len(pairs) for i in range(n)]
+        d = paired_bpb_difference(mean_a, mean_b, pairs[0][0]["row_bytes"], n_boot=5000)
+        lines.append(
+            f"| mean of {len(pairs)} runs | {stage} | {sum(a['answer_bpb'] for a, _ in pairs) / len(pairs):.4f} "
+            f"| {sum(b['answer_bpb'] for _, b in pairs) / len(pairs):.4f} | {d.diff:+.4f} "
+            f"| [{d.ci_low:+.4f}, {d.ci_high:+.4f}] (better in {100 * d.share_a_better:.0f}% of draws) |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -129,8 +184,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="/tmp/damoc-finescope-bench")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write-data", action="store_true", help="only write the data files")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the data files (--write-data)")
+    ap.add_argument("--ft-seed", type=int, default=0, help="seed of every recovery fine-tune")
+    ap.add_argument("--eval-file", default="eval.jsonl", help="eval rows file under records/finescope/data")
+    ap.add_argument("--write-eval", type=int, default=0, help="only write eval<N>.jsonl (N rows)")
+    ap.add_argument("--summary", default="", help="comma list of records: print the paired comparison")
     args = ap.parse_args(argv)
+    if args.summary:
+        print(summary([r for r in args.summary.split(",") if r]))
+        return 0
+    if args.write_eval:
+        write_eval(args.write_eval)
+        return 0
 
     have = all((DATA / f"{n}.jsonl").is_file() for n in ("pool", "seeds", "eval"))
     if args.write_data or not have:
@@ -159,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "pool": str(DATA / "pool.jsonl"),
             "seeds": str(DATA / "seeds.jsonl"),
-            "eval": str(DATA / "eval.jsonl"),
+            "eval": str(DATA / args.eval_file),
             "out": args.out,
             "overwrite": True,
             "save_models": False,
@@ -175,7 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                 "teacher_mode": args.teacher_mode,
                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": 16},
                 "rewrite": {"max_new_tokens": args.rewrite_max_new_tokens},
-                "finetune": {"method": "lora", "epochs": args.epochs, "batch_size": 4, "max_length": 256},
+                "finetune": {
+                    "method": "lora",
+                    "epochs": args.epochs,
+                    "batch_size": 4,
+                    "max_length": 256,
+                    "seed": args.ft_seed,
+                },
             },
             "score": {"eval_rows": args.eval_rows, "max_length": 256, "batch_size": 8},
         },

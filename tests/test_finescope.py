@@ -241,6 +241,15 @@ def test_finescope_variants_fidelity_and_stage_cache(tiny_dirs, tmp_path, monkey
     ]
     kl = [s.score.fidelity_kl for s in rep.stages]
     assert kl[0] == 0.0 and all(k > 0 for k in kl[1:])
+    # per-row answer bits sum to each stage's bpb; each self-distillation stage is paired with plain
+    for s in rep.stages:
+        assert len(s.score.row_bits) == 4
+        assert sum(s.score.row_bits) / sum(s.score.row_bytes) == pytest.approx(s.score.answer_bpb)
+    plain = rep.stage("pruned + fine-tune").score.answer_bpb
+    for name in ("self-distillation", "self-distillation (rw)"):
+        vp = rep.versus_plain[name]
+        assert vp["diff"] == pytest.approx(rep.stage(f"pruned + {name}").score.answer_bpb - plain)
+        assert vp["ci_low"] <= vp["ci_high"] and vp["n_rows"] == 4
     d = rep.distill["pruned + self-distillation (rw)"]
     assert d["teacher_mode"] == "rewrite_reference" and 0 <= d["fallbacks"] <= 8
     rows = [json.loads(x) for x in (tmp_path / "run" / "teacher_answers.rw.jsonl").read_text().splitlines()]

@@ -51,6 +51,9 @@ class ScoreSettings(StrictModel):
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(384, ge=8)
     eval_rows: int = Field(100, ge=1)  # held-out domain rows scored per stage
+    bootstrap: int = Field(2000, ge=100)  # draws of the paired bootstrap (self-distillation vs plain)
+    bootstrap_level: float = Field(0.95, gt=0.0, lt=1.0)
+    bootstrap_seed: int = 0
 
 
 @JOBS.register("finescope")

@@ -32,6 +32,7 @@ from damoc.curate.config import FinescopeJob, ScoreSettings
 from damoc.curate.pipeline import Curated, CurationReport, MethodSummary, curate_examples
 from damoc.errors import DamocError
 from damoc.evaluate.likelihood import answer_scores, collate
+from damoc.evaluate.paired import paired_bpb_difference
 from damoc.io.files import (
     atomic_output_dir,
     read_json,
@@ -61,6 +62,8 @@ class DomainScore:
     n_labelled: int
     fidelity_kl: float | None = None  # mean KL(source || model), nats per token of the rows' text
     fidelity_tokens: int = 0
+    row_bits: list[float] = field(default_factory=list)  # per eval row: answer bits (for paired tests)
+    row_bytes: list[int] = field(default_factory=list)  # per eval row: answer bytes
 
 
 @dataclass
@@ -88,6 +91,9 @@ class FinescopeReport:
     wall_s: dict[str, float] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     fidelity_recovery: dict[str, float | None] = field(default_factory=dict)  # same, for fidelity KL
+    # per self-distillation stage: its answer bpb minus plain fine-tuning's on the same rows, with a
+    # paired bootstrap interval (negative: self-distillation is better)
+    versus_plain: dict[str, dict] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +176,8 @@ def domain_score(model, tok, examples: Sequence[Example], cfg: ScoreSettings, so
         n_labelled=n_lab,
         fidelity_kl=kl,
         fidelity_tokens=n_kl,
+        row_bits=[sc.nll / 0.6931471805599453 for sc in scores],
+        row_bytes=[sc.n_bytes for sc in scores],
     )
 
 
@@ -256,6 +264,18 @@ def render_markdown(r: FinescopeReport) -> str:
     for k, v in r.recovery.items():
         f = r.fidelity_recovery.get(k)
         lines.append(f"- {k}: {'n/a' if v is None else f'{v:.3f}'}; {'n/a' if f is None else f'{f:.3f}'}")
+    if r.versus_plain:
+        lines += [
+            "",
+            "Answer bits/byte minus plain fine-tuning's, same rows (negative: better than plain):",
+            "",
+        ]
+        for k, d in r.versus_plain.items():
+            lines.append(
+                f"- {k}: {d['diff']:+.4f}, {100 * d['level']:.0f}% paired bootstrap interval "
+                f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] over {d['n_rows']} rows; "
+                f"better in {100 * d['share_a_better']:.0f}% of draws"
+            )
     for name, d in r.distill.items():
         lines.append(
             f"- {name}: teacher mode {d['teacher_mode']}, {d['kept']} answers "
@@ -384,6 +404,20 @@ def _recover_stage(
     return Recovered(res, model if keep_model else None, distill, drows)
 
 
+def _versus_plain(stages: Mapping[str, Recovered], cfg: ScoreSettings) -> dict[str, dict]:
+    """Each self-distillation stage's answer bpb minus plain fine-tuning's, paired over the eval rows."""
+    plain = stages[PLAIN].result.score
+    out = {}
+    for name, rec in stages.items():
+        sc = rec.result.score
+        if name == PLAIN or not sc.row_bits or len(sc.row_bits) != len(plain.row_bits):
+            continue
+        out[name.removeprefix("pruned + ")] = paired_bpb_difference(
+            sc.row_bits, plain.row_bits, sc.row_bytes, cfg.bootstrap, cfg.bootstrap_level, cfg.bootstrap_seed
+        ).to_dict()
+    return out
+
+
 def run_finescope(
     job: FinescopeJob,
     cache_dir: str | Path | None = None,
@@ -409,7 +443,8 @@ def run_finescope(
     keys = {"data": cache.key(str(job.model), file_hash(job.pool), file_hash(job.seeds))}
     keys["curate"] = cache.key(keys["data"], job.curate.model_dump())
     keys["prune"] = cache.key(keys["curate"], job.prune.model_dump())
-    keys["score"] = cache.key(str(job.model), file_hash(job.eval), job.score.model_dump())
+    score_cfg = job.score.model_dump(exclude={"bootstrap", "bootstrap_level", "bootstrap_seed"})
+    keys["score"] = cache.key(str(job.model), file_hash(job.eval), score_cfg)
     wall: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -456,6 +491,7 @@ def run_finescope(
         },
         wall_s=wall,
         config=job.model_dump(),
+        versus_plain=_versus_plain(recovered_stages, job.score),
     )
     with atomic_output_dir(job.out, job.overwrite) as tmp:
         write_jsonl_atomic(tmp / "curated.jsonl", curated.rows())
