@@ -167,10 +167,13 @@ def main() -> None:
         default=[],
         help="more cross-calibration weights besides 0.5 (rows named cross-a<α>)",
     )
+    ap.add_argument(
+        "--tag", default="", help="records under <model>-<tag>/ (e.g. a different --samples), not <model>/"
+    )
     a = ap.parse_args()
     alphas = {**ALPHAS, **{f"cross-a{x:g}": x for x in a.extra_alphas}}
     for model in a.models:
-        rec_dir = RECORDS / model
+        rec_dir = RECORDS / (f"{model}-{a.tag}" if a.tag else model)
         rec_dir.mkdir(parents=True, exist_ok=True)
         log = rec_dir / "run.log"
         with tempfile.TemporaryDirectory(prefix="damoc-xcal-", dir=os.environ.get("TMPDIR")) as tmp:

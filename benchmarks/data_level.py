@@ -157,10 +157,18 @@ def _stats(vals: list[float]) -> dict[str, float]:
     }
 
 
-def run_ours(examples, rate: float, model, tok, chunk_tokens: int, threads: int) -> dict[str, Any]:
+def run_ours(
+    examples, rate: float, model, tok, chunk_tokens: int, threads: int, question_rate: float = 0.9
+) -> dict[str, Any]:
     from damoc.data.compress import CompressConfig, compress_examples
 
-    cfg = CompressConfig(rate=rate, budget="prompt", fidelity_floor=None, chunk_tokens=chunk_tokens)
+    cfg = CompressConfig(
+        rate=rate,
+        budget="prompt",
+        fidelity_floor=None,
+        chunk_tokens=chunk_tokens,
+        question_rate=question_rate,
+    )
     t0 = time.perf_counter()
     res = compress_examples(examples, cfg, model, tok)
     wall = time.perf_counter() - t0
@@ -258,7 +266,8 @@ def repeat_timings(rec: dict, args, examples, rate: float, model, tok, model_dir
         if isinstance(lingua, str):
             break
         walls["llmlingua"].append(lingua[rate]["wall_s"])
-        walls["ours"].append(run_ours(examples, rate, model, tok, args.chunk_tokens, args.threads)["wall_s"])
+        ours = run_ours(examples, rate, model, tok, args.chunk_tokens, args.threads, args.question_rate)
+        walls["ours"].append(ours["wall_s"])
     for name, w in walls.items():
         s = rec[name]
         s["walls"] = w
@@ -284,13 +293,17 @@ def run_compress_part(args) -> list[dict[str, Any]]:
     for task in args.tasks.split(","):
         examples = pick_examples(task, args.n)
         for rate in rates:  # interleaved, so both see the same machine load
-            cache = RECORDS / f"compress_{task}_r{rate}_n{args.n}_c{args.chunk_tokens}.json"
+            q = "" if args.question_rate == 0.9 else f"_q{args.question_rate:g}"
+            cache = RECORDS / f"compress_{task}_r{rate}_n{args.n}_c{args.chunk_tokens}{q}.json"
             if cache.exists() and not args.fresh:
                 records.append(json.loads(cache.read_text()))
                 print(f"{task} r={rate}: cached in {cache.name}")
                 continue
             ours = summarize(
-                run_ours(examples, rate, model, tok, args.chunk_tokens, args.threads), rate, fid, 0.85
+                run_ours(examples, rate, model, tok, args.chunk_tokens, args.threads, args.question_rate),
+                rate,
+                fid,
+                0.85,
             )
             lingua = (
                 run_llmlingua(examples, [rate], model_dir, tok, args.threads, Path(args.llmlingua_python))
@@ -333,12 +346,13 @@ def run_compress_part(args) -> list[dict[str, Any]]:
     }
     RECORDS.mkdir(parents=True, exist_ok=True)
     out = {"meta": meta, "records": records}
-    (RECORDS / f"compress_n{args.n}.json").write_text(json.dumps(out, indent=2) + "\n")
-    write_markdown_table(out)
+    q = "" if args.question_rate == 0.9 else f"_q{args.question_rate:g}"
+    (RECORDS / f"compress_n{args.n}{q}.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_markdown_table(out, q)
     return records
 
 
-def write_markdown_table(out: dict[str, Any]) -> None:
+def write_markdown_table(out: dict[str, Any], suffix: str = "") -> None:
     lines = [
         "| task | rate | method | kept rate | mean abs error | max error | BERTScore-F1 mean (min) | under 0.85 "
         "| tokens saved | context tok/s |",
@@ -360,7 +374,7 @@ def write_markdown_table(out: dict[str, Any]) -> None:
                 f"| {rec['task']} | {rec['rate']} | LLMLingua (SPEC reference, PubMedQA) | {kept} | {err} | | | | "
                 f"| ~{SPEC_REFERENCE_TPS:.0f} |"
             )
-    (RECORDS / "compress_table.md").write_text("\n".join(lines) + "\n")
+    (RECORDS / f"compress_table{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -387,6 +401,12 @@ def main() -> None:
     ap.add_argument("--scorer", default="smollm2-135m")
     ap.add_argument("--chunk-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--question-rate",
+        type=float,
+        default=0.9,
+        help="our preferred question rate; 1.0 keeps the question whole and unscored, as LLMLingua-1 does",
+    )
     ap.add_argument("--no-llmlingua", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="recompute cached (task, rate) records")
     ap.add_argument(
