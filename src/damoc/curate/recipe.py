@@ -19,6 +19,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from damoc.curate.config import FinescopeJob, ScoreSettings
 from damoc.curate.pipeline import Curated, CurationReport, MethodSummary, curate_examples
 from damoc.errors import DamocError
 from damoc.evaluate.likelihood import answer_scores, collate
-from damoc.evaluate.paired import paired_bpb_difference
+from damoc.evaluate.paired import bits_per_byte, paired_bpb_difference
 from damoc.io.files import (
     atomic_output_dir,
     read_json,
@@ -161,8 +162,8 @@ def domain_score(model, tok, examples: Sequence[Example], cfg: ScoreSettings, so
         cfg.batch_size,
         cfg.max_length,
     )
-    nll_bits = sum(s.nll for s in scores) / 0.6931471805599453
-    bpb = nll_bits / max(1, sum(s.n_bytes for s in scores))
+    row_bits = [s.nll / math.log(2) for s in scores]
+    row_bytes = [s.n_bytes for s in scores]
     acc, n_lab = label_accuracy(model, tok, examples, cfg)
     kl, n_kl = (None, 0)
     if source is not None:
@@ -170,14 +171,14 @@ def domain_score(model, tok, examples: Sequence[Example], cfg: ScoreSettings, so
             source, model, tok, [e.text() for e in examples], cfg.batch_size, cfg.max_length
         )
     return DomainScore(
-        answer_bpb=bpb,
+        answer_bpb=bits_per_byte(row_bits, row_bytes),
         label_accuracy=acc,
         n_rows=len(examples),
         n_labelled=n_lab,
         fidelity_kl=kl,
         fidelity_tokens=n_kl,
-        row_bits=[sc.nll / 0.6931471805599453 for sc in scores],
-        row_bytes=[sc.n_bytes for sc in scores],
+        row_bits=row_bits,
+        row_bytes=row_bytes,
     )
 
 
