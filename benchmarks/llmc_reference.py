@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--pattern", default=None)
     ap.add_argument("--bits", type=int, default=4)
     ap.add_argument("--group-size", type=int, default=128)
+    ap.add_argument("--save-masks", default=None, help="also save {linear name: weight == 0} here (.pt)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -124,6 +125,9 @@ def main() -> None:
         "perplexity": {k: perplexity(model, v) for k, v in evals.items()},
         "llmcompressor": __import__("llmcompressor").__version__,
     }
+    if a.save_masks:
+        masks = {n: (m.weight == 0) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        torch.save({n: w for n, w in masks.items() if "lm_head" not in n}, a.save_masks)
     with open(a.out, "w") as fh:
         json.dump(out, fh, indent=2)
     print(json.dumps(out))
