@@ -13,7 +13,7 @@ random), parameter counts, domain scores and wall time of every stage.
 The committed data files are used as they are (``--write-data`` rewrites them). Stage outputs are kept
 in ``--cache`` (keyed by their settings), so a re-run that only changes the distillation reuses the
 curated rows, the pruned checkpoint and any stage already scored. ``--variants`` adds self-distillation
-stages: ``answer`` / ``rewrite_reference`` (teacher mode), ``+kl`` adds the KL term (``--kl-weight``).
+stages: ``answer`` / ``rewrite_reference`` (teacher mode), ``+kl`` adds the KL term (``--kl-weight``), ``+kl=3`` with weight 3.
 
 More eval rows and several fine-tune seeds, then a paired comparison over seeds and rows:
 
@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         info = {n: sum(1 for _ in open(DATA / f"{n}.jsonl")) for n in ("pool", "seeds", "eval")}
         info["files"] = "committed"
+    if args.eval_file != "eval.jsonl" and (DATA / args.eval_file).is_file():
+        info["eval_file"] = args.eval_file
+        info["eval"] = sum(1 for _ in open(DATA / args.eval_file))
     if args.write_data:
         return 0
     import shutil
@@ -254,7 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = {}
     for v in [v.strip() for v in args.variants.split(",") if v.strip()]:
         mode, _, kl = v.partition("+")
-        update = {"teacher_mode": mode, "kl_weight": args.kl_weight if kl == "kl" else 0.0}
+        weight = 0.0
+        if kl == "kl":
+            weight = args.kl_weight
+        elif kl.startswith("kl="):
+            weight = float(kl[3:])
+        elif kl:
+            raise SystemExit(f"error: unknown variant suffix '+{kl}' (use +kl or +kl=WEIGHT)")
+        update = {"teacher_mode": mode, "kl_weight": weight}
         variants[v] = DistillConfig.model_validate({**job.distill.model_dump(), **update})
     t0 = time.perf_counter()
     report = run_finescope(job, cache_dir=args.cache or None, variants=variants)
