@@ -26,14 +26,21 @@ def _has_llmc() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "method, extra", [("sparsegpt", []), ("wanda", []), ("sparsegpt", ["--pattern", "2:4"])]
+    "method, extra",
+    [
+        ("sparsegpt", []),
+        ("wanda", []),
+        ("sparsegpt", ["--pattern", "2:4"]),
+        ("wanda", ["--pattern", "2:4"]),
+        ("gptq", ["--bits", "4", "--group-size", "16"]),
+    ],
 )
 def test_matches_llmcompressor_perplexity_within_1_percent(tmp_path, method, extra):
     if not _has_llmc():
         pytest.skip("llmcompressor reference venv not installed")
     from damoc.evaluate.perplexity import pack_sequences, sequence_perplexity
     from damoc.model.arch import load_model
-    from damoc.model.calibrated import PruneSpec
+    from damoc.model.calibrated import PruneSpec, QuantSpec
     from damoc.model.calibrated.general_text import load_source_texts
     from damoc.model.calibrated.pipeline import compress_model
     from damoc.testing import save_tiny_model
@@ -49,7 +56,10 @@ def test_matches_llmcompressor_perplexity_within_1_percent(tmp_path, method, ext
     cmd = [str(LLMC), str(script), str(mdir), str(tmp_path / "calib.pt"), str(tmp_path / "eval.pt"), str(out)]
     subprocess.run([*cmd, "--method", method, *extra], check=True, capture_output=True)
     ref = json.loads(out.read_text())
-    spec = PruneSpec(pattern=extra[1] if extra else None, sparsity=None if extra else 0.5)
+    if method == "gptq":  # llm-compressor takes group scale/zero from the original weights: static groups
+        spec = QuantSpec(bits=4, group_size=16, static_groups=True)
+    else:
+        spec = PruneSpec(pattern=extra[1] if extra else None, sparsity=None if extra else 0.5)
     compress_model(model, {"general": calib}, {"general": 1.0}, method, spec, batch_size=4)
     ours = sequence_perplexity(model, ev).perplexity
     assert ours == pytest.approx(ref["perplexity"]["general"], rel=0.01)
