@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         help="LoRA epochs of every recovery stage (plain and self-distilled)",
     )
     ap.add_argument("--kl-weight", type=float, default=1.0, help="KL weight of the '+kl' variants")
+    ap.add_argument(
+        "--main-kl-weight",
+        type=float,
+        default=0.0,
+        help="KL weight of the main self-distillation stage (0 as in runs 1-4; the library default is 1.0)",
+    )
     ap.add_argument("--rewrite-max-new-tokens", type=int, default=64, help="longest teacher rewrite")
     ap.add_argument("--cache", default="/tmp/damoc-finescope-cache", help="stage cache ('' = none)")
     ap.add_argument("--record", default=None, help="record file name (default <model>.json)")
@@ -241,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             "prune": {"ratio": args.ratio, "samples": 32, "max_length": 256},
             "distill": {
                 "teacher_mode": args.teacher_mode,
+                "kl_weight": args.main_kl_weight,
                 "generation": {"max_new_tokens": args.max_new_tokens, "batch_size": 16},
                 "rewrite": {"max_new_tokens": args.rewrite_max_new_tokens},
                 "finetune": {

@@ -148,7 +148,7 @@ def distill_cmd(
         "the gold answer is kept where the rewrite loses it).",
     ),
     kl_weight: float = typer.Option(
-        0.0, "--kl-weight", help="Weight of KL(teacher || student) on the answer tokens (0 = off)."
+        1.0, "--kl-weight", help="Weight of KL(teacher || student) on the answer tokens (0 = off)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
 ) -> None:
