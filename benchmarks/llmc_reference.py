@@ -126,8 +126,8 @@ def main() -> None:
         "llmcompressor": __import__("llmcompressor").__version__,
     }
     if a.save_masks:
-        masks = {n: (m.weight == 0) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-        torch.save({n: w for n, w in masks.items() if "lm_head" not in n}, a.save_masks)
+        linears = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+        torch.save({n: m.weight == 0 for n, m in linears if "lm_head" not in n}, a.save_masks)
     with open(a.out, "w") as fh:
         json.dump(out, fh, indent=2)
     print(json.dumps(out))
