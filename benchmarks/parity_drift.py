@@ -24,7 +24,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from cross_calibration import RECORDS, damoc, eval_args, run_reference, sh
+from cross_calibration import RECORDS, calib_args, damoc, eval_args, run_reference, sh
 
 
 def layer_mismatch(a: dict, b: dict) -> dict[int, float]:
@@ -88,8 +88,7 @@ def main() -> None:
         for threads in (1, 2):
             ckpt = work / f"ours_t{threads}"
             env_cmd = ["env", f"OMP_NUM_THREADS={threads}", *damoc(*ours_cmd)]
-            calib = ["--alpha", "0.0", a.model, "--domain", a.domain, "--samples", str(a.samples)]
-            sh([*env_cmd, *calib, "--length", str(a.length), "--out", str(ckpt), "--overwrite"], log)
+            sh([*env_cmd, "--alpha", "0.0", a.model, *calib_args(a), "--out", str(ckpt), "--overwrite"], log)
             out = work / f"ours_t{threads}.eval.json"
             sh(["env", "OMP_NUM_THREADS=1", *damoc("eval", str(ckpt), *eval_args(a), "--out", str(out))], log)
             ev = json.loads(out.read_text())
