@@ -398,3 +398,87 @@ def test_select_on_a_run_dir_in_use_fails_clearly(main_run, run_cli):
     finally:
         path.unlink()
     assert code == 2 and "is in use by another damoc select" in err
+
+
+# --- ground truth over a learning-rate grid ---------------------------------------------------------
+
+
+def _full(cand, lr, score, wall=1.0, status="ok"):
+    return UnitRecord(
+        candidate=cand,
+        slug=cand,
+        method="full",
+        status=status,
+        metric="answer_nll",
+        higher_is_better=False,
+        score=score if status == "ok" else None,
+        lr=lr,
+        wall_s=wall,
+    )
+
+
+@pytest.mark.parametrize("hib", [False, True])
+def test_best_full_keeps_each_candidates_best_rate(hib):
+    from damoc.select.report import best_full
+
+    recs = [
+        _full("a", 1e-5, 2.0),
+        _full("a", 5e-5, 1.0),
+        _full("b", 1e-5, 0.5),
+        _full("b", 5e-5, 3.0),
+        _full("c", 1e-5, None, status="failed"),
+        _full("c", 5e-5, 4.0),
+        _full("d", 1e-5, None, status="failed"),
+    ]
+    proxy = recs[0].model_copy(update={"method": "proxy", "lr": 2e-4})
+    out = best_full([proxy, *recs], hib)
+    full = {r.candidate: r for r in out if r.method == "full"}
+    assert out[0] is proxy and len(out) == 5
+    if hib:
+        assert full["a"].lr == 1e-5 and full["b"].lr == 5e-5
+    else:
+        assert full["a"].lr == 5e-5 and full["b"].lr == 1e-5
+    assert full["c"].lr == 5e-5 and full["c"].status == "ok"  # a failed rate does not hide a good one
+    assert full["d"].status == "failed"  # no rate worked: the failure stays visible
+
+
+def test_lr_grid_is_validated():
+    from pydantic import ValidationError
+
+    from damoc.select.config import ValidateSettings
+
+    assert [f.lr for f in ValidateSettings(lr_grid=[1e-5, 5e-5]).finetunes()] == [1e-5, 5e-5]
+    assert [f.lr for f in ValidateSettings().finetunes()] == [2e-5]
+    for bad in ([], [0.0], [1e-5, 1e-5]):
+        with pytest.raises(ValidationError):
+            ValidateSettings(lr_grid=bad)
+
+
+def test_lr_grid_ground_truth_end_to_end(main_run):
+    from damoc.config import load_job
+    from damoc.select.pipeline import run_select
+
+    cfg = load_job(main_run["job"])
+    cfg.candidates = cfg.candidates[:2]
+    cfg.baselines = False
+    run = main_run["tmp"] / "run_grid"
+    cfg.run.run_dir = str(run)
+    cfg.validate_.lr_grid = [1e-4, 3e-2]
+    board = run_select(cfg)
+    full = [r for r in board.records if r.method == "full"]
+    assert len(full) == 4 and all(r.status == "ok" for r in full)
+    # the 1e-4 rate is the single-rate run of the main fixture: same cache key, so a cache hit
+    assert {r.lr for r in full if r.cached} == {1e-4} and {r.lr for r in full if not r.cached} == {3e-2}
+    best = {}
+    for cand in cfg.candidates:
+        mine = [r for r in full if r.candidate == cand]
+        best[cand] = min(mine, key=lambda r: r.score)
+        row = next(r for r in board.rows if r.candidate == cand)
+        assert row.scores["full"] == best[cand].score
+        assert board.settings["truth_lr"][cand] == best[cand].lr
+        slug = best[cand].slug
+        assert (run / "candidates" / slug / "full@lr0.0001.json").is_file()
+        assert (run / "candidates" / slug / "full@lr0.03.json").is_file()
+    assert board.cost.full_wall_s == pytest.approx(sum(r.wall_s for r in best.values()))
+    assert [a.method for a in board.agreement] == ["proxy"]
+    assert "over the grid 0.0001, 0.03" in (run / "report.md").read_text()

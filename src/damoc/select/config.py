@@ -118,7 +118,28 @@ class ValidateSettings(StrictModel):
     finetune: FinetuneConfig = Field(
         default_factory=lambda: FinetuneConfig(method="full", lr=2e-5, epochs=1.0, max_length=256)
     )
+    # Learning rates tried per candidate (one full fine-tune each; ``finetune.lr`` is then ignored): each
+    # candidate's truth is its best dev score over the grid, as a user tuning the rate would get. One shared
+    # rate can favour one model (a large-vocabulary head drifts under Adam at a rate another model needs).
+    lr_grid: list[float] | None = None
     cache_dir: str = "~/.cache/damoc/groundtruth"
+
+    @field_validator("lr_grid")
+    @classmethod
+    def _lr_grid(cls, v):
+        if v is None:
+            return v
+        if not v or any(not lr > 0 for lr in v):
+            raise ValueError("lr_grid must list at least one positive learning rate")
+        if len(set(v)) != len(v):
+            raise ValueError("lr_grid lists a learning rate twice")
+        return v
+
+    def finetunes(self) -> list[FinetuneConfig]:
+        """The full fine-tune settings to run per candidate (one per grid rate, or just ``finetune``)."""
+        if self.lr_grid is None:
+            return [self.finetune]
+        return [self.finetune.model_copy(update={"lr": lr}) for lr in self.lr_grid]
 
 
 class RunSettings(StrictModel):

@@ -378,39 +378,45 @@ def plan_units(cfg: SelectConfig, task: Task, stage: DataStage, run: Path) -> li
     target = train_target(cfg)
     labels = task.labels() or None
     units = []
+    grid = cfg.validate_.lr_grid is not None
     for method in methods:
         for cand in cfg.candidates:
-            slug = candidate_slug(cand)
-            spec = UnitSpec(
-                candidate=cand,
-                slug=slug,
-                method=method,
-                record_path=str(candidate_dir(run, slug) / f"{method}.json"),
-                dev_path=str(stage.dev),
-                labels=labels,
-                eval=cfg.eval,
-                train_target=target,  # type: ignore[arg-type]
-                device=cfg.run.device,
-                threads=cfg.run.threads,
-                seed=cfg.seed,
-            )
-            if method == "proxy":
-                spec = spec.model_copy(
-                    update={
-                        "train_path": str(stage.proxy_train),
-                        "calib_path": str(stage.calibration),
-                        "finetune": cfg.proxy,
-                        "model": cfg.model,
-                    }
-                )
-            elif method == "few_shot":
-                spec = spec.model_copy(update={"shots_path": str(stage.shots)})
-            elif method == "full":
-                spec = spec.model_copy(
-                    update={"train_path": str(stage.train), "finetune": cfg.validate_.finetune}
-                )
-            units.append(spec)
+            for ft in cfg.validate_.finetunes() if method == "full" else [None]:
+                units.append(_unit(cfg, stage, run, method, cand, ft, grid, labels, target))
     return units
+
+
+def _unit(cfg, stage, run, method, cand, ft, grid, labels, target) -> UnitSpec:
+    """One (candidate, method) unit; a full fine-tune of an lr grid is named after its rate."""
+    slug = candidate_slug(cand)
+    name = f"full@lr{ft.lr:g}" if grid and ft is not None else method
+    spec = UnitSpec(
+        candidate=cand,
+        slug=slug,
+        method=method,
+        record_path=str(candidate_dir(run, slug) / f"{name}.json"),
+        dev_path=str(stage.dev),
+        labels=labels,
+        eval=cfg.eval,
+        train_target=target,  # type: ignore[arg-type]
+        device=cfg.run.device,
+        threads=cfg.run.threads,
+        seed=cfg.seed,
+    )
+    if method == "proxy":
+        spec = spec.model_copy(
+            update={
+                "train_path": str(stage.proxy_train),
+                "calib_path": str(stage.calibration),
+                "finetune": cfg.proxy,
+                "model": cfg.model,
+            }
+        )
+    elif method == "few_shot":
+        spec = spec.model_copy(update={"shots_path": str(stage.shots)})
+    elif method == "full":
+        spec = spec.model_copy(update={"train_path": str(stage.train), "finetune": ft})
+    return spec
 
 
 def _done(spec: UnitSpec, retry_failed: bool = False) -> UnitRecord | None:
@@ -462,7 +468,7 @@ def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage
                 train,
                 dev,
                 u.candidate,
-                cfg.validate_.finetune,
+                u.finetune,
                 cfg.eval,
                 u.train_target,
             )
@@ -568,7 +574,13 @@ def _run_locked(
         if hit is not None:
             LOG.info("ground truth for %s from the cache", u.candidate)
             hit = hit.model_copy(
-                update={"cached": True, "candidate": u.candidate, "slug": u.slug, "spec_hash": u.spec_hash}
+                update={
+                    "cached": True,
+                    "candidate": u.candidate,
+                    "slug": u.slug,
+                    "spec_hash": u.spec_hash,
+                    "lr": u.finetune.lr if u.finetune else hit.lr,
+                }
             )
             hit.save(u.record_path)
             continue

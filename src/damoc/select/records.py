@@ -57,6 +57,7 @@ class UnitRecord(Record):
     n_layers: int | None = None  # after layer removal
     layers_removed: list[int] = Field(default_factory=list)
     compression: dict[str, Any] | None = None  # the optional cross-calibrated stage (method, sparsity, ...)
+    lr: float | None = None  # learning rate of the unit's fine-tune (proxy, full)
     train_loss_first: float | None = None
     train_loss_last: float | None = None
     per_example: list[float] = Field(default_factory=list)

@@ -165,6 +165,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
         started_at=now_iso(),
         cache_key=spec.cache_key,
         spec_hash=spec.spec_hash,
+        lr=spec.finetune.lr if spec.finetune else None,
     )
     if spec.threads:
         torch.set_num_threads(spec.threads)
