@@ -31,6 +31,7 @@ RUNS = ROOT / "runs" / "selection"
 MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
 DOMAINS = ["pubmedqa", "finance", "squad"]
 BIGBENCH = "bigbench==1.0.0"
+BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 SQUAD_MEMBER = "bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
 
 # The bounded ground truth (CPU): 120 training rows × 256 tokens, one epoch of full fine-tuning
@@ -78,8 +79,33 @@ def find_bigbench_sdist() -> Path:
     ]
     subprocess.run(cmd, check=False)
     if not path.is_file():
+        # pip >= 25 refuses this sdist (its metadata declares a direct-URL dependency): read the file
+        # link from the package index's simple page instead and check its published digest
+        _download_from_index(path)
+    if not path.is_file():
         raise SystemExit(f"could not download {BIGBENCH} into {cache}; put bigbench-1.0.0.tar.gz there")
     return path
+
+
+def _download_from_index(path: Path) -> None:
+    import hashlib
+    import re
+    import urllib.request
+
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    try:
+        page = urllib.request.urlopen(f"{index}/bigbench/", timeout=60).read().decode()
+        link = re.search(r'href="([^"]*/bigbench-1\.0\.0\.tar\.gz)#sha256=([0-9a-f]{64})', page)
+        if link is None or link.group(2) != BIGBENCH_SHA256:
+            return
+        data = urllib.request.urlopen(link.group(1), timeout=300).read()
+    except OSError as err:
+        print(f"index download failed: {err}", file=sys.stderr)
+        return
+    if hashlib.sha256(data).hexdigest() == BIGBENCH_SHA256:
+        tmp = path.with_suffix(".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
 
 
 def squad_task() -> Path:
@@ -119,7 +145,13 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def domain_config(domain: str, validate: bool, threads: int | None, variant: str = "base"):
+def domain_config(
+    domain: str,
+    validate: bool,
+    threads: int | None,
+    variant: str = "base",
+    truth_lrs: list[float] | None = None,
+):
     from damoc.select.config import SelectConfig
 
     path = str(squad_task()) if domain == "squad" else domain
@@ -155,18 +187,40 @@ def domain_config(domain: str, validate: bool, threads: int | None, variant: str
                 "precision": "bf16",
             },
             "cache_dir": str(RECORDS / "groundtruth"),
+            "lr_grid": truth_lrs,
         },
         "run": {"run_dir": str(RUNS / run_name(domain, variant)), "threads": threads},
     }
     return SelectConfig.model_validate(_merge(data, VARIANTS[variant]))
 
 
+def restore_records(domain: str, variant: str) -> int:
+    """Seed a fresh run directory with the unit records of the committed summary (a fresh checkout has
+    no ``runs/``): the pipeline reuses each one whose settings hash still matches and reruns the rest.
+    Ground-truth records come from their own cache; per-example scores are not in the summary."""
+    src = (RECORDS if variant == "base" else RECORDS / "variants") / f"{run_name(domain, variant)}.json"
+    if not src.is_file():
+        return 0
+    n = 0
+    for rec in json.loads(src.read_text())["records"]:
+        if rec["method"] == "full":
+            continue
+        path = RUNS / run_name(domain, variant) / "candidates" / rec["slug"] / f"{rec['method']}.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rec, indent=2) + "\n")
+            n += 1
+    return n
+
+
 def truth_done(domain: str) -> bool:
     """Whether the base run of ``domain`` has a finished full fine-tune record for every model."""
-    found = 0
-    for rec in (RUNS / domain / "candidates").glob("*/full.json"):
-        found += json.loads(rec.read_text()).get("status") == "ok"
-    return found == len(MODELS)
+    found = set()
+    for rec in (RUNS / domain / "candidates").glob("*/full*.json"):
+        data = json.loads(rec.read_text())
+        if data.get("status") == "ok":
+            found.add(data["candidate"])
+    return len(found) == len(MODELS)
 
 
 def run_name(domain: str, variant: str) -> str:
@@ -209,13 +263,26 @@ def figures_markdown(domains: list[str]) -> str:
         s = json.loads(path.read_text())
         rows = s["rows"]
         out.append(f"### {domain}\n")
-        out.append("| candidate | proxy | zero-shot | few-shot | full FT (truth) | proxy wall s |")
-        out.append("|---|---|---|---|---|---|")
+        grid = s["settings"].get("truth_lr_grid")
+        by_lr = {
+            (r["candidate"], r.get("lr")): r["score"]
+            for r in s["records"]
+            if r["method"] == "full" and r["status"] == "ok"
+        }
+        lr_cols = [f"full FT lr {lr:g}" for lr in grid] if grid else []
+        out.append(
+            "| candidate | proxy | zero-shot | few-shot | "
+            + "".join(f"{c} | " for c in lr_cols)
+            + "full FT (truth) | proxy wall s |"
+        )
+        out.append("|---" * (6 + len(lr_cols)) + "|")
         for r in rows:
             sc = r["scores"]
+            per_lr = "".join(f"{_fmt(by_lr.get((r['candidate'], lr)), 4)} | " for lr in grid or [])
             out.append(
                 f"| {r['candidate']} | {_fmt(sc.get('proxy'), 4)} | {_fmt(sc.get('zero_shot'), 4)} | "
-                f"{_fmt(sc.get('few_shot'), 4)} | {_fmt(sc.get('full'), 4)} | {_fmt(r.get('proxy_wall_s'), 0)} |"
+                f"{_fmt(sc.get('few_shot'), 4)} | {per_lr}{_fmt(sc.get('full'), 4)} | "
+                f"{_fmt(r.get('proxy_wall_s'), 0)} |"
             )
         truth = sorted(
             [r for r in rows if r["scores"].get("full") is not None], key=lambda r: r["scores"]["full"]
@@ -250,6 +317,20 @@ def main() -> None:
     ap.add_argument("--stage", choices=["all", "groundtruth", "baselines", "proxy"], default="all")
     ap.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--truth-lrs",
+        type=float,
+        nargs="+",
+        default=None,
+        help="learning-rate grid of the ground truth: each model is fully fine-tuned once per rate and keeps its "
+        "best dev score (validate.lr_grid); the default is the single rate of runs 1-3 (5e-5)",
+    )
+    ap.add_argument(
+        "--restore",
+        action="store_true",
+        help="seed the run directory with the proxy and baseline records of the committed summary "
+        "(reused while their settings hash matches)",
+    )
     ap.add_argument("--figures", action="store_true", help="only print the figures from the saved summaries")
     ap.add_argument(
         "--variant",
@@ -283,7 +364,11 @@ def main() -> None:
             # the sweep runs the proxy only; the full fine-tunes are copied from the cache once the base run
             # has all of them (never recomputed by a variant)
             methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
-        cfg = domain_config(domain, validate, args.threads, args.variant)
+        cfg = domain_config(domain, validate, args.threads, args.variant, args.truth_lrs)
+        if args.restore:
+            logging.getLogger("damoc").info(
+                "%s: %d records restored from the summary", domain, restore_records(domain, args.variant)
+            )
         board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
         print(f"\n=== {run_name(domain, args.variant)} ===")
         print(render_table(board))
