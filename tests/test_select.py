@@ -454,6 +454,11 @@ def test_lr_grid_is_validated():
             ValidateSettings(lr_grid=bad)
 
 
+def test_bad_truth_lr_is_one_line(run_cli, bad):
+    args = ("-t", bad["task"], "-c", bad["llama"], "--validate", "--truth-lr", "1e-5", "--truth-lr", "0")
+    _check_bad(run_cli, bad, *args, match="lr_grid must list at least one positive learning rate")
+
+
 def test_lr_grid_ground_truth_end_to_end(main_run):
     from damoc.config import load_job
     from damoc.select.pipeline import run_select

@@ -41,6 +41,12 @@ def select(
     validate: bool | None = typer.Option(
         None, "--validate/--no-validate", help="Also fully fine-tune each candidate for the true ranking."
     ),
+    truth_lr: list[float] | None = typer.Option(
+        None,
+        "--truth-lr",
+        help="With --validate: a learning rate of the ground-truth grid (repeat the flag); each candidate "
+        "is fully fine-tuned once per rate and keeps its best dev score.",
+    ),
     baselines: bool | None = typer.Option(
         None, "--baselines/--no-baselines", help="Zero-/few-shot baselines."
     ),
@@ -158,6 +164,7 @@ def select(
         "proxy.token_budget": token_budget,
         "eval.few_shot_k": few_shot_k,
         "validate.cache_dir": cache_dir,
+        "validate.lr_grid": list(truth_lr) if truth_lr else None,
         "run.backend": backend,
         "run.address": address,
         "run.jobs": jobs,
