@@ -487,3 +487,21 @@ def test_lr_grid_ground_truth_end_to_end(main_run):
     assert board.cost.full_wall_s == pytest.approx(sum(r.wall_s for r in best.values()))
     assert [a.method for a in board.agreement] == ["proxy"]
     assert "over the grid 0.0001, 0.03" in (run / "report.md").read_text()
+
+
+def test_failed_full_unit_keeps_its_rate():
+    from damoc.select.config import SelectEval
+    from damoc.select.worker import UnitSpec, failed_record
+    from damoc.train.finetune import FinetuneConfig
+
+    spec = UnitSpec(
+        candidate="c",
+        slug="c",
+        method="full",
+        record_path="r.json",
+        dev_path="d.jsonl",
+        eval=SelectEval(),
+        finetune=FinetuneConfig(method="full", lr=3e-5),
+    )
+    rec = failed_record(spec, "killed")
+    assert rec.status == "failed" and rec.lr == 3e-5

@@ -237,6 +237,7 @@ def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord
         finished_at=now_iso(),
         cache_key=spec.cache_key,
         spec_hash=spec.spec_hash,
+        lr=spec.finetune.lr if spec.finetune else None,
     )
 
 
