@@ -194,23 +194,28 @@ def domain_config(
     return SelectConfig.model_validate(_merge(data, VARIANTS[variant]))
 
 
-def restore_records(domain: str, variant: str) -> int:
-    """Seed a fresh run directory with the unit records of the committed summary (a fresh checkout has
-    no ``runs/``): the pipeline reuses each one whose settings hash still matches and reruns the rest.
-    Ground-truth records come from their own cache; per-example scores are not in the summary."""
-    src = (RECORDS if variant == "base" else RECORDS / "variants") / f"{run_name(domain, variant)}.json"
-    if not src.is_file():
-        return 0
-    n = 0
-    for rec in json.loads(src.read_text())["records"]:
-        if rec["method"] == "full":
-            continue
-        path = RUNS / run_name(domain, variant) / "candidates" / rec["slug"] / f"{rec['method']}.json"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(rec, indent=2) + "\n")
-            n += 1
-    return n
+def summary_path(domain: str, variant: str) -> Path:
+    return (RECORDS if variant == "base" else RECORDS / "variants") / f"{run_name(domain, variant)}.json"
+
+
+def regrade(cfg, domain: str, variant: str):
+    """The committed proxy and baseline records of ``domain`` scored against the current ground truth.
+
+    The ground truth (every rate of the grid) comes from the pipeline (cache hits, or computed and cached);
+    the other records are the committed summary's, unchanged: their settings are those of this config, but
+    later config fields (with defaults) changed their settings hashes, so the pipeline would rerun them."""
+    from damoc.select.pipeline import run_select
+    from damoc.select.records import DataRecord, UnitRecord
+    from damoc.select.report import build_leaderboard, write_reports
+
+    old = json.loads(summary_path(domain, variant).read_text())
+    truth = run_select(cfg, resume=True, methods=["full"], retry_failed=True)
+    kept = [UnitRecord.model_validate(r) for r in old["records"] if r["method"] != "full"]
+    full = [r for r in truth.records if r.method == "full"]
+    data = DataRecord.model_validate(old["data"])
+    board = build_leaderboard(cfg, data, kept + full, Path(cfg.run.run_dir))
+    write_reports(board, Path(cfg.run.run_dir))
+    return board
 
 
 def truth_done(domain: str) -> bool:
@@ -326,10 +331,10 @@ def main() -> None:
         "best dev score (validate.lr_grid); the default is the single rate of runs 1-3 (5e-5)",
     )
     ap.add_argument(
-        "--restore",
+        "--regrade",
         action="store_true",
-        help="seed the run directory with the proxy and baseline records of the committed summary "
-        "(reused while their settings hash matches)",
+        help="score the committed proxy and baseline records against the ground truth of --truth-lrs "
+        "(computed or taken from the cache); rewrites the summaries with it",
     )
     ap.add_argument("--figures", action="store_true", help="only print the figures from the saved summaries")
     ap.add_argument(
@@ -364,19 +369,20 @@ def main() -> None:
             # the sweep runs the proxy only; the full fine-tunes are copied from the cache once the base run
             # has all of them (never recomputed by a variant)
             methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
-        cfg = domain_config(domain, validate, args.threads, args.variant, args.truth_lrs)
-        if args.restore:
-            logging.getLogger("damoc").info(
-                "%s: %d records restored from the summary", domain, restore_records(domain, args.variant)
-            )
-        board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
+        cfg = domain_config(domain, validate or args.regrade, args.threads, args.variant, args.truth_lrs)
+        if args.regrade:
+            board = regrade(cfg, domain, args.variant)
+        else:
+            board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
         print(f"\n=== {run_name(domain, args.variant)} ===")
         print(render_table(board))
-        out = RECORDS if args.variant == "base" else RECORDS / "variants"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{run_name(domain, args.variant)}.json").write_text(
-            json.dumps(summary(board), indent=2) + "\n"
-        )
+        if not args.regrade and not all(r.scores.get("proxy") is not None for r in board.rows):
+            # a partial run (e.g. --stage groundtruth on a fresh checkout) must not replace the summary
+            logging.getLogger("damoc").info("%s: no complete proxy sweep in this run; summary kept", domain)
+            continue
+        path = summary_path(domain, args.variant)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary(board), indent=2) + "\n")
     if args.variant != "base":
         return
     text = figures_markdown(DOMAINS)

@@ -89,6 +89,18 @@ def cache_is_exact(model) -> bool:
     return getattr(cfg, "sliding_window", None) is None or getattr(cfg, "use_sliding_window", True) is False
 
 
+def cache_keyword(model) -> str:
+    """The forward argument that takes a KV cache: ``cache`` (transformers >= 5.24, which deprecates the
+    old name) or ``past_key_values``."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
 class PrefixCache:
     """Self-information for a batch of rows that each grow append-only, reusing one KV cache.
 
@@ -112,6 +124,7 @@ class PrefixCache:
         self.pad_id = pad_id
         self.dev = next(model.parameters()).device
         self.cache = None
+        self.cache_kw = cache_keyword(model)
         self.rows = list(range(n_rows))  # caller's row id of each cache row
         self.mask = torch.zeros((n_rows, 0), dtype=torch.long)
         self.tail = [start_id] * n_rows  # last visible token, re-fed at the next step
@@ -168,14 +181,14 @@ class PrefixCache:
             input_ids=ids.to(self.dev),
             attention_mask=mask.to(self.dev),
             position_ids=pos.to(self.dev),
-            past_key_values=self.cache,
             use_cache=True,
         )
+        kwargs[self.cache_kw] = self.cache
         try:
             out = self.model(**kwargs, logits_to_keep=keep)
         except TypeError:  # architectures without logits_to_keep
             out = self.model(**kwargs)
-        self.cache = out.past_key_values
+        self.cache = out.cache if self.cache_kw == "cache" else out.past_key_values
         logits = out.logits[:, -keep:].float()
         pred, tgt = logits[:, :-1], ids[:, -(keep - 1) :].to(self.dev)
         nll = next_token_nll(pred, tgt)
