@@ -5,13 +5,15 @@ finance, SQuAD v1.1 dev read from the PyPI sdist ``bigbench==1.0.0``). The groun
 fine-tune of every uncompressed model on a bounded training split) is cached under
 ``benchmarks/records/selection/groundtruth/`` and committed, so later runs reuse it.
 
-    python benchmarks/selection.py --validate                    # everything (ground truth from the cache)
-    python benchmarks/selection.py --validate --stage groundtruth  # only the full fine-tunes (hours on CPU)
+    python benchmarks/selection.py --validate --truth-lrs 1e-5 5e-5   # everything (truth from the cache)
+    python benchmarks/selection.py --stage groundtruth --truth-lrs 1e-5 5e-5  # only the full fine-tunes
     python benchmarks/selection.py --stage baselines             # zero-/few-shot of the uncompressed models
     python benchmarks/selection.py --stage proxy                 # the proxy sweep
 
-Each stage resumes (records are the unit of work). Figures go to stdout and
-``benchmarks/records/selection/<domain>.json``.
+``--truth-lrs`` fine-tunes each model once per rate and keeps its best dev score (without it: the single
+rate 5e-5 of the first runs). Each stage resumes (records are the unit of work); the units a run did
+not make are taken from the committed summary ``benchmarks/records/selection/<domain>.json``, which the
+run then rewrites; figures go to stdout and ``figures.md``.
 """
 
 from __future__ import annotations
@@ -198,24 +200,32 @@ def summary_path(domain: str, variant: str) -> Path:
     return (RECORDS if variant == "base" else RECORDS / "variants") / f"{run_name(domain, variant)}.json"
 
 
-def regrade(cfg, domain: str, variant: str):
-    """The committed proxy and baseline records of ``domain`` scored against the current ground truth.
+def merge_summary(cfg, domain: str, variant: str, board):
+    """This run's records plus the committed summary's records for the units this run has not made.
 
-    The ground truth (every rate of the grid) comes from the pipeline (cache hits, or computed and cached);
-    the other records are the committed summary's, unchanged: their settings are those of this config, but
-    later config fields (with defaults) changed their settings hashes, so the pipeline would rerun them."""
-    from damoc.select.pipeline import run_select
+    A fresh checkout has no ``runs/``: the ground truth comes back from its cache, and the proxy and
+    baseline records of earlier runs from the summary (their settings are this config's, but config
+    fields added since changed their settings hashes, so the pipeline alone would rerun them)."""
     from damoc.select.records import DataRecord, UnitRecord
     from damoc.select.report import build_leaderboard, write_reports
 
-    old = json.loads(summary_path(domain, variant).read_text())
-    truth = run_select(cfg, resume=True, methods=["full"], retry_failed=True)
-    kept = [UnitRecord.model_validate(r) for r in old["records"] if r["method"] != "full"]
-    full = [r for r in truth.records if r.method == "full"]
-    data = DataRecord.model_validate(old["data"])
-    board = build_leaderboard(cfg, data, kept + full, Path(cfg.run.run_dir))
-    write_reports(board, Path(cfg.run.run_dir))
-    return board
+    path = summary_path(domain, variant)
+    if not path.is_file():
+        return board
+    old = json.loads(path.read_text())
+    have = {(r.candidate, r.method) for r in board.records if r.status == "ok"}
+    kept = [
+        UnitRecord.model_validate(r)
+        for r in old["records"]
+        if (r["candidate"], r["method"]) not in have and r["status"] == "ok"
+    ]
+    if not kept:
+        return board
+    new_proxy = any(r.method == "proxy" for r in board.records)
+    data = board.data if new_proxy else DataRecord.model_validate(old["data"])
+    merged = build_leaderboard(cfg, data, list(board.records) + kept, Path(cfg.run.run_dir))
+    write_reports(merged, Path(cfg.run.run_dir))
+    return merged
 
 
 def truth_done(domain: str) -> bool:
@@ -330,12 +340,6 @@ def main() -> None:
         help="learning-rate grid of the ground truth: each model is fully fine-tuned once per rate and keeps its "
         "best dev score (validate.lr_grid); the default is the single rate of runs 1-3 (5e-5)",
     )
-    ap.add_argument(
-        "--regrade",
-        action="store_true",
-        help="score the committed proxy and baseline records against the ground truth of --truth-lrs "
-        "(computed or taken from the cache); rewrites the summaries with it",
-    )
     ap.add_argument("--figures", action="store_true", help="only print the figures from the saved summaries")
     ap.add_argument(
         "--variant",
@@ -369,17 +373,11 @@ def main() -> None:
             # the sweep runs the proxy only; the full fine-tunes are copied from the cache once the base run
             # has all of them (never recomputed by a variant)
             methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
-        cfg = domain_config(domain, validate or args.regrade, args.threads, args.variant, args.truth_lrs)
-        if args.regrade:
-            board = regrade(cfg, domain, args.variant)
-        else:
-            board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
+        cfg = domain_config(domain, validate, args.threads, args.variant, args.truth_lrs)
+        board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
+        board = merge_summary(cfg, domain, args.variant, board)
         print(f"\n=== {run_name(domain, args.variant)} ===")
         print(render_table(board))
-        if not args.regrade and not all(r.scores.get("proxy") is not None for r in board.rows):
-            # a partial run (e.g. --stage groundtruth on a fresh checkout) must not replace the summary
-            logging.getLogger("damoc").info("%s: no complete proxy sweep in this run; summary kept", domain)
-            continue
         path = summary_path(domain, args.variant)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary(board), indent=2) + "\n")
