@@ -369,9 +369,10 @@ def main() -> None:
     }[args.stage]
     validate = args.validate or args.stage == "groundtruth"
     for domain in args.domains:
-        if args.variant != "base":
+        if args.variant != "base" and args.stage == "all":
             # the sweep runs the proxy only; the full fine-tunes are copied from the cache once the base run
-            # has all of them (never recomputed by a variant)
+            # has all of them (never recomputed by a variant); `--stage groundtruth --variant V` re-scores a
+            # variant's committed proxy records against the current truth
             methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
         cfg = domain_config(domain, validate, args.threads, args.variant, args.truth_lrs)
         board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
