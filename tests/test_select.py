@@ -505,3 +505,45 @@ def test_failed_full_unit_keeps_its_rate():
     )
     rec = failed_record(spec, "killed")
     assert rec.status == "failed" and rec.lr == 3e-5
+
+
+def _board_of(scores: dict[str, dict[str, float]], hib=False) -> Leaderboard:
+    from damoc.select.records import DataRecord, Row
+
+    rows = [Row(rank=None, candidate=c, slug=c, scores=s) for c, s in scores.items()]
+    data = DataRecord(task="t", fingerprint="f", n_train=1, n_dev=1, n_proxy_train=1)
+    return Leaderboard(
+        task="t", metric="m", higher_is_better=hib, candidates=list(scores), rows=rows, data=data, records=[]
+    )
+
+
+def test_report_flags_a_proxy_winner_the_baselines_disagree_with():
+    from damoc.select.report import disagreement, render_table
+
+    agree = _board_of(
+        {
+            "a": {"proxy": 1.0, "zero_shot": 2.0, "few_shot": 1.5},
+            "b": {"proxy": 2.0, "zero_shot": 3.0, "few_shot": 2.5},
+        }
+    )
+    assert disagreement(agree) is None
+    split = _board_of(
+        {
+            "a": {"proxy": 1.0, "zero_shot": 2.0, "few_shot": 1.5},
+            "b": {"proxy": 2.0, "zero_shot": 1.0, "few_shot": 0.5},
+        }
+    )
+    note = disagreement(split)
+    assert note and "proxy picks a" in note and "zero-shot and few-shot baseline picks b" in note
+    assert note in render_table(split)
+    # higher is better flips every pick: the proxy then picks b, both baselines a
+    flipped = disagreement(_board_of({r.candidate: r.scores for r in split.rows}, hib=True))
+    assert flipped and "proxy picks b" in flipped and "baseline picks a" in flipped
+    # baselines that disagree among themselves say nothing
+    mixed = _board_of(
+        {
+            "a": {"proxy": 1.0, "zero_shot": 2.0, "few_shot": 0.5},
+            "b": {"proxy": 2.0, "zero_shot": 1.0, "few_shot": 2.5},
+        }
+    )
+    assert disagreement(mixed) is None

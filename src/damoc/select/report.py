@@ -175,6 +175,27 @@ def table_rows(board: Leaderboard) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def disagreement(board: Leaderboard) -> str | None:
+    """A warning when the baselines of the uncompressed candidates agree on a winner the proxy does not pick.
+
+    On small models the proxy's layer removal can hurt one architecture far more than another; where the
+    few-shot (and zero-shot) ranking disagrees with it, the pick deserves a check (--validate)."""
+    picks = {}
+    for method in ("proxy", "zero_shot", "few_shot"):
+        scored = {r.candidate: r.scores[method] for r in board.rows if r.scores.get(method) is not None}
+        if len(scored) >= 2:
+            best = max if board.higher_is_better else min
+            picks[method] = best(scored, key=scored.get)  # type: ignore[arg-type]
+    base = {picks[m] for m in ("zero_shot", "few_shot") if m in picks}
+    if "proxy" not in picks or len(base) != 1 or picks["proxy"] in base:
+        return None
+    names = " and ".join(METHOD_TITLES[m] for m in ("zero_shot", "few_shot") if m in picks)
+    return (
+        f"note: the proxy picks {picks['proxy']}, the {names} baseline picks {base.pop()}; "
+        "validate before trusting either (--validate)"
+    )
+
+
 def render_table(board: Leaderboard) -> str:
     """A plain-text table for the terminal."""
     head, body = table_rows(board)
@@ -195,6 +216,9 @@ def render_table(board: Leaderboard) -> str:
     if board.cost:
         c = board.cost
         out.append(f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x")
+    note = disagreement(board)
+    if note:
+        out += ["", note]
     return "\n".join(out)
 
 
@@ -213,6 +237,7 @@ def render_markdown(board: Leaderboard) -> str:
         f"Metric **{board.metric}** ({direction} is better) on {s['dev_rows']} dev rows. "
         f"Best candidate by the proxy: **{board.best() or '—'}**.",
         "",
+        *([f"> {disagreement(board)}", ""] if disagreement(board) else []),
         "## Leaderboard",
         "",
         _md_table(*table_rows(board)),
