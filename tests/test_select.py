@@ -547,3 +547,38 @@ def test_report_flags_a_proxy_winner_the_baselines_disagree_with():
         }
     )
     assert disagreement(mixed) is None
+
+
+def test_data_stages_use_the_runs_thread_count(qa_file, tmp_path, monkeypatch, tiny_dirs):
+    import torch
+
+    import damoc.select.pipeline as pl
+    from damoc.select.config import SelectConfig
+
+    seen = []
+
+    def fake_filter(cfg, examples, rec):
+        seen.append(torch.get_num_threads())
+        return list(examples)
+
+    monkeypatch.setattr(pl, "run_filter_stage", fake_filter)
+    cfg = SelectConfig.model_validate(
+        {
+            "task": {"path": str(qa_file)},
+            "candidates": [str(tiny_dirs["llama"])],  # never loaded: the backend is stubbed
+            "data": {"compress_rate": None},
+            "eval": {"dev_rows": 4},
+            "baselines": False,
+            "run": {"run_dir": str(tmp_path / "run"), "threads": 1},
+        }
+    )
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(
+            pl, "make_backend", lambda cfg: type("B", (), {"run": lambda self, jobs, cb: None})()
+        )
+        pl.run_select(cfg)
+        assert seen == [1] and torch.get_num_threads() == 2  # restored after the data stages
+    finally:
+        torch.set_num_threads(old)

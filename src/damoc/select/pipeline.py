@@ -36,6 +36,7 @@ from damoc.select.config import SelectConfig, candidate_slug, config_hash
 from damoc.select.lock import run_lock
 from damoc.select.records import DataRecord, Method, UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, read_examples
+from damoc.threads import torch_threads
 
 LOG = logging.getLogger(__name__)
 
@@ -558,7 +559,8 @@ def _run_locked(
 
     run = open_run_dir(cfg, resume, overwrite)
     need_proxy = methods is None or "proxy" in methods
-    stage = prepare_data(cfg, task, dev, run, resume, need_proxy)
+    with torch_threads(cfg.run.threads):  # the data stages run here, in the main process
+        stage = prepare_data(cfg, task, dev, run, resume, need_proxy)
     units = plan_units(cfg, task, stage, run)
     attach_cache_keys(cfg, units, stage)
     attach_spec_hashes(units, stage)

@@ -15,22 +15,13 @@ from collections.abc import Iterator
 import torch
 
 from damoc.errors import DamocError
+from damoc.threads import torch_threads
 
 LOG = logging.getLogger(__name__)
 
 # The sweep is thousands of small ops per layer: one intra-op thread is faster than several (and ~15x
 # faster on a loaded machine, where every op would otherwise wait for a descheduled worker thread).
 SWEEP_THREADS = 1
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(min(n, old))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 _SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("damoc_shared_factors", default=None)
