@@ -9,6 +9,7 @@ fine-tune of every uncompressed model on a bounded training split) is cached und
     python benchmarks/selection.py --stage groundtruth --truth-lrs 1e-5 5e-5  # only the full fine-tunes
     python benchmarks/selection.py --stage baselines             # zero-/few-shot of the uncompressed models
     python benchmarks/selection.py --stage proxy                 # the proxy sweep
+    python benchmarks/selection.py --stage edge --threads 1      # extra rates at the grid's edges
 
 ``--truth-lrs`` fine-tunes each model once per rate and keeps its best dev score (without it: the single
 rate 5e-5 of the first runs). Each stage resumes (records are the unit of work); the units a run did
@@ -58,6 +59,31 @@ VARIANTS: dict[str, dict] = {
     "full": {"proxy": {"method": "full", "lr": 5e-5}},
     "full_lf0": {"model": {"layer_fraction": 0.0}, "proxy": {"method": "full", "lr": 5e-5}},
 }
+
+
+# Grid-edge checks of the ground truth: one extra rate for the model nearest to overtaking a winner whose
+# best rate sits at an end of the grid (`--stage edge`; records go to the same cache, summaries untouched).
+EDGE_CHECKS = [
+    ("pubmedqa", "smollm2-135m", 1e-4),
+    ("finance", "smollm2-135m", 1e-4),
+    ("squad", "smollm2-135m", 1e-4),
+    ("finance", "gemma3-270m", 5e-6),
+    ("squad", "gemma3-270m", 5e-6),
+]
+
+
+def edge_checks(domains: list[str], threads: int | None) -> None:
+    from damoc.select.pipeline import run_select
+
+    for domain, cand, lr in EDGE_CHECKS:
+        if domain not in domains:
+            continue
+        cfg = domain_config(domain, True, threads, "base", [lr])
+        cfg.candidates = [cand]
+        cfg.run.run_dir = str(RUNS / f"{domain}@edge-{cand}-{lr:g}")
+        board = run_select(cfg, resume=True, methods=["full"], retry_failed=True)
+        rec = next(r for r in board.records if r.method == "full")
+        print(f"edge check {domain} {cand} lr {lr:g}: {rec.status} {_fmt(rec.score, 4)} ({rec.wall_s:.0f} s)")
 
 
 def find_bigbench_sdist() -> Path:
@@ -329,7 +355,7 @@ def figures_markdown(domains: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--validate", action="store_true", help="include the full fine-tune ground truth")
-    ap.add_argument("--stage", choices=["all", "groundtruth", "baselines", "proxy"], default="all")
+    ap.add_argument("--stage", choices=["all", "groundtruth", "baselines", "proxy", "edge"], default="all")
     ap.add_argument("--domains", nargs="+", default=DOMAINS, choices=DOMAINS)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument(
@@ -361,6 +387,9 @@ def main() -> None:
 
     setup_logging()
     logging.getLogger("damoc").info("selection benchmark: %s, stage %s", args.domains, args.stage)
+    if args.stage == "edge":
+        edge_checks(args.domains, args.threads)
+        return
     methods = {
         "all": None,
         "groundtruth": ["full"],
