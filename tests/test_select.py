@@ -244,13 +244,34 @@ def test_list_metrics_and_help(run_cli):
     code, out, _ = run_cli("select", "--list-metrics")
     assert code == 0 and "answer_bpb" in out and "label_acc" in out
     code, out, _ = run_cli("select", "--help")
-    assert code == 0 and "--resume" in out and "--validate" in out
+    assert code == 0 and all(f in out for f in ("--resume", "--validate", "--truth-lr", "--epochs"))
 
 
-def test_validate_command_accepts_demo_job(run_cli):
-    code, out, err = run_cli("validate", "examples/select_demo.yaml")
+@pytest.mark.parametrize("job", ["examples/select_demo.yaml", "examples/select_small_models.yaml"])
+def test_validate_command_accepts_example_jobs(run_cli, job):
+    code, out, err = run_cli("validate", job)
     assert code == 0, err
     assert "valid 'select' job" in out
+
+
+def test_small_models_example_matches_the_benchmarks_lf0_ep3_setting():
+    import sys
+
+    from damoc.config import load_job
+
+    sys.path.insert(0, "benchmarks")
+    try:
+        import selection as bench
+    finally:
+        sys.path.remove("benchmarks")
+    job = load_job("examples/select_small_models.yaml")
+    measured = bench.domain_config("pubmedqa", True, 1, "lf0_ep3", [1e-5, 5e-5])
+    assert job.model.layer_fraction == measured.model.layer_fraction == 0.0
+    assert job.proxy == measured.proxy and job.data == measured.data
+    assert job.validate_.lr_grid == measured.validate_.lr_grid
+    assert job.validate_.finetune.model_dump(exclude={"lr"}) == measured.validate_.finetune.model_dump(
+        exclude={"lr"}
+    )
 
 
 # --- ray backend ----------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ def select(
     calib_alpha: float | None = typer.Option(
         None, "--calib-alpha", help="Domain weight α in (1-α) H_general + α H_domain (0.5)."
     ),
+    epochs: float | None = typer.Option(None, "--epochs", help="Proxy fine-tune epochs over its subset."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Proxy fine-tune steps (cap)."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="Proxy fine-tune token budget."),
     few_shot_k: int | None = typer.Option(None, "--few-shot-k", help="Shots for the few-shot baseline."),
@@ -160,6 +161,7 @@ def select(
         "data.compress_rate": compress_rate,
         "model.layer_fraction": layer_fraction,
         "model.merge": merge,
+        "proxy.epochs": epochs,
         "proxy.max_steps": max_steps,
         "proxy.token_budget": token_budget,
         "eval.few_shot_k": few_shot_k,
