@@ -507,7 +507,8 @@ def test_lr_grid_ground_truth_end_to_end(main_run):
         assert (run / "candidates" / slug / "full@lr0.03.json").is_file()
     assert board.cost.full_wall_s == pytest.approx(sum(r.wall_s for r in best.values()))
     assert [a.method for a in board.agreement] == ["proxy"]
-    assert "over the grid 0.0001, 0.03" in (run / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert "over the grid 0.0001, 0.03" in report and "lr from the grid below" in report
 
 
 def test_failed_full_unit_keeps_its_rate():

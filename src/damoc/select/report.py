@@ -257,10 +257,10 @@ def render_markdown(board: Leaderboard) -> str:
     if s.get("full_finetune"):
         parts.append(
             f"- ground truth: full fine-tune of the uncompressed candidates on all {s['train_rows']} "
-            f"training rows (bounded): {_ft(s['full_finetune'])}"
+            f"training rows (bounded): {_ft({**s['full_finetune'], 'lr': None} if s.get('truth_lr_grid') else s['full_finetune'])}"
         )
         if s.get("truth_lr_grid"):
-            chosen = ", ".join(f"{c} {lr:g}" for c, lr in (s.get("truth_lr") or {}).items())
+            chosen = ", ".join(f"{c} {lr:g}" for c, lr in (s.get("truth_lr") or {}).items() if lr is not None)
             parts.append(
                 f"- ground-truth learning rate: the best dev score of each candidate over the grid "
                 f"{', '.join(f'{lr:g}' for lr in s['truth_lr_grid'])} (chosen: {chosen}); the cost below "
@@ -372,7 +372,7 @@ def _ft(d: dict) -> str:
     budget = f", token budget {d['token_budget']}" if d.get("token_budget") else ""
     return (
         f"{d['method']}, {d['epochs']} epoch(s){steps}{budget}, batch {d['batch_size']} × "
-        f"{d['max_length']} tokens, lr {d['lr']}"
+        f"{d['max_length']} tokens, lr {d['lr'] if d.get('lr') is not None else 'from the grid below'}"
     )
 
 
