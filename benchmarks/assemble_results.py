@@ -20,7 +20,7 @@ ORDER = [
 HEADER = """# damoc benchmark results
 
 Every figure below was measured by the script and command named in its section, on the development
-machine: an x86_64 VM with 2 CPU cores and 23 GiB RAM, no GPU, torch 2.13.0+cpu, transformers 5.23.
+machine: an x86_64 VM with 2 CPU cores and 23 GiB RAM, no GPU, torch 2.13.0+cpu, transformers 5.23 (5.24 for the 2026-12-01 selection runs).
 While these ran, the 2 cores were shared with other jobs (load average 5-16), so **absolute wall
 times are inflated**; speed claims are made only as ratios measured in the same run, and rates,
 losses, perplexities and rankings do not depend on load. Records (the raw numbers, reusable by later
