@@ -37,6 +37,7 @@ from damoc.select.lock import run_lock
 from damoc.select.records import DataRecord, Method, UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, read_examples
 from damoc.threads import torch_threads
+from damoc.train.finetune import FinetuneConfig
 
 LOG = logging.getLogger(__name__)
 
@@ -379,18 +380,26 @@ def plan_units(cfg: SelectConfig, task: Task, stage: DataStage, run: Path) -> li
     target = train_target(cfg)
     labels = task.labels() or None
     units = []
-    grid = cfg.validate_.lr_grid is not None
     for method in methods:
         for cand in cfg.candidates:
             for ft in cfg.validate_.finetunes() if method == "full" else [None]:
-                units.append(_unit(cfg, stage, run, method, cand, ft, grid, labels, target))
+                units.append(_unit(cfg, stage, run, method, cand, ft, labels, target))
     return units
 
 
-def _unit(cfg, stage, run, method, cand, ft, grid, labels, target) -> UnitSpec:
+def _unit(
+    cfg: SelectConfig,
+    stage: DataStage,
+    run: Path,
+    method: Method,
+    cand: str,
+    ft: FinetuneConfig | None,
+    labels: list[str] | None,
+    target: str,
+) -> UnitSpec:
     """One (candidate, method) unit; a full fine-tune of an lr grid is named after its rate."""
     slug = candidate_slug(cand)
-    name = f"full@lr{ft.lr:g}" if grid and ft is not None else method
+    name = f"full@lr{ft.lr:g}" if ft is not None and cfg.validate_.lr_grid is not None else method
     spec = UnitSpec(
         candidate=cand,
         slug=slug,
