@@ -524,3 +524,26 @@ def test_real_scorer_on_pubmedqa():
     res = compress_examples(exs, CompressConfig(rate=0.5, budget="prompt", max_retries=0), model, tok)
     assert res.summary.mean_abs_error <= 0.02
     assert res.summary.fidelity["mean"] > 0.8
+
+
+def test_prefix_cache_passes_its_cache_under_the_models_own_keyword(scorer):
+    """transformers >= 5.24 takes ``cache`` and deprecates ``past_key_values``; older ones take the latter."""
+    import inspect
+    import warnings
+
+    from damoc.data.compress.scoring import cache_keyword
+
+    model, _ = scorer
+    names = inspect.signature(model.forward).parameters
+    expected = "cache" if "cache" in names else "past_key_values"
+    assert cache_keyword(model) == expected
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None):
+            pass
+
+    assert cache_keyword(Old()) == "past_key_values"
+    cache = PrefixCache(model, 1, 1, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a deprecated keyword would raise here
+        cache({0: ([5, 6], [7, 8, 9])})
