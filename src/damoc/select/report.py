@@ -237,7 +237,7 @@ def render_markdown(board: Leaderboard) -> str:
         f"Metric **{board.metric}** ({direction} is better) on {s['dev_rows']} dev rows. "
         f"Best candidate by the proxy: **{board.best() or '—'}**.",
         "",
-        *([f"> {disagreement(board)}", ""] if disagreement(board) else []),
+        *([f"> {note}", ""] if (note := disagreement(board)) else []),
         "## Leaderboard",
         "",
         _md_table(*table_rows(board)),
