@@ -32,10 +32,16 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "records" / "selection"
 RUNS = ROOT / "runs" / "selection"
 MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
-DOMAINS = ["pubmedqa", "finance", "squad"]
+DOMAINS = ["pubmedqa", "finance", "squad", "xsum"]
 BIGBENCH = "bigbench==1.0.0"
 BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 SQUAD_MEMBER = "bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
+# the held-out fourth domain (added after the proxy settings were compared on the first three): one-sentence
+# news summaries (XSum, as BIG-bench's gem/xsum ships it), written as a user's own file with its own field names
+XSUM_MEMBER = "bigbench/benchmark_tasks/gem/xsum/task.json"
+# keep the article's first words: the summary follows the lead, and the prompt is cut from the left
+XSUM_WORDS = 150
+XSUM_FIELDS = {"id": "id", "question": "instruction", "context": "document", "answer": "summary"}
 
 # The bounded ground truth (CPU): 120 training rows × 256 tokens, one epoch of full fine-tuning
 # (bf16 autocast for proxy and ground truth alike: about 2x faster on an AVX512-BF16 CPU).
@@ -55,6 +61,13 @@ VARIANTS: dict[str, dict] = {
     "lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}},
     "lf125_ep3": {"model": {"layer_fraction": 0.125}, "proxy": {"epochs": 3.0}},
     "lr1e3": {"proxy": {"lr": 1e-3}},
+    # no token compression: on CPU its scorer costs about half as much per row as the three LoRA fine-tunes
+    "nocomp": {"data": {"compress_rate": None}},
+    "lf0_ep3_nocomp": {
+        "model": {"layer_fraction": 0.0},
+        "proxy": {"epochs": 3.0},
+        "data": {"compress_rate": None},
+    },
     # the proxy fine-tune with the ground truth's own method and learning rate (on the compressed data)
     "full": {"proxy": {"method": "full", "lr": 5e-5}},
     "full_lf0": {"model": {"layer_fraction": 0.0}, "proxy": {"method": "full", "lr": 5e-5}},
@@ -166,6 +179,37 @@ def squad_task() -> Path:
     return out
 
 
+def xsum_task() -> Path:
+    """BIG-bench gem/xsum as a JSONL file with a user's field names (document, summary, instruction)."""
+    out = Path.home() / ".cache" / "damoc" / "data" / f"xsum_bigbench_{XSUM_WORDS}w.jsonl"
+    if out.is_file():
+        return out
+    with tarfile.open(find_bigbench_sdist()) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(XSUM_MEMBER))
+        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    rows = [
+        {
+            "id": f"xsum-{i}",
+            "document": " ".join(ex["input"].split()[:XSUM_WORDS]),
+            "instruction": "Summarize the news article in one sentence.",
+            "summary": ex["target"] if isinstance(ex["target"], str) else ex["target"][0],
+        }
+        for i, ex in enumerate(data["examples"])
+    ]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def task_settings(domain: str) -> dict:
+    if domain == "squad":
+        return {"path": str(squad_task())}
+    if domain == "xsum":
+        return {"path": str(xsum_task()), "fields": XSUM_FIELDS}
+    return {"path": domain}
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -179,14 +223,15 @@ def domain_config(
     threads: int | None,
     variant: str = "base",
     truth_lrs: list[float] | None = None,
+    models: list[str] | None = None,
+    lane: str | None = None,
 ):
     from damoc.select.config import SelectConfig
 
-    path = str(squad_task()) if domain == "squad" else domain
     data = {
         "job": "select",
-        "task": {"path": path, "max_rows": TRAIN_ROWS + DEV_ROWS, "dev_size": DEV_ROWS, "seed": 0},
-        "candidates": MODELS,
+        "task": {**task_settings(domain), "max_rows": TRAIN_ROWS + DEV_ROWS, "dev_size": DEV_ROWS, "seed": 0},
+        "candidates": models or MODELS,
         "eval": {
             "metric": "answer_bpb",
             "dev_rows": DEV_ROWS,
@@ -217,7 +262,7 @@ def domain_config(
             "cache_dir": str(RECORDS / "groundtruth"),
             "lr_grid": truth_lrs,
         },
-        "run": {"run_dir": str(RUNS / run_name(domain, variant)), "threads": threads},
+        "run": {"run_dir": str(RUNS / run_name(domain, variant, lane)), "threads": threads},
     }
     return SelectConfig.model_validate(_merge(data, VARIANTS[variant]))
 
@@ -264,8 +309,9 @@ def truth_done(domain: str) -> bool:
     return len(found) == len(MODELS)
 
 
-def run_name(domain: str, variant: str) -> str:
-    return domain if variant == "base" else f"{domain}@{variant}"
+def run_name(domain: str, variant: str, lane: str | None = None) -> str:
+    name = domain if variant == "base" else f"{domain}@{variant}"
+    return name if lane is None else f"{name}#{lane}"
 
 
 def summary(board) -> dict:
@@ -349,7 +395,38 @@ def figures_markdown(domains: list[str]) -> str:
                 f"{c['train_wall_ratio']:.1f}x, tokens {c['train_token_ratio']:.1f}x."
             )
         out.append("")
+    out.append(projection_section(domains))
     return "\n".join(out)
+
+
+# variants whose proxy sweeps were re-run in the same conditions as the base run (threads fix, same load):
+# only their cost figures are comparable enough to project
+PROJECTED = ["base", "lf0_ep3", "nocomp", "lf0_ep3_nocomp"]
+PROJECTION_ROWS = [800, 5000]
+
+
+def projection_section(domains: list[str]) -> str:
+    """The cost model of ``selection_cost`` applied to each domain's comparable summaries."""
+    from selection_cost import projection_markdown
+
+    found = []
+    for domain in domains:
+        for variant in PROJECTED:
+            path = summary_path(domain, variant)
+            if not path.is_file():
+                continue
+            s = json.loads(path.read_text())
+            if s.get("cost") is None:
+                continue
+            found.append((domain, variant, s))
+    if not found:
+        return ""
+    table = projection_markdown(found, PROJECTION_ROWS)
+    return (
+        "### Cost ratio against the size of the training data (projected from the measured parts)\n\n"
+        + table
+        + "\n"
+    )
 
 
 def main() -> None:
@@ -367,6 +444,19 @@ def main() -> None:
         "best dev score (validate.lr_grid); the default is the single rate of runs 1-3 (5e-5)",
     )
     ap.add_argument("--figures", action="store_true", help="only print the figures from the saved summaries")
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        default=None,
+        help="only these candidates (with --lane: a side run whose records go to the shared ground-truth cache)",
+    )
+    ap.add_argument(
+        "--lane",
+        default=None,
+        help="run in its own directory runs/selection/<domain>#<lane> and write no summary: two lanes can make "
+        "ground-truth records side by side (a later run without --lane takes them from the cache)",
+    )
     ap.add_argument(
         "--variant",
         choices=sorted(VARIANTS),
@@ -403,15 +493,21 @@ def main() -> None:
             # has all of them (never recomputed by a variant); `--stage groundtruth --variant V` re-scores a
             # variant's committed proxy records against the current truth
             methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
-        cfg = domain_config(domain, validate, args.threads, args.variant, args.truth_lrs)
+        cfg = domain_config(
+            domain, validate, args.threads, args.variant, args.truth_lrs, args.models, args.lane
+        )
         board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
+        if args.lane is not None or args.models is not None:
+            print(f"\n=== {run_name(domain, args.variant, args.lane)} (side run, no summary) ===")
+            print(render_table(board))
+            continue
         board = merge_summary(cfg, domain, args.variant, board)
         print(f"\n=== {run_name(domain, args.variant)} ===")
         print(render_table(board))
         path = summary_path(domain, args.variant)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary(board), indent=2) + "\n")
-    if args.variant != "base":
+    if args.variant != "base" or args.lane is not None or args.models is not None:
         return
     text = figures_markdown(DOMAINS)
     (RECORDS / "figures.md").write_text(text + "\n")

@@ -1,0 +1,70 @@
+"""The selection benchmark's cost model (benchmarks/selection_cost.py): known answers on a hand-made run."""
+
+import sys
+
+import pytest
+
+sys.path.insert(0, "benchmarks")
+try:
+    import selection_cost as cost
+finally:
+    sys.path.remove("benchmarks")
+
+
+def _rec(cand, method, wall, finetune, score=None, lr=None):
+    stage = {"load": 1.0, "eval": wall - finetune - 1.0}
+    if finetune:
+        stage["finetune"] = finetune
+    return {
+        "candidate": cand,
+        "method": method,
+        "status": "ok",
+        "score": score,
+        "higher_is_better": False,
+        "wall_s": wall,
+        "stage_s": stage,
+        "lr": lr,
+    }
+
+
+def _summary():
+    # two candidates; the full sweep keeps each candidate's best (lowest) score of two rates
+    records = [
+        _rec("a", "full", 110.0, 100.0, score=0.5, lr=1e-5),
+        _rec("a", "full", 500.0, 490.0, score=0.9, lr=5e-5),  # worse: not counted
+        _rec("b", "full", 230.0, 200.0, score=0.7, lr=1e-5),
+        _rec("b", "full", 215.0, 200.0, score=0.6, lr=5e-5),
+        _rec("a", "proxy", 20.0, 5.0),
+        _rec("b", "proxy", 40.0, 10.0),
+        _rec("a", "zero_shot", 9.0, 0.0),
+    ]
+    return {"records": records, "data": {"n_train": 100, "stage_s": {"filter": 0.0, "compress": 5.0}}}
+
+
+def test_parts_split_growing_and_fixed_wall():
+    full, proxy = cost.sweep_parts(_summary())
+    assert (full.growing, full.fixed) == (300.0, 25.0)  # a@1e-5 (100 + 10), b@5e-5 (200 + 15)
+    assert (proxy.growing, proxy.fixed) == (20.0, 45.0)  # fine-tunes 5 + 10 plus compression 5
+
+
+def test_projection_gives_back_the_measured_ratio_and_its_limit():
+    s = _summary()
+    assert cost.projected_ratio(s, 100) == pytest.approx(325.0 / 65.0)
+    assert cost.projected_ratio(s, 400) == pytest.approx((25 + 1200) / (45 + 80))
+    assert cost.limit_ratio(s) == pytest.approx(15.0)
+    assert cost.projected_ratio(s, 1e9) == pytest.approx(15.0, rel=1e-6)
+
+
+def test_rows_for_target_inverts_the_projection():
+    s = _summary()
+    n = cost.rows_for(s, 10.0)
+    assert n == pytest.approx(100 * (10 * 45 - 25) / (300 - 10 * 20))
+    assert cost.projected_ratio(s, n) == pytest.approx(10.0)
+    assert cost.rows_for(s, 15.0) is None  # the limit itself is never reached
+    assert cost.rows_for(s, 2.0) == pytest.approx(25.0)  # 2 * 45 - 25 = 65 over a slope of 260 per 100 rows
+    assert cost.rows_for(s, 0.5) == 0.0  # reached at any size
+
+
+def test_projection_table_lists_every_run():
+    text = cost.projection_markdown([("dom", "base", _summary())], [400])
+    assert "| dom | base | 5.0x (100) | 9.8x | 15.0x | never |" in text
