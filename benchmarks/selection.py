@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "records" / "selection"
 RUNS = ROOT / "runs" / "selection"
 MODELS = ["smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"]
-DOMAINS = ["pubmedqa", "finance", "squad", "xsum"]
+DOMAINS = ["pubmedqa", "finance", "squad", "xsum", "wikidata"]
 BIGBENCH = "bigbench==1.0.0"
 BIGBENCH_SHA256 = "1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2"
 SQUAD_MEMBER = "bigbench/benchmark_tasks/squad_shifts/squaddev_v1.1.json"
@@ -42,6 +42,10 @@ XSUM_MEMBER = "bigbench/benchmark_tasks/gem/xsum/task.json"
 # keep the article's first words: the summary follows the lead, and the prompt is cut from the left
 XSUM_WORDS = 150
 XSUM_FIELDS = {"id": "id", "question": "instruction", "context": "document", "answer": "summary"}
+# the held-out fifth domain: closed-book general-knowledge completions (BIG-bench qa_wikidata), kept in its
+# own field names (input, target, aliases)
+WIKIDATA_MEMBER = "bigbench/benchmark_tasks/qa_wikidata/task.json"
+WIKIDATA_FIELDS = {"id": "id", "question": "input", "context": None, "answer": "target"}
 
 # The bounded ground truth (CPU): 120 training rows × 256 tokens, one epoch of full fine-tuning
 # (bf16 autocast for proxy and ground truth alike: about 2x faster on an AVX512-BF16 CPU).
@@ -202,11 +206,33 @@ def xsum_task() -> Path:
     return out
 
 
+def wikidata_task() -> Path:
+    """BIG-bench qa_wikidata as JSONL with its own field names (input, target; the other targets as aliases)."""
+    out = Path.home() / ".cache" / "damoc" / "data" / "qa_wikidata_bigbench.jsonl"
+    if out.is_file():
+        return out
+    with tarfile.open(find_bigbench_sdist()) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(WIKIDATA_MEMBER))
+        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    rows = []
+    for i, ex in enumerate(data["examples"]):
+        targets = [ex["target"]] if isinstance(ex["target"], str) else list(ex["target"])
+        rows.append(
+            {"id": f"wikidata-{i}", "input": ex["input"], "target": targets[0], "aliases": targets[1:]}
+        )
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
 def task_settings(domain: str) -> dict:
     if domain == "squad":
         return {"path": str(squad_task())}
     if domain == "xsum":
         return {"path": str(xsum_task()), "fields": XSUM_FIELDS}
+    if domain == "wikidata":
+        return {"path": str(wikidata_task()), "fields": WIKIDATA_FIELDS}
     return {"path": domain}
 
 
@@ -225,12 +251,13 @@ def domain_config(
     truth_lrs: list[float] | None = None,
     models: list[str] | None = None,
     lane: str | None = None,
+    train_rows: int = TRAIN_ROWS,
 ):
     from damoc.select.config import SelectConfig
 
     data = {
         "job": "select",
-        "task": {**task_settings(domain), "max_rows": TRAIN_ROWS + DEV_ROWS, "dev_size": DEV_ROWS, "seed": 0},
+        "task": {**task_settings(domain), "max_rows": train_rows + DEV_ROWS, "dev_size": DEV_ROWS, "seed": 0},
         "candidates": models or MODELS,
         "eval": {
             "metric": "answer_bpb",
@@ -238,7 +265,7 @@ def domain_config(
             "max_length": MAX_LENGTH,
             "batch_size": 8,
             "few_shot_k": 2,
-            "alias_field": "answer_aliases" if domain == "squad" else None,
+            "alias_field": {"squad": "answer_aliases", "wikidata": "aliases"}.get(domain),
         },
         "model": {"layer_fraction": 0.25, "calibration_rows": 8, "calibration_max_length": 128},
         "proxy": {
@@ -262,17 +289,19 @@ def domain_config(
             "cache_dir": str(RECORDS / "groundtruth"),
             "lr_grid": truth_lrs,
         },
-        "run": {"run_dir": str(RUNS / run_name(domain, variant, lane)), "threads": threads},
+        "run": {"run_dir": str(RUNS / run_name(domain, variant, lane, train_rows)), "threads": threads},
     }
     return SelectConfig.model_validate(_merge(data, VARIANTS[variant]))
 
 
-def summary_path(domain: str, variant: str) -> Path:
-    return (RECORDS if variant == "base" else RECORDS / "variants") / f"{run_name(domain, variant)}.json"
+def summary_path(domain: str, variant: str, train_rows: int = TRAIN_ROWS) -> Path:
+    folder = RECORDS if variant == "base" and train_rows == TRAIN_ROWS else RECORDS / "variants"
+    return folder / f"{run_name(domain, variant, None, train_rows)}.json"
 
 
-def merge_summary(cfg, domain: str, variant: str, board):
-    """This run's records plus the committed summary's records for the units this run has not made.
+def merge_summary(cfg, domain: str, variant: str, board, train_rows: int = TRAIN_ROWS):
+    """This run's records, plus its side runs' full fine-tunes, plus the committed summary's records for
+    the units neither has made.
 
     A fresh checkout has no ``runs/``: the ground truth comes back from its cache, and the proxy and
     baseline records of earlier runs from the summary (their settings are this config's, but config
@@ -280,21 +309,20 @@ def merge_summary(cfg, domain: str, variant: str, board):
     from damoc.select.records import DataRecord, UnitRecord
     from damoc.select.report import build_leaderboard, write_reports
 
-    path = summary_path(domain, variant)
-    if not path.is_file():
-        return board
-    old = json.loads(path.read_text())
-    have = {(r.candidate, r.method) for r in board.records if r.status == "ok"}
+    extra = lane_records(cfg, board)
+    path = summary_path(domain, variant, train_rows)
+    old = json.loads(path.read_text()) if path.is_file() else None
+    have = {(r.candidate, r.method) for r in [*board.records, *extra] if r.status == "ok"}
     kept = [
         UnitRecord.model_validate(r)
-        for r in old["records"]
+        for r in (old["records"] if old else [])
         if (r["candidate"], r["method"]) not in have and r["status"] == "ok"
     ]
-    if not kept:
+    if not kept and not extra:
         return board
-    new_proxy = any(r.method == "proxy" for r in board.records)
+    new_proxy = old is None or any(r.method == "proxy" for r in board.records)
     data = board.data if new_proxy else DataRecord.model_validate(old["data"])
-    merged = build_leaderboard(cfg, data, list(board.records) + kept, Path(cfg.run.run_dir))
+    merged = build_leaderboard(cfg, data, [*board.records, *extra, *kept], Path(cfg.run.run_dir))
     write_reports(merged, Path(cfg.run.run_dir))
     return merged
 
@@ -309,9 +337,29 @@ def truth_done(domain: str) -> bool:
     return len(found) == len(MODELS)
 
 
-def run_name(domain: str, variant: str, lane: str | None = None) -> str:
-    name = domain if variant == "base" else f"{domain}@{variant}"
+def run_name(domain: str, variant: str, lane: str | None = None, train_rows: int = TRAIN_ROWS) -> str:
+    name = domain if train_rows == TRAIN_ROWS else f"{domain}@n{train_rows}"
+    name = name if variant == "base" else f"{name}@{variant}"
     return name if lane is None else f"{name}#{lane}"
+
+
+def lane_records(cfg, board) -> list:
+    """Finished full fine-tune records that side runs (``--lane``) of this run made and ``board`` lacks."""
+    from damoc.select.records import UnitRecord
+
+    have = {(r.candidate, r.method, r.lr) for r in board.records if r.status == "ok"}
+    run = Path(cfg.run.run_dir)
+    found = []
+    for path in sorted(run.parent.glob(f"{run.name}#*/candidates/*/full*.json")):
+        rec = UnitRecord.model_validate_json(path.read_text())
+        if (
+            rec.status == "ok"
+            and rec.candidate in cfg.candidates
+            and (rec.candidate, rec.method, rec.lr) not in have
+        ):
+            found.append(rec)
+            have.add((rec.candidate, rec.method, rec.lr))
+    return found
 
 
 def summary(board) -> dict:
@@ -421,12 +469,45 @@ def projection_section(domains: list[str]) -> str:
             found.append((domain, variant, s))
     if not found:
         return ""
-    table = projection_markdown(found, PROJECTION_ROWS)
+    table = projection_markdown(found, PROJECTION_ROWS) + scale_check(domains)
     return (
         "### Cost ratio against the size of the training data (projected from the measured parts)\n\n"
         + table
         + "\n"
     )
+
+
+def scale_check(domains: list[str]) -> str:
+    """Runs at a larger training size (``--train-rows``): the measured ratio next to the 120-row projection."""
+    from selection_cost import projected_ratio
+
+    lines = []
+    for domain in domains:
+        base = summary_path(domain, "base")
+        if not base.is_file():
+            continue
+        small = json.loads(base.read_text())
+        for path in sorted((RECORDS / "variants").glob(f"{domain}@n*.json")):
+            big = json.loads(path.read_text())
+            if big.get("cost") is None or "@" in path.stem.split("@n", 1)[1]:
+                continue
+            n = big["data"]["n_train"]
+            c = big["cost"]
+            lines.append(
+                f"| {domain} | {n} | {c['full_wall_s']:,.0f} s ÷ {c['proxy_wall_s']:,.0f} s = {c['wall_ratio']:.1f}x | "
+                f"{projected_ratio(small, n):.1f}x |"
+            )
+    if not lines:
+        return ""
+    head = [
+        "",
+        "",
+        "Measured at a larger size (`--train-rows`), against the projection from the 120-row run:",
+        "",
+        "| domain | training rows | measured full ÷ proxy sweep (wall) | projected from 120 rows |",
+        "|---|---|---|---|",
+    ]
+    return "\n".join(head + lines)
 
 
 def main() -> None:
@@ -450,6 +531,13 @@ def main() -> None:
         choices=MODELS,
         default=None,
         help="only these candidates (with --lane: a side run whose records go to the shared ground-truth cache)",
+    )
+    ap.add_argument(
+        "--train-rows",
+        type=int,
+        default=TRAIN_ROWS,
+        help=f"training rows of the bounded task (default {TRAIN_ROWS}; the dev rows stay the same); another size "
+        "runs as <domain>@n<rows> with its summary under variants/",
     )
     ap.add_argument(
         "--lane",
@@ -494,20 +582,34 @@ def main() -> None:
             # variant's committed proxy records against the current truth
             methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
         cfg = domain_config(
-            domain, validate, args.threads, args.variant, args.truth_lrs, args.models, args.lane
+            domain,
+            validate,
+            args.threads,
+            args.variant,
+            args.truth_lrs,
+            args.models,
+            args.lane,
+            args.train_rows,
         )
         board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
         if args.lane is not None or args.models is not None:
-            print(f"\n=== {run_name(domain, args.variant, args.lane)} (side run, no summary) ===")
+            print(
+                f"\n=== {run_name(domain, args.variant, args.lane, args.train_rows)} (side run, no summary) ==="
+            )
             print(render_table(board))
             continue
-        board = merge_summary(cfg, domain, args.variant, board)
-        print(f"\n=== {run_name(domain, args.variant)} ===")
+        board = merge_summary(cfg, domain, args.variant, board, args.train_rows)
+        print(f"\n=== {run_name(domain, args.variant, None, args.train_rows)} ===")
         print(render_table(board))
-        path = summary_path(domain, args.variant)
+        path = summary_path(domain, args.variant, args.train_rows)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(summary(board), indent=2) + "\n")
-    if args.variant != "base" or args.lane is not None or args.models is not None:
+    if (
+        args.variant != "base"
+        or args.lane is not None
+        or args.models is not None
+        or args.train_rows != TRAIN_ROWS
+    ):
         return
     text = figures_markdown(DOMAINS)
     (RECORDS / "figures.md").write_text(text + "\n")

@@ -36,17 +36,16 @@ class SweepParts:
 
 
 def _chosen_full(records: list[dict]) -> list[dict]:
-    """Each candidate's best full fine-tune record (the one the ground truth keeps)."""
-    best: dict[str, dict] = {}
-    for r in records:
-        if r["method"] != "full" or r["status"] != "ok" or r.get("score") is None:
-            continue
-        old = best.get(r["candidate"])
-        if old is None:
-            best[r["candidate"]] = r
-        elif (r["score"] > old["score"]) if r["higher_is_better"] else (r["score"] < old["score"]):
-            best[r["candidate"]] = r
-    return list(best.values())
+    """Each candidate's best full fine-tune record (the one the ground truth keeps: ``report.best_full``)."""
+    from damoc.select.records import UnitRecord
+    from damoc.select.report import best_full
+
+    full = [r for r in records if r["method"] == "full" and r["status"] == "ok"]
+    if not full:
+        return []
+    units = [UnitRecord.model_validate(r) for r in full]
+    chosen = {id(u) for u in best_full(units, full[0]["higher_is_better"])}
+    return [r for r, u in zip(full, units, strict=True) if id(u) in chosen]
 
 
 def _units(records: list[dict]) -> SweepParts:

@@ -17,6 +17,8 @@ def _rec(cand, method, wall, finetune, score=None, lr=None):
         stage["finetune"] = finetune
     return {
         "candidate": cand,
+        "slug": cand,
+        "metric": "answer_bpb",
         "method": method,
         "status": "ok",
         "score": score,
