@@ -153,14 +153,26 @@ def _download_from_index(path: Path) -> None:
         tmp.replace(path)
 
 
+def _bigbench_json(member_suffix: str) -> dict:
+    """One JSON file of the bigbench sdist."""
+    with tarfile.open(find_bigbench_sdist()) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(member_suffix))
+        return json.load(tar.extractfile(member))  # type: ignore[arg-type]
+
+
+def _write_jsonl(out: Path, rows: list[dict]) -> Path:
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
 def squad_task() -> Path:
     """SQuAD v1.1 dev as a damoc JSONL task (question, context, answer, answer_aliases)."""
     out = Path.home() / ".cache" / "damoc" / "data" / "squad_v1.1_dev.jsonl"
     if out.is_file():
         return out
-    with tarfile.open(find_bigbench_sdist()) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith(SQUAD_MEMBER))
-        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    data = _bigbench_json(SQUAD_MEMBER)
     rows = []
     for article in data["data"]:
         for para in article["paragraphs"]:
@@ -177,10 +189,7 @@ def squad_task() -> Path:
                         "title": article["title"],
                     }
                 )
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return _write_jsonl(out, rows)
 
 
 def xsum_task() -> Path:
@@ -188,9 +197,7 @@ def xsum_task() -> Path:
     out = Path.home() / ".cache" / "damoc" / "data" / f"xsum_bigbench_{XSUM_WORDS}w.jsonl"
     if out.is_file():
         return out
-    with tarfile.open(find_bigbench_sdist()) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith(XSUM_MEMBER))
-        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    data = _bigbench_json(XSUM_MEMBER)
     rows = [
         {
             "id": f"xsum-{i}",
@@ -200,10 +207,7 @@ def xsum_task() -> Path:
         }
         for i, ex in enumerate(data["examples"])
     ]
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return _write_jsonl(out, rows)
 
 
 def wikidata_task() -> Path:
@@ -211,19 +215,14 @@ def wikidata_task() -> Path:
     out = Path.home() / ".cache" / "damoc" / "data" / "qa_wikidata_bigbench.jsonl"
     if out.is_file():
         return out
-    with tarfile.open(find_bigbench_sdist()) as tar:
-        member = next(m for m in tar.getmembers() if m.name.endswith(WIKIDATA_MEMBER))
-        data = json.load(tar.extractfile(member))  # type: ignore[arg-type]
+    data = _bigbench_json(WIKIDATA_MEMBER)
     rows = []
     for i, ex in enumerate(data["examples"]):
         targets = [ex["target"]] if isinstance(ex["target"], str) else list(ex["target"])
         rows.append(
             {"id": f"wikidata-{i}", "input": ex["input"], "target": targets[0], "aliases": targets[1:]}
         )
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
-    return out
+    return _write_jsonl(out, rows)
 
 
 def task_settings(domain: str) -> dict:
