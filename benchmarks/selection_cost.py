@@ -1,89 +1,57 @@
-"""Where the selection cost ratio goes with the size of the training data: a cost model fitted to one run.
+"""Where the selection cost ratio goes with the size of the training data, from one run's measured parts.
 
-A run's records split each sweep's wall time into parts that grow with the training rows and parts that
-do not. With N the training rows of the run and ``scale`` = n / N for another size n:
+``damoc select`` records each unit's wall time per stage; its ``Cost`` splits each sweep into the parts
+that grow with the training rows (the full fine-tunes; the data stages and the proxy fine-tunes, whose
+subset is a fraction of the rows) and the parts that do not (model load, layer removal on a fixed
+number of calibration rows, dev scoring of a fixed dev split). With ``scale`` = n / N for a run of N
+training rows:
 
-    full sweep(n)  = sum over the chosen full fine-tunes of  (wall - finetune) + finetune * scale
-    proxy sweep(n) = data stages * scale
-                     + sum over the proxies of (wall - finetune) + finetune * scale
+    full sweep(n)  = full wall  + full fine-tunes * (scale - 1)
+    proxy sweep(n) = proxy wall + (data stages + proxy fine-tunes) * (scale - 1)
 
-The data stages (filter, token compression) see the proxy's share of the rows (``data.budget`` as a
-fraction), the proxy fine-tune the same share, the full fine-tune all of them; model load, layer removal
-(calibrated on a fixed number of rows) and dev scoring (a fixed dev split) do not grow. At ``scale`` 1
-the model gives back the measured ratio exactly; as n grows the ratio tends to
-
-    sum of full fine-tunes / (data stages + sum of proxy fine-tunes)
-
-This is arithmetic on measured components, not a measurement at the larger size: the fine-tune time per
-row is taken as constant (warm-up and optimizer set-up are counted as if they grew with the rows, which
-slightly flatters neither side), and a fixed-row budget (``data.budget`` >= 1) is not modelled.
+At ``scale`` 1 this gives back the measured ratio; as n grows it tends to
+full fine-tunes ÷ (data stages + proxy fine-tunes). It is arithmetic on measured components, not a
+measurement at the larger size: time per training row is taken as constant, and a fixed-row budget
+(``data.budget`` >= 1) is not modelled. This module applies it to the benchmark's committed summaries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
+def cost_of(summary: dict):
+    """The ``Cost`` of a benchmark summary (``benchmarks/records/selection/<domain>.json``)."""
+    from damoc.select.records import DataRecord, UnitRecord
+    from damoc.select.report import best_full, compute_cost
 
-@dataclass(frozen=True)
-class SweepParts:
-    """One sweep's wall seconds: the part that grows with the training rows and the part that does not."""
-
-    growing: float
-    fixed: float
-
-    def at(self, scale: float) -> float:
-        return self.fixed + self.growing * scale
-
-
-def _chosen_full(records: list[dict]) -> list[dict]:
-    """Each candidate's best full fine-tune record (the one the ground truth keeps: ``report.best_full``)."""
-    from damoc.select.records import UnitRecord
-    from damoc.select.report import best_full
-
-    full = [r for r in records if r["method"] == "full" and r["status"] == "ok"]
-    if not full:
-        return []
-    units = [UnitRecord.model_validate(r) for r in full]
-    chosen = {id(u) for u in best_full(units, full[0]["higher_is_better"])}
-    return [r for r, u in zip(full, units, strict=True) if id(u) in chosen]
-
-
-def _units(records: list[dict]) -> SweepParts:
-    growing = sum(r["stage_s"].get("finetune", 0.0) for r in records)
-    total = sum(r["wall_s"] for r in records)
-    return SweepParts(growing=growing, fixed=total - growing)
-
-
-def sweep_parts(summary: dict) -> tuple[SweepParts, SweepParts]:
-    """(full sweep, proxy sweep) parts of a benchmark summary (``benchmarks/records/selection/<domain>.json``)."""
-    recs = summary["records"]
-    full = _units(_chosen_full(recs))
-    proxy = _units([r for r in recs if r["method"] == "proxy" and r["status"] == "ok"])
-    data = sum(summary["data"].get("stage_s", {}).values())
-    return full, SweepParts(growing=proxy.growing + data, fixed=proxy.fixed)
+    records = [UnitRecord.model_validate(r) for r in summary["records"]]
+    hib = next((r.higher_is_better for r in records), False)
+    cost = compute_cost(best_full(records, hib), DataRecord.model_validate(summary["data"]))
+    if cost is None or cost.growing_wall_s is None:
+        raise ValueError("the summary has no full and proxy records with stage times")
+    return cost
 
 
 def projected_ratio(summary: dict, rows: float) -> float:
-    """Full sweep ÷ proxy sweep (wall) at ``rows`` training rows, from the run's measured parts."""
-    full, proxy = sweep_parts(summary)
-    scale = rows / summary["data"]["n_train"]
-    return full.at(scale) / proxy.at(scale)
+    """Full sweep ÷ proxy sweep (wall) at ``rows`` training rows."""
+    return cost_of(summary).projected_wall_ratio(rows / summary["data"]["n_train"])
 
 
 def limit_ratio(summary: dict) -> float:
-    """The ratio's limit as the training data grows (fixed parts vanish)."""
-    full, proxy = sweep_parts(summary)
-    return full.growing / proxy.growing
+    """The ratio's limit as the training data grows (the fixed parts vanish)."""
+    return cost_of(summary).wall_ratio_limit
 
 
 def rows_for(summary: dict, target: float) -> float | None:
     """The fewest training rows at which the projected ratio reaches ``target`` (None: never)."""
-    full, proxy = sweep_parts(summary)
-    # full.fixed + full.growing s >= target (proxy.fixed + proxy.growing s)
-    slope = full.growing - target * proxy.growing
-    need = target * proxy.fixed - full.fixed
+    cost = cost_of(summary)
+    grow_full, grow_proxy = cost.growing_wall_s
+    # full_wall + grow_full * (s - 1) >= target * (proxy_wall + grow_proxy * (s - 1)), solved for s >= 0
+    fixed_full = cost.full_wall_s - grow_full
+    fixed_proxy = cost.proxy_wall_s - grow_proxy
+    need = target * fixed_proxy - fixed_full
     if need <= 0:
         return 0.0
+    slope = grow_full - target * grow_proxy
     if slope <= 0:
         return None
     return summary["data"]["n_train"] * need / slope

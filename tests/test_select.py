@@ -122,10 +122,17 @@ def test_run_produces_leaderboard_report_and_plot(main_run):
     assert {a.method for a in board.agreement} == {"proxy", "zero_shot", "few_shot"}
     assert all(a.n == 2 and a.top1_regret >= 0 for a in board.agreement)
     assert board.cost is not None and board.cost.full_tokens > 0 and board.cost.proxy_tokens > 0
+    # where the time went: the stage totals add up to each sweep's wall time
+    c = board.cost
+    assert sum(c.full_stage_s.values()) == pytest.approx(c.full_wall_s, abs=0.05 * len(ranked))
+    assert sum(c.proxy_stage_s.values()) == pytest.approx(c.proxy_wall_s, abs=0.05 * len(ranked))
+    assert {"finetune", "eval"} <= set(c.full_stage_s) and {"data stages", "prune"} <= set(c.proxy_stage_s)
+    assert c.projected_wall_ratio(1.0) == pytest.approx(c.wall_ratio)
     proxy_rec = next(r for r in board.records if r.candidate == llama and r.method == "proxy")
     assert proxy_rec.train_steps == 2 and proxy_rec.n_layers == 3 and proxy_rec.prep_tokens > 0
     report = (run / "report.md").read_text()
     assert "## Leaderboard" in report and "Kendall" in report and llama in report
+    assert "Where the time went" in report and f"tends to **{c.wall_ratio_limit:.1f}x**" in report
     assert (run / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     assert yaml.safe_load((run / "config.yaml").read_text())["candidates"] == main_run["cands"]
     for cand in board.rows:

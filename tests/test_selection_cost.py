@@ -40,13 +40,27 @@ def _summary():
         _rec("b", "proxy", 40.0, 10.0),
         _rec("a", "zero_shot", 9.0, 0.0),
     ]
-    return {"records": records, "data": {"n_train": 100, "stage_s": {"filter": 0.0, "compress": 5.0}}}
+    return {
+        "records": records,
+        "data": {
+            "task": "t",
+            "fingerprint": "f",
+            "n_train": 100,
+            "n_dev": 10,
+            "n_proxy_train": 10,
+            "stage_s": {"filter": 0.0, "compress": 5.0},
+        },
+    }
 
 
-def test_parts_split_growing_and_fixed_wall():
-    full, proxy = cost.sweep_parts(_summary())
-    assert (full.growing, full.fixed) == (300.0, 25.0)  # a@1e-5 (100 + 10), b@5e-5 (200 + 15)
-    assert (proxy.growing, proxy.fixed) == (20.0, 45.0)  # fine-tunes 5 + 10 plus compression 5
+def test_cost_splits_growing_and_fixed_wall():
+    c = cost.cost_of(_summary())
+    # the full sweep keeps a@1e-5 (100 s fine-tune + 10 s) and b@5e-5 (200 + 15); the proxy sweep adds the
+    # data stages (5 s) to the two proxies
+    assert (c.full_wall_s, c.proxy_wall_s) == (325.0, 65.0)
+    assert c.growing_wall_s == (300.0, 20.0)  # full fine-tunes; compression + proxy fine-tunes 5 + 10
+    assert c.full_stage_s == {"load": 2.0, "eval": 23.0, "finetune": 300.0}
+    assert c.proxy_stage_s == {"data stages": 5.0, "load": 2.0, "eval": 43.0, "finetune": 15.0}
 
 
 def test_projection_gives_back_the_measured_ratio_and_its_limit():

@@ -130,10 +130,39 @@ class Cost(Record):
     proxy_train_tokens: int
     full_cpu_s: float | None = None  # None when a record has no CPU time
     proxy_cpu_s: float | None = None
+    # wall seconds per stage, summed over each sweep's units (the proxy's also has "data stages")
+    full_stage_s: dict[str, float] = Field(default_factory=dict)
+    proxy_stage_s: dict[str, float] = Field(default_factory=dict)
 
     @property
     def wall_ratio(self) -> float:
         return self.full_wall_s / max(1e-9, self.proxy_wall_s)
+
+    @property
+    def growing_wall_s(self) -> tuple[float, float] | None:
+        """(full, proxy) wall seconds that grow with the training rows: the full fine-tunes; the data
+        stages and the proxy fine-tunes (whose subset is a fraction of the rows). None: no breakdown."""
+        if not self.full_stage_s or not self.proxy_stage_s:
+            return None
+        full = self.full_stage_s.get("finetune", 0.0)
+        proxy = self.proxy_stage_s.get("data stages", 0.0) + self.proxy_stage_s.get("finetune", 0.0)
+        return (full, proxy) if full > 0 and proxy > 0 else None
+
+    def projected_wall_ratio(self, scale: float) -> float | None:
+        """The wall ratio with ``scale`` times the training rows and the same dev split, from this run's
+        measured parts: the growing parts scale, model load, layer removal and dev scoring stay."""
+        grow = self.growing_wall_s
+        if grow is None:
+            return None
+        full = self.full_wall_s + grow[0] * (scale - 1.0)
+        proxy = self.proxy_wall_s + grow[1] * (scale - 1.0)
+        return full / max(1e-9, proxy)
+
+    @property
+    def wall_ratio_limit(self) -> float | None:
+        """What the wall ratio tends to as the training rows grow (the fixed parts vanish)."""
+        grow = self.growing_wall_s
+        return None if grow is None else grow[0] / grow[1]
 
     @property
     def cpu_ratio(self) -> float | None:

@@ -69,7 +69,22 @@ def compute_cost(records: list[UnitRecord], data: DataRecord) -> Cost | None:
         proxy_train_tokens=data.prep_tokens + sum(r.train_tokens + r.prep_tokens for r in proxy),
         full_cpu_s=sum(r.cpu_s for r in full) if all(r.cpu_s for r in full) else None,
         proxy_cpu_s=data.cpu_s + sum(r.cpu_s for r in proxy) if all(r.cpu_s for r in proxy) else None,
+        full_stage_s=stage_totals(full),
+        proxy_stage_s={"data stages": data.wall_s, **stage_totals(proxy)},
     )
+
+
+def stage_totals(records: list[UnitRecord]) -> dict[str, float]:
+    """Wall seconds per stage summed over ``records``; what no stage covers (start-up, saving), when it
+    reaches 0.05 s, is "other"."""
+    out: dict[str, float] = {}
+    for r in records:
+        for k, v in r.stage_s.items():
+            out[k] = out.get(k, 0.0) + v
+    other = sum(r.wall_s for r in records) - sum(out.values())
+    if other >= 0.05:
+        out["other"] = other
+    return out
 
 
 def build_leaderboard(
@@ -337,10 +352,35 @@ def render_markdown(board: Leaderboard) -> str:
             "proxy. Training side: fine-tuning only for the full sweep; data stages + layer pruning + "
             "fine-tuning for the proxy sweep.",
         ]
+        parts += _cost_breakdown(c, board.settings.get("budget"))
     cached = [r.candidate for r in board.records if r.cached]
     if cached:
         parts += ["", f"Ground truth reused from the cache for: {', '.join(cached)}."]
     return "\n".join(parts) + "\n"
+
+
+def _cost_breakdown(c: Cost, budget: float | None) -> list[str]:
+    """Where each sweep's wall time went, and what the ratio tends to with more training rows."""
+    if not c.full_stage_s or not c.proxy_stage_s:
+        return []
+
+    def stages(d: dict[str, float]) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in d.items())
+
+    out = [
+        "",
+        f"Where the time went (wall s, summed over candidates): full sweep: {stages(c.full_stage_s)}; "
+        f"proxy sweep: {stages(c.proxy_stage_s)}.",
+    ]
+    limit = c.wall_ratio_limit
+    if limit is not None and budget is not None and budget < 1:
+        out.append(
+            "With more training rows (the same dev split, the proxy subset the same fraction of them) only the "
+            "fine-tunes and the data stages grow; model load, layer removal and dev scoring stay. From this "
+            f"run's parts the wall ratio tends to **{limit:.1f}x** (full fine-tunes ÷ (data stages + proxy "
+            "fine-tunes)): a projection from the measured parts, not a measurement."
+        )
+    return out
 
 
 def _calibrated(c: dict, records: list[UnitRecord]) -> str:
