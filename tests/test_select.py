@@ -133,6 +133,9 @@ def test_run_produces_leaderboard_report_and_plot(main_run):
     report = (run / "report.md").read_text()
     assert "## Leaderboard" in report and "Kendall" in report and llama in report
     assert "Where the time went" in report and f"tends to **{c.wall_ratio_limit:.1f}x**" in report
+    from damoc.select.report import render_table
+
+    assert f"tends to {c.wall_ratio_limit:.1f}x with more training rows" in render_table(board)
     assert (run / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     assert yaml.safe_load((run / "config.yaml").read_text())["candidates"] == main_run["cands"]
     for cand in board.rows:

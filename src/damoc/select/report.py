@@ -230,7 +230,11 @@ def render_table(board: Leaderboard) -> str:
         )
     if board.cost:
         c = board.cost
-        out.append(f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x")
+        line = f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x"
+        budget = board.settings.get("budget")
+        if c.wall_ratio_limit is not None and budget is not None and budget < 1:
+            line += f"; tends to {c.wall_ratio_limit:.1f}x with more training rows (projected, see report.md)"
+        out.append(line)
     note = disagreement(board)
     if note:
         out += ["", note]
