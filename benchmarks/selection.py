@@ -23,6 +23,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -134,7 +135,6 @@ def find_bigbench_sdist() -> Path:
 
 def _download_from_index(path: Path) -> None:
     import hashlib
-    import re
     import urllib.request
 
     index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
@@ -487,8 +487,10 @@ def scale_check(domains: list[str]) -> str:
             continue
         small = json.loads(base.read_text())
         for path in sorted((RECORDS / "variants").glob(f"{domain}@n*.json")):
+            if not re.fullmatch(rf"{domain}@n\d+", path.stem):  # not a variant such as @nocomp
+                continue
             big = json.loads(path.read_text())
-            if big.get("cost") is None or "@" in path.stem.split("@n", 1)[1]:
+            if big.get("cost") is None:
                 continue
             n = big["data"]["n_train"]
             c = big["cost"]
