@@ -614,3 +614,15 @@ def test_data_stages_use_the_runs_thread_count(qa_file, tmp_path, monkeypatch, t
         assert seen == [1] and torch.get_num_threads() == 2  # restored after the data stages
     finally:
         torch.set_num_threads(old)
+
+
+def test_worker_reads_rows_with_unicode_line_separators(tmp_path):
+    """JSON keeps U+2028/U+2029/U+0085 raw inside strings; the worker's reader must not split on them."""
+    from damoc.select.worker import read_examples
+
+    text = "first paragraph\u2029second\u2028line\x85next\x1cend"
+    path = tmp_path / "train.jsonl"
+    rows = [{"id": "a", "question": text, "answer": "yes"}, {"id": "b", "question": "q2", "answer": "no"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    got = read_examples(path)
+    assert [e.id for e in got] == ["a", "b"] and got[0].question == text

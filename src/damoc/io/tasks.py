@@ -100,7 +100,10 @@ def builtin_path(name: str) -> Path:
     return Path(str(root))
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """One JSON object per line. Lines end at "\\n" only: JSON keeps U+2028/U+2029, U+0085 and other
+    characters that ``str.splitlines`` would split on raw inside its strings."""
+    path = Path(path)
     rows = []
     with path.open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -173,7 +176,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
                     )
                 rows = [r for f in files for r in read_rows(f)]
         elif p.suffix == ".jsonl":
-            rows = _read_jsonl(p)
+            rows = read_jsonl(p)
         elif p.suffix == ".json":
             rows = _read_json(p)
         elif p.suffix == ".csv":

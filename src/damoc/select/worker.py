@@ -12,7 +12,6 @@ candidate is done, so its memory goes back to the system before the next candida
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -24,7 +23,7 @@ from typing import Literal
 
 from damoc.config import StrictModel
 from damoc.errors import DamocError
-from damoc.io.tasks import Example, FieldMap, to_examples
+from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
 from damoc.select.config import ModelSettings, SelectEval
 from damoc.select.records import Method, UnitRecord, now_iso
 from damoc.train.finetune import FinetuneConfig
@@ -72,7 +71,7 @@ class CandidateJob(StrictModel):
 
 
 def read_examples(path: str | Path) -> list[Example]:
-    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = read_jsonl(path)
     return to_examples(rows, FieldMap(), source=str(path)) if rows else []
 
 
