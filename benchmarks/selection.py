@@ -90,6 +90,7 @@ EDGE_CHECKS = [
     ("squad", "gemma3-270m", 5e-6),
     # wikidata: Qwen2.5-Coder's best full fine-tune (1e-5) is worse than its own few-shot score
     ("wikidata", "qwen2.5-coder-0.5b", 5e-6),
+    ("wikidata", "qwen2.5-coder-0.5b", 2e-6),  # 5e-6 was better again (0.507)
 ]
 
 
