@@ -231,9 +231,9 @@ def render_table(board: Leaderboard) -> str:
     if board.cost:
         c = board.cost
         line = f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x"
-        budget = board.settings.get("budget")
-        if c.wall_ratio_limit is not None and budget is not None and budget < 1:
-            line += f"; tends to {c.wall_ratio_limit:.1f}x with more training rows (projected, see report.md)"
+        limit = projected_limit(board)
+        if limit is not None:
+            line += f"; tends to {limit:.1f}x with more training rows (projected, see report.md)"
         out.append(line)
     note = disagreement(board)
     if note:
@@ -356,14 +356,23 @@ def render_markdown(board: Leaderboard) -> str:
             "proxy. Training side: fine-tuning only for the full sweep; data stages + layer pruning + "
             "fine-tuning for the proxy sweep.",
         ]
-        parts += _cost_breakdown(c, board.settings.get("budget"))
+        parts += _cost_breakdown(c, projected_limit(board))
     cached = [r.candidate for r in board.records if r.cached]
     if cached:
         parts += ["", f"Ground truth reused from the cache for: {', '.join(cached)}."]
     return "\n".join(parts) + "\n"
 
 
-def _cost_breakdown(c: Cost, budget: float | None) -> list[str]:
+def projected_limit(board: Leaderboard) -> float | None:
+    """The wall ratio's limit with more training rows, where the model applies: the proxy subset is a
+    fraction of the rows (``data.budget`` < 1), so it grows with them."""
+    budget = board.settings.get("budget")
+    if board.cost is None or budget is None or budget >= 1:
+        return None
+    return board.cost.wall_ratio_limit
+
+
+def _cost_breakdown(c: Cost, limit: float | None) -> list[str]:
     """Where each sweep's wall time went, and what the ratio tends to with more training rows."""
     if not c.full_stage_s or not c.proxy_stage_s:
         return []
@@ -376,8 +385,7 @@ def _cost_breakdown(c: Cost, budget: float | None) -> list[str]:
         f"Where the time went (wall s, summed over candidates): full sweep: {stages(c.full_stage_s)}; "
         f"proxy sweep: {stages(c.proxy_stage_s)}.",
     ]
-    limit = c.wall_ratio_limit
-    if limit is not None and budget is not None and budget < 1:
+    if limit is not None:
         out.append(
             "With more training rows (the same dev split, the proxy subset the same fraction of them) only the "
             "fine-tunes and the data stages grow; model load, layer removal and dev scoring stay. From this "
