@@ -221,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from damoc.config import parse_config
     from damoc.curate.config import FinescopeJob
     from damoc.curate.recipe import render_markdown, run_finescope
+    from damoc.io.tasks import read_jsonl
     from damoc.logging_utils import setup_logging
     from damoc.train.distill import DistillConfig
 
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     rec["teacher_answers"] = [  # per row: what the student was trained on, and whether the gold replaced it
         {k: r[k] for k in ("id", "stage", "fallback", "reason", "teacher_output", "answer")}
         for f in sorted(Path(args.out).glob("teacher_answers*.jsonl"))
-        for r in map(json.loads, f.read_text().splitlines())
+        for r in read_jsonl(f)
     ]
     RECORDS.mkdir(parents=True, exist_ok=True)
     path = RECORDS / (args.record or f"{args.model}.json")
