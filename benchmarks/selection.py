@@ -110,7 +110,7 @@ def edge_checks(domains: list[str], threads: int | None) -> None:
 
 def find_bigbench_sdist() -> Path:
     """The bigbench sdist: from the damoc data cache, or downloaded there with pip (no install)."""
-    cache = Path.home() / ".cache" / "damoc" / "data"
+    cache = _data_cache()
     path = cache / "bigbench-1.0.0.tar.gz"
     if path.is_file():
         return path
@@ -164,19 +164,22 @@ def _bigbench_json(member_suffix: str) -> dict:
         return json.load(tar.extractfile(member))  # type: ignore[arg-type]
 
 
-def _write_jsonl(out: Path, rows: list[dict]) -> Path:
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
+def _data_cache() -> Path:
+    return Path.home() / ".cache" / "damoc" / "data"
+
+
+def _bigbench_task(filename: str, member_suffix: str, make_rows) -> Path:
+    """A damoc JSONL task in the data cache, made once from one JSON file of the bigbench sdist."""
+    out = _data_cache() / filename
+    if not out.is_file():
+        rows = make_rows(_bigbench_json(member_suffix))
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(out)
     return out
 
 
-def squad_task() -> Path:
-    """SQuAD v1.1 dev as a damoc JSONL task (question, context, answer, answer_aliases)."""
-    out = Path.home() / ".cache" / "damoc" / "data" / "squad_v1.1_dev.jsonl"
-    if out.is_file():
-        return out
-    data = _bigbench_json(SQUAD_MEMBER)
+def _squad_rows(data: dict) -> list[dict]:
     rows = []
     for article in data["data"]:
         for para in article["paragraphs"]:
@@ -193,16 +196,11 @@ def squad_task() -> Path:
                         "title": article["title"],
                     }
                 )
-    return _write_jsonl(out, rows)
+    return rows
 
 
-def xsum_task() -> Path:
-    """BIG-bench gem/xsum as a JSONL file with a user's field names (document, summary, instruction)."""
-    out = Path.home() / ".cache" / "damoc" / "data" / f"xsum_bigbench_{XSUM_WORDS}w.jsonl"
-    if out.is_file():
-        return out
-    data = _bigbench_json(XSUM_MEMBER)
-    rows = [
+def _xsum_rows(data: dict) -> list[dict]:
+    return [
         {
             "id": f"xsum-{i}",
             "document": " ".join(ex["input"].split()[:XSUM_WORDS]),
@@ -211,22 +209,31 @@ def xsum_task() -> Path:
         }
         for i, ex in enumerate(data["examples"])
     ]
-    return _write_jsonl(out, rows)
 
 
-def wikidata_task() -> Path:
-    """BIG-bench qa_wikidata as JSONL with its own field names (input, target; the other targets as aliases)."""
-    out = Path.home() / ".cache" / "damoc" / "data" / "qa_wikidata_bigbench.jsonl"
-    if out.is_file():
-        return out
-    data = _bigbench_json(WIKIDATA_MEMBER)
+def _wikidata_rows(data: dict) -> list[dict]:
     rows = []
     for i, ex in enumerate(data["examples"]):
         targets = [ex["target"]] if isinstance(ex["target"], str) else list(ex["target"])
         rows.append(
             {"id": f"wikidata-{i}", "input": ex["input"], "target": targets[0], "aliases": targets[1:]}
         )
-    return _write_jsonl(out, rows)
+    return rows
+
+
+def squad_task() -> Path:
+    """SQuAD v1.1 dev as a damoc JSONL task (question, context, answer, answer_aliases)."""
+    return _bigbench_task("squad_v1.1_dev.jsonl", SQUAD_MEMBER, _squad_rows)
+
+
+def xsum_task() -> Path:
+    """BIG-bench gem/xsum as a JSONL file with a user's field names (document, summary, instruction)."""
+    return _bigbench_task(f"xsum_bigbench_{XSUM_WORDS}w.jsonl", XSUM_MEMBER, _xsum_rows)
+
+
+def wikidata_task() -> Path:
+    """BIG-bench qa_wikidata as JSONL with its own field names (input, target; the other targets as aliases)."""
+    return _bigbench_task("qa_wikidata_bigbench.jsonl", WIKIDATA_MEMBER, _wikidata_rows)
 
 
 def task_settings(domain: str) -> dict:
