@@ -43,7 +43,10 @@ def limit_ratio(summary: dict) -> float:
 
 def rows_for(summary: dict, target: float) -> float | None:
     """The fewest training rows at which the projected ratio reaches ``target`` (None: never)."""
-    cost = cost_of(summary)
+    return _rows_for(cost_of(summary), summary["data"]["n_train"], target)
+
+
+def _rows_for(cost, n_train: int, target: float) -> float | None:
     grow_full, grow_proxy = cost.growing_wall_s
     # full_wall + grow_full * (s - 1) >= target * (proxy_wall + grow_proxy * (s - 1)), solved for s >= 0
     fixed_full = cost.full_wall_s - grow_full
@@ -54,7 +57,7 @@ def rows_for(summary: dict, target: float) -> float | None:
     slope = grow_full - target * grow_proxy
     if slope <= 0:
         return None
-    return summary["data"]["n_train"] * need / slope
+    return n_train * need / slope
 
 
 def projection_markdown(runs: list[tuple[str, str, dict]], sizes: list[int], target: float = 20.0) -> str:
@@ -64,11 +67,12 @@ def projection_markdown(runs: list[tuple[str, str, dict]], sizes: list[int], tar
     head += f"limit | rows for {target:g}x |"
     out = [head, "|---" * (5 + len(sizes)) + "|"]
     for name, label, s in runs:
+        cost = cost_of(s)
         n = s["data"]["n_train"]
-        need = rows_for(s, target)
-        cells = "".join(f"{projected_ratio(s, k):.1f}x | " for k in sizes)
+        need = _rows_for(cost, n, target)
+        cells = "".join(f"{cost.projected_wall_ratio(k / n):.1f}x | " for k in sizes)
         out.append(
-            f"| {name} | {label} | {projected_ratio(s, n):.1f}x ({n}) | {cells}"
-            f"{limit_ratio(s):.1f}x | {'never' if need is None else f'{need:,.0f}'} |"
+            f"| {name} | {label} | {cost.wall_ratio:.1f}x ({n}) | {cells}"
+            f"{cost.wall_ratio_limit:.1f}x | {'never' if need is None else f'{need:,.0f}'} |"
         )
     return "\n".join(out)
