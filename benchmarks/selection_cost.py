@@ -11,11 +11,15 @@ training rows:
 
 At ``scale`` 1 this gives back the measured ratio; as n grows it tends to
 full fine-tunes ÷ (data stages + proxy fine-tunes). It is arithmetic on measured components, not a
-measurement at the larger size: time per training row is taken as constant, and a fixed-row budget
-(``data.budget`` >= 1) is not modelled. This module applies it to the benchmark's committed summaries.
+measurement at the larger size: time per training row is taken as constant. With a fixed-row budget
+(``data.budget`` >= 1) the proxy's data stages and fine-tunes do not grow; only the filter does, since it
+passes over every training row, so the ratio has no limit short of full fine-tunes ÷ filter. This module
+applies it to the benchmark's committed summaries.
 """
 
 from __future__ import annotations
+
+import math
 
 
 def cost_of(summary: dict):
@@ -60,6 +64,10 @@ def _rows_for(cost, n_train: int, target: float) -> float | None:
     return n_train * need / slope
 
 
+def _limit(x: float) -> str:
+    return "unbounded" if math.isinf(x) else f"{x:.1f}x"
+
+
 def projection_markdown(runs: list[tuple[str, str, dict]], sizes: list[int], target: float = 20.0) -> str:
     """A table of (domain, proxy setting, summary) runs: measured ratio, projected ratios at ``sizes`` rows,
     the limit, and the training rows needed for ``target``."""
@@ -73,6 +81,6 @@ def projection_markdown(runs: list[tuple[str, str, dict]], sizes: list[int], tar
         cells = "".join(f"{cost.projected_wall_ratio(k / n):.1f}x | " for k in sizes)
         out.append(
             f"| {name} | {label} | {cost.wall_ratio:.1f}x ({n}) | {cells}"
-            f"{cost.wall_ratio_limit:.1f}x | {'never' if need is None else f'{need:,.0f}'} |"
+            f"{_limit(cost.wall_ratio_limit)} | {'never' if need is None else f'{need:,.0f}'} |"
         )
     return "\n".join(out)

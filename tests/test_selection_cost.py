@@ -84,3 +84,55 @@ def test_rows_for_target_inverts_the_projection():
 def test_projection_table_lists_every_run():
     text = cost.projection_markdown([("dom", "base", _summary())], [400])
     assert "| dom | base | 5.0x (100) | 9.8x | 15.0x | never |" in text
+
+
+def _fixed_budget_summary(filter_s: float):
+    s = _summary()
+    s["data"]["budget"] = 10  # a fixed number of proxy rows, not a fraction
+    s["data"]["stage_s"] = {"filter": filter_s, "compress": 5.0 - filter_s}
+    return s
+
+
+def test_fixed_row_budget_keeps_the_proxy_side_fixed():
+    s = _fixed_budget_summary(0.0)
+    c = cost.cost_of(s)
+    assert c.fixed_budget and c.growing_wall_s == (300.0, 0.0)
+    # only the full fine-tunes grow: 325 + 300 per extra 100 rows over the same 65 s proxy sweep
+    assert cost.projected_ratio(s, 400) == pytest.approx((325 + 900) / 65)
+    assert cost.limit_ratio(s) == float("inf")
+    assert cost.rows_for(s, 20.0) == pytest.approx(100 * (20 * 65 - 25) / 300)
+    assert "| dom | rows10 | 5.0x (100) | 18.8x | unbounded |" in cost.projection_markdown(
+        [("dom", "rows10", s)], [400]
+    )
+
+
+def test_fixed_row_budget_with_a_scoring_filter_grows_by_the_filter_only():
+    s = _fixed_budget_summary(2.0)  # a filter that scores every training row: 2 s per 100 rows
+    c = cost.cost_of(s)
+    assert c.growing_wall_s == (300.0, 2.0)
+    assert cost.projected_ratio(s, 400) == pytest.approx((325 + 900) / (65 + 6))
+    assert cost.limit_ratio(s) == pytest.approx(150.0)
+
+
+def test_report_states_the_fixed_budget_projection():
+    from damoc.select.report import _cost_breakdown
+
+    c = cost.cost_of(_fixed_budget_summary(0.0))
+    text = "\n".join(_cost_breakdown(c, None))
+    assert "fixed number of rows" in text
+    assert (
+        f"**{(325 + 300) / 65:.1f}x** with twice" in text and f"**{(325 + 900) / 65:.1f}x** with four" in text
+    )
+
+
+def test_terminal_projection_line_for_both_budgets():
+    from types import SimpleNamespace
+
+    from damoc.select.report import projected_limit, projection_line
+
+    fraction = SimpleNamespace(cost=cost.cost_of(_summary()))
+    assert projected_limit(fraction) == pytest.approx(15.0)
+    assert projection_line(fraction).startswith("tends to 15.0x with more training rows")
+    fixed = SimpleNamespace(cost=cost.cost_of(_fixed_budget_summary(0.0)))
+    assert projected_limit(fixed) is None
+    assert projection_line(fixed).startswith(f"about {(325 + 300) / 65:.1f}x with twice the training rows")

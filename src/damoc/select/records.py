@@ -5,6 +5,7 @@ A :class:`UnitRecord` is the unit of resume: one (candidate, method) result, wri
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -133,6 +134,10 @@ class Cost(Record):
     # wall seconds per stage, summed over each sweep's units (the proxy's also has "data stages")
     full_stage_s: dict[str, float] = Field(default_factory=dict)
     proxy_stage_s: dict[str, float] = Field(default_factory=dict)
+    # the proxy subset is a fixed number of rows (data.budget >= 1), not a fraction: with more training
+    # rows only the filter, which passes over all of them, grows on the proxy side
+    fixed_budget: bool = False
+    filter_wall_s: float = 0.0
 
     @property
     def wall_ratio(self) -> float:
@@ -141,12 +146,16 @@ class Cost(Record):
     @property
     def growing_wall_s(self) -> tuple[float, float] | None:
         """(full, proxy) wall seconds that grow with the training rows: the full fine-tunes; the data
-        stages and the proxy fine-tunes (whose subset is a fraction of the rows). None: no breakdown."""
+        stages and the proxy fine-tunes when the proxy subset is a fraction of the rows, only the filter
+        when it is a fixed number of rows. None: no breakdown."""
         if not self.full_stage_s or not self.proxy_stage_s:
             return None
         full = self.full_stage_s.get("finetune", 0.0)
-        proxy = self.proxy_stage_s.get("data stages", 0.0) + self.proxy_stage_s.get("finetune", 0.0)
-        return (full, proxy) if full > 0 and proxy > 0 else None
+        if self.fixed_budget:
+            proxy = self.filter_wall_s
+        else:
+            proxy = self.proxy_stage_s.get("data stages", 0.0) + self.proxy_stage_s.get("finetune", 0.0)
+        return (full, proxy) if full > 0 and (proxy > 0 or self.fixed_budget) else None
 
     def projected_wall_ratio(self, scale: float) -> float | None:
         """The wall ratio with ``scale`` times the training rows and the same dev split, from this run's
@@ -160,9 +169,12 @@ class Cost(Record):
 
     @property
     def wall_ratio_limit(self) -> float | None:
-        """What the wall ratio tends to as the training rows grow (the fixed parts vanish)."""
+        """What the wall ratio tends to as the training rows grow (the fixed parts vanish); ``inf`` when
+        nothing on the proxy side grows."""
         grow = self.growing_wall_s
-        return None if grow is None else grow[0] / grow[1]
+        if grow is None:
+            return None
+        return grow[0] / grow[1] if grow[1] > 0 else math.inf
 
     @property
     def cpu_ratio(self) -> float | None:

@@ -71,6 +71,8 @@ def compute_cost(records: list[UnitRecord], data: DataRecord) -> Cost | None:
         proxy_cpu_s=data.cpu_s + sum(r.cpu_s for r in proxy) if all(r.cpu_s for r in proxy) else None,
         full_stage_s=stage_totals(full),
         proxy_stage_s={"data stages": data.wall_s, **stage_totals(proxy)},
+        fixed_budget=data.budget is not None and data.budget >= 1,
+        filter_wall_s=data.stage_s.get("filter", 0.0),
     )
 
 
@@ -231,9 +233,9 @@ def render_table(board: Leaderboard) -> str:
     if board.cost:
         c = board.cost
         line = f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x"
-        limit = projected_limit(board)
-        if limit is not None:
-            line += f"; tends to {limit:.1f}x with more training rows (projected, see report.md)"
+        projection = projection_line(board)
+        if projection is not None:
+            line += f"; {projection}"
         out.append(line)
     note = disagreement(board)
     if note:
@@ -366,14 +368,23 @@ def render_markdown(board: Leaderboard) -> str:
 def projected_limit(board: Leaderboard) -> float | None:
     """The wall ratio's limit with more training rows, where the model applies: the proxy subset is a
     fraction of the rows (``data.budget`` < 1), so it grows with them."""
-    budget = board.settings.get("budget")
-    if board.cost is None or budget is None or budget >= 1:
+    if board.cost is None or board.cost.fixed_budget:
         return None
     return board.cost.wall_ratio_limit
 
 
+def projection_line(board: Leaderboard) -> str | None:
+    """One terminal clause on where the wall ratio goes with more training rows (a projection)."""
+    c = board.cost
+    if c is None or c.growing_wall_s is None:
+        return None
+    if c.fixed_budget:
+        return f"about {c.projected_wall_ratio(2.0):.1f}x with twice the training rows (projected, see report.md)"
+    return f"tends to {c.wall_ratio_limit:.1f}x with more training rows (projected, see report.md)"
+
+
 def _cost_breakdown(c: Cost, limit: float | None) -> list[str]:
-    """Where each sweep's wall time went, and what the ratio tends to with more training rows."""
+    """Where each sweep's wall time went, and what the ratio does with more training rows."""
     if not c.full_stage_s or not c.proxy_stage_s:
         return []
 
@@ -391,6 +402,14 @@ def _cost_breakdown(c: Cost, limit: float | None) -> list[str]:
             "fine-tunes and the data stages grow; model load, layer removal and dev scoring stay. From this "
             f"run's parts the wall ratio tends to **{limit:.1f}x** (full fine-tunes ÷ (data stages + proxy "
             "fine-tunes)): a projection from the measured parts, not a measurement."
+        )
+    elif c.fixed_budget and c.growing_wall_s is not None:
+        out.append(
+            "The proxy subset is a fixed number of rows (data.budget), so with more training rows (the same "
+            "dev split) only the full fine-tunes and the filter's pass over the rows grow: from this run's "
+            f"parts the wall ratio would be about **{c.projected_wall_ratio(2.0):.1f}x** with twice the "
+            f"training rows and **{c.projected_wall_ratio(4.0):.1f}x** with four times, growing without a "
+            "limit of its own: a projection from the measured parts, not a measurement."
         )
     return out
 
