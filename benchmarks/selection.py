@@ -77,6 +77,10 @@ VARIANTS: dict[str, dict] = {
     # the proxy fine-tune with the ground truth's own method and learning rate (on the compressed data)
     "full": {"proxy": {"method": "full", "lr": 5e-5}},
     "full_lf0": {"model": {"layer_fraction": 0.0}, "proxy": {"method": "full", "lr": 5e-5}},
+    # a fixed proxy subset of 12 rows (the 120-row runs' 10%) whatever the training size (`--train-rows`):
+    # the proxy's cost then stays put while the full fine-tunes grow with the data
+    "rows12": {"data": {"budget": 12}},
+    "rows12_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 12}},
 }
 
 
@@ -337,10 +341,10 @@ def merge_summary(cfg, domain: str, variant: str, board, train_rows: int = TRAIN
     return merged
 
 
-def truth_done(domain: str) -> bool:
-    """Whether the base run of ``domain`` has a finished full fine-tune record for every model."""
+def truth_done(domain: str, train_rows: int = TRAIN_ROWS) -> bool:
+    """Whether the base run of ``domain`` at ``train_rows`` has a finished full fine-tune record for every model."""
     found = set()
-    for rec in (RUNS / domain / "candidates").glob("*/full*.json"):
+    for rec in (RUNS / run_name(domain, "base", None, train_rows) / "candidates").glob("*/full*.json"):
         data = json.loads(rec.read_text())
         if data.get("status") == "ok":
             found.add(data["candidate"])
@@ -592,7 +596,7 @@ def main() -> None:
             # the sweep runs the proxy only; the full fine-tunes are copied from the cache once the base run
             # has all of them (never recomputed by a variant); `--stage groundtruth --variant V` re-scores a
             # variant's committed proxy records against the current truth
-            methods = ["proxy", "full"] if validate and truth_done(domain) else ["proxy"]
+            methods = ["proxy", "full"] if validate and truth_done(domain, args.train_rows) else ["proxy"]
         cfg = domain_config(
             domain,
             validate,
