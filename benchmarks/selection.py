@@ -80,6 +80,12 @@ VARIANTS: dict[str, dict] = {
     # a fixed proxy subset of 12 rows (the 120-row runs' 10%) whatever the training size (`--train-rows`):
     # the proxy's cost then stays put while the full fine-tunes grow with the data
     "rows12": {"data": {"budget": 12}},
+    # the same settings with other seeds (another random proxy subset, LoRA init and data order; the
+    # dev split, the ground truth and the baselines stay those of seed 0)
+    "lf0_ep3_s1": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0, "seed": 1}, "seed": 1},
+    "lf0_ep3_s2": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0, "seed": 2}, "seed": 2},
+    "base_s1": {"proxy": {"seed": 1}, "seed": 1},
+    "base_s2": {"proxy": {"seed": 2}, "seed": 2},
     "rows12_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 12}},
 }
 
