@@ -464,6 +464,7 @@ def figures_markdown(domains: list[str]) -> str:
             )
         out.append("")
     out.append(projection_section(domains))
+    out.append(seed_section(domains))
     return "\n".join(out)
 
 
@@ -497,39 +498,80 @@ def projection_section(domains: list[str]) -> str:
     )
 
 
+# settings run at a larger --train-rows, with the 120-row run each is projected from; a fixed 12-row budget
+# is the 120-row runs' 10%, so at 120 rows it is the same run, projected with the proxy side held fixed
+SCALE_RUNS = {"base": ("base", False), "lf0_ep3": ("lf0_ep3", False), "rows12": ("base", True)}
+SCALE_RUNS["rows12_lf0_ep3"] = ("lf0_ep3", True)
+
+
 def scale_check(domains: list[str]) -> str:
     """Runs at a larger training size (``--train-rows``): the measured ratio next to the 120-row projection."""
     from selection_cost import projected_ratio
 
     lines = []
     for domain in domains:
-        base = summary_path(domain, "base")
-        if not base.is_file():
-            continue
-        small = json.loads(base.read_text())
         for path in sorted((RECORDS / "variants").glob(f"{domain}@n*.json")):
-            if not re.fullmatch(rf"{domain}@n\d+", path.stem):  # not a variant such as @nocomp
+            m = re.fullmatch(rf"{domain}@n(\d+)(?:@(\w+))?", path.stem)
+            if m is None or (m.group(2) or "base") not in SCALE_RUNS:
                 continue
+            variant = m.group(2) or "base"
+            small_variant, fixed = SCALE_RUNS[variant]
+            small_path = summary_path(domain, small_variant)
             big = json.loads(path.read_text())
-            if big.get("cost") is None:
+            if big.get("cost") is None or not small_path.is_file():
                 continue
+            small = json.loads(small_path.read_text())
             n = big["data"]["n_train"]
             c = big["cost"]
+            top1 = next((a for a in big["agreement"] if a["method"] == "proxy"), None)
             lines.append(
-                f"| {domain} | {n} | {c['full_wall_s']:,.0f} s ÷ {c['proxy_wall_s']:,.0f} s = {c['wall_ratio']:.1f}x | "
-                f"{projected_ratio(small, n):.1f}x |"
+                f"| {domain} | {variant} | {n} | {c['full_wall_s']:,.0f} s ÷ {c['proxy_wall_s']:,.0f} s = "
+                f"{c['wall_ratio']:.1f}x | {projected_ratio(small, n, fixed):.1f}x | "
+                + ("—" if top1 is None else f"{_fmt(top1['kendall'], 2)} / {_fmt(top1['top1_hit'])}")
+                + " |"
             )
     if not lines:
         return ""
     head = [
         "",
         "",
-        "Measured at a larger size (`--train-rows`), against the projection from the 120-row run:",
+        "Measured at a larger size (`--train-rows`), against the projection from the 120-row run of the same "
+        "setting (rows12: a fixed 12-row proxy subset, projected with the proxy side held fixed):",
         "",
-        "| domain | training rows | measured full ÷ proxy sweep (wall) | projected from 120 rows |",
-        "|---|---|---|---|",
+        "| domain | proxy | training rows | measured full ÷ proxy sweep (wall) | projected from 120 rows | "
+        "proxy τ / top-1 |",
+        "|---|---|---|---|---|---|",
     ]
     return "\n".join(head + lines)
+
+
+# proxy settings run with other seeds (another proxy subset, LoRA init and data order)
+SEEDED = {"base": ["base", "base_s1", "base_s2"], "lf0_ep3": ["lf0_ep3", "lf0_ep3_s1", "lf0_ep3_s2"]}
+
+
+def seed_section(domains: list[str]) -> str:
+    """Kendall τ / top-1 of each seeded proxy setting per domain, one row per seed."""
+    lines = []
+    for setting, variants in SEEDED.items():
+        for seed, variant in enumerate(variants):
+            cells, hits = [], 0
+            for domain in domains:
+                path = summary_path(domain, variant)
+                s = json.loads(path.read_text()) if path.is_file() else {"agreement": []}
+                a = next((a for a in s["agreement"] if a["method"] == "proxy"), None)
+                cells.append("—" if a is None else f"{_fmt(a['kendall'], 2)} / {_fmt(a['top1_hit'])}")
+                hits += bool(a and a["top1_hit"])
+            if any(c != "—" for c in cells):
+                lines.append(f"| {setting} | {seed} | " + " | ".join(cells) + f" | {hits} |")
+    if not lines:
+        return ""
+    head = [
+        "### Proxy rankings under other seeds (Kendall τ / top-1 against the same truth)",
+        "",
+        "| proxy | seed | " + " | ".join(domains) + " | top-1 hits |",
+        "|---" * (3 + len(domains)) + "|",
+    ]
+    return "\n".join(head + lines) + "\n"
 
 
 def main() -> None:

@@ -35,9 +35,14 @@ def cost_of(summary: dict):
     return cost
 
 
-def projected_ratio(summary: dict, rows: float) -> float:
-    """Full sweep ÷ proxy sweep (wall) at ``rows`` training rows."""
-    return cost_of(summary).projected_wall_ratio(rows / summary["data"]["n_train"])
+def projected_ratio(summary: dict, rows: float, fixed_budget: bool | None = None) -> float:
+    """Full sweep ÷ proxy sweep (wall) at ``rows`` training rows; ``fixed_budget`` projects the run as if
+    its proxy subset were a fixed number of rows (True) or a fraction of them (False) whatever its budget
+    said (at the measured size the two are the same run)."""
+    cost = cost_of(summary)
+    if fixed_budget is not None:
+        cost = cost.model_copy(update={"fixed_budget": fixed_budget})
+    return cost.projected_wall_ratio(rows / summary["data"]["n_train"])
 
 
 def limit_ratio(summary: dict) -> float:

@@ -136,3 +136,12 @@ def test_terminal_projection_line_for_both_budgets():
     fixed = SimpleNamespace(cost=cost.cost_of(_fixed_budget_summary(0.0)))
     assert projected_limit(fixed) is None
     assert projection_line(fixed).startswith(f"about {(325 + 300) / 65:.1f}x with twice the training rows")
+
+
+def test_a_fraction_run_projected_as_a_fixed_budget():
+    s = _summary()  # budget 10% of 100 rows: at 100 rows the same run as a fixed 10-row budget
+    assert cost.projected_ratio(s, 100, fixed_budget=True) == pytest.approx(325.0 / 65.0)
+    assert cost.projected_ratio(s, 400, fixed_budget=True) == pytest.approx((325 + 900) / 65)
+    assert cost.projected_ratio(_fixed_budget_summary(0.0), 400, fixed_budget=False) == pytest.approx(
+        (25 + 1200) / (45 + 80)
+    )
