@@ -554,15 +554,16 @@ def seed_section(domains: list[str]) -> str:
     lines = []
     for setting, variants in SEEDED.items():
         for seed, variant in enumerate(variants):
-            cells, hits = [], 0
+            cells, hits, ran = [], 0, 0
             for domain in domains:
                 path = summary_path(domain, variant)
                 s = json.loads(path.read_text()) if path.is_file() else {"agreement": []}
                 a = next((a for a in s["agreement"] if a["method"] == "proxy"), None)
                 cells.append("—" if a is None else f"{_fmt(a['kendall'], 2)} / {_fmt(a['top1_hit'])}")
                 hits += bool(a and a["top1_hit"])
-            if any(c != "—" for c in cells):
-                lines.append(f"| {setting} | {seed} | " + " | ".join(cells) + f" | {hits} |")
+                ran += a is not None
+            if ran:
+                lines.append(f"| {setting} | {seed} | " + " | ".join(cells) + f" | {hits} / {ran} |")
     if not lines:
         return ""
     head = [
