@@ -185,6 +185,30 @@ def test_ground_truth_comes_from_the_cache(main_run):
     assert all(r.score == orig[r.candidate] for r in full)
 
 
+def test_fixed_row_budget_end_to_end(main_run):
+    """A proxy budget given as a row count: the report projects the ratio as growing, not to a limit."""
+    from damoc.config import load_job
+    from damoc.select.pipeline import run_select
+    from damoc.select.report import render_table
+
+    cfg = load_job(main_run["job"])
+    cfg.candidates = cfg.candidates[:2]
+    cfg.baselines = False
+    cfg.data.budget = 5
+    run = main_run["tmp"] / "run_rows"
+    cfg.run.run_dir = str(run)
+    board = run_select(cfg)  # the full fine-tunes are cache hits of the main run
+    assert board.data.n_proxy_train == 5 and board.settings["budget"] == 5
+    c = board.cost
+    assert c.fixed_budget and c.growing_wall_s[1] == pytest.approx(board.data.stage_s["filter"])
+    assert c.projected_wall_ratio(1.0) == pytest.approx(c.wall_ratio)
+    assert c.projected_wall_ratio(4.0) > c.projected_wall_ratio(2.0) > c.wall_ratio
+    report = (run / "report.md").read_text()
+    assert "fixed number of rows" in report and f"**{c.projected_wall_ratio(2.0):.1f}x** with twice" in report
+    assert "tends to" not in report
+    assert f"about {c.projected_wall_ratio(2.0):.1f}x with twice the training rows" in render_table(board)
+
+
 # --- bad input: one line, exit code 2, nothing written ------------------------------------------
 
 
