@@ -358,19 +358,11 @@ def render_markdown(board: Leaderboard) -> str:
             "proxy. Training side: fine-tuning only for the full sweep; data stages + layer pruning + "
             "fine-tuning for the proxy sweep.",
         ]
-        parts += _cost_breakdown(c, projected_limit(board))
+        parts += _cost_breakdown(c)
     cached = [r.candidate for r in board.records if r.cached]
     if cached:
         parts += ["", f"Ground truth reused from the cache for: {', '.join(cached)}."]
     return "\n".join(parts) + "\n"
-
-
-def projected_limit(board: Leaderboard) -> float | None:
-    """The wall ratio's limit with more training rows, where the model applies: the proxy subset is a
-    fraction of the rows (``data.budget`` < 1), so it grows with them."""
-    if board.cost is None or board.cost.fixed_budget:
-        return None
-    return board.cost.wall_ratio_limit
 
 
 def projection_line(board: Leaderboard) -> str | None:
@@ -383,7 +375,7 @@ def projection_line(board: Leaderboard) -> str | None:
     return f"tends to {c.wall_ratio_limit:.1f}x with more training rows (projected, see report.md)"
 
 
-def _cost_breakdown(c: Cost, limit: float | None) -> list[str]:
+def _cost_breakdown(c: Cost) -> list[str]:
     """Where each sweep's wall time went, and what the ratio does with more training rows."""
     if not c.full_stage_s or not c.proxy_stage_s:
         return []
@@ -396,20 +388,22 @@ def _cost_breakdown(c: Cost, limit: float | None) -> list[str]:
         f"Where the time went (wall s, summed over candidates): full sweep: {stages(c.full_stage_s)}; "
         f"proxy sweep: {stages(c.proxy_stage_s)}.",
     ]
-    if limit is not None:
+    if c.growing_wall_s is None:
+        return out
+    if not c.fixed_budget:
         out.append(
             "With more training rows (the same dev split, the proxy subset the same fraction of them) only the "
             "fine-tunes and the data stages grow; model load, layer removal and dev scoring stay. From this "
-            f"run's parts the wall ratio tends to **{limit:.1f}x** (full fine-tunes ÷ (data stages + proxy "
+            f"run's parts the wall ratio tends to **{c.wall_ratio_limit:.1f}x** (full fine-tunes ÷ (data stages + proxy "
             "fine-tunes)): a projection from the measured parts, not a measurement."
         )
-    elif c.fixed_budget and c.growing_wall_s is not None:
+    else:
         out.append(
             "The proxy subset is a fixed number of rows (data.budget), so with more training rows (the same "
             "dev split) only the full fine-tunes and the filter's pass over the rows grow: from this run's "
             f"parts the wall ratio would be about **{c.projected_wall_ratio(2.0):.1f}x** with twice the "
-            f"training rows and **{c.projected_wall_ratio(4.0):.1f}x** with four times, growing without a "
-            "limit of its own: a projection from the measured parts, not a measurement."
+            f"training rows and **{c.projected_wall_ratio(4.0):.1f}x** with four times: a projection from the "
+            "measured parts, not a measurement."
         )
     return out
 
