@@ -408,6 +408,16 @@ def _fmt(x, digits=3):
     return "—" if x is None else (("hit" if x else "miss") if isinstance(x, bool) else f"{x:.{digits}f}")
 
 
+def _proxy_agreement(summary: dict) -> dict | None:
+    """The proxy's agreement record in a saved summary (None when it has no ground truth)."""
+    return next((a for a in summary["agreement"] if a["method"] == "proxy"), None)
+
+
+def _proxy_cell(a: dict | None) -> str:
+    """Kendall τ / top-1 of an agreement record, for a table cell."""
+    return "—" if a is None else f"{_fmt(a['kendall'], 2)} / {_fmt(a['top1_hit'])}"
+
+
 def figures_markdown(domains: list[str]) -> str:
     """A Markdown section per domain from the saved summaries (true/proxy/baseline rankings, metrics, cost)."""
     out = []
@@ -527,12 +537,10 @@ def scale_check(domains: list[str]) -> str:
             small = json.loads(small_path.read_text())
             n = big["data"]["n_train"]
             c = big["cost"]
-            top1 = next((a for a in big["agreement"] if a["method"] == "proxy"), None)
             lines.append(
                 f"| {domain} | {variant} | {n} | {c['full_wall_s']:,.0f} s ÷ {c['proxy_wall_s']:,.0f} s = "
                 f"{c['wall_ratio']:.1f}x | {projected_ratio(small, n, fixed):.1f}x | "
-                + ("—" if top1 is None else f"{_fmt(top1['kendall'], 2)} / {_fmt(top1['top1_hit'])}")
-                + " |"
+                + f"{_proxy_cell(_proxy_agreement(big))} |"
             )
     if not lines:
         return ""
@@ -562,8 +570,8 @@ def seed_section(domains: list[str]) -> str:
             for domain in domains:
                 path = summary_path(domain, variant)
                 s = json.loads(path.read_text()) if path.is_file() else {"agreement": []}
-                a = next((a for a in s["agreement"] if a["method"] == "proxy"), None)
-                cells.append("—" if a is None else f"{_fmt(a['kendall'], 2)} / {_fmt(a['top1_hit'])}")
+                a = _proxy_agreement(s)
+                cells.append(_proxy_cell(a))
                 hits += bool(a and a["top1_hit"])
                 ran += a is not None
             if ran:

@@ -126,15 +126,13 @@ def test_report_states_the_fixed_budget_projection():
 
 
 def test_terminal_projection_line_for_both_budgets():
-    from types import SimpleNamespace
-
     from damoc.select.report import _cost_breakdown, projection_line
 
-    fraction = SimpleNamespace(cost=cost.cost_of(_summary()))
+    fraction = cost.cost_of(_summary())
     assert projection_line(fraction).startswith("tends to 15.0x with more training rows")
-    assert "tends to **15.0x**" in "\n".join(_cost_breakdown(fraction.cost))
-    fixed = SimpleNamespace(cost=cost.cost_of(_fixed_budget_summary(0.0)))
-    assert "tends to" not in "\n".join(_cost_breakdown(fixed.cost))
+    assert "tends to **15.0x**" in "\n".join(_cost_breakdown(fraction))
+    fixed = cost.cost_of(_fixed_budget_summary(0.0))
+    assert "tends to" not in "\n".join(_cost_breakdown(fixed))
     assert projection_line(fixed).startswith(f"about {(325 + 300) / 65:.1f}x with twice the training rows")
 
 

@@ -233,7 +233,7 @@ def render_table(board: Leaderboard) -> str:
     if board.cost:
         c = board.cost
         line = f"cost ratio (full ÷ proxy): wall {c.wall_ratio:.1f}x, tokens {c.token_ratio:.1f}x"
-        projection = projection_line(board)
+        projection = projection_line(c)
         if projection is not None:
             line += f"; {projection}"
         out.append(line)
@@ -365,10 +365,9 @@ def render_markdown(board: Leaderboard) -> str:
     return "\n".join(parts) + "\n"
 
 
-def projection_line(board: Leaderboard) -> str | None:
+def projection_line(c: Cost) -> str | None:
     """One terminal clause on where the wall ratio goes with more training rows (a projection)."""
-    c = board.cost
-    if c is None or c.growing_wall_s is None:
+    if c.growing_wall_s is None:
         return None
     if c.fixed_budget:
         return f"about {c.projected_wall_ratio(2.0):.1f}x with twice the training rows (projected, see report.md)"
