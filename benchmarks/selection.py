@@ -329,7 +329,8 @@ def merge_summary(cfg, domain: str, variant: str, board, train_rows: int = TRAIN
     from damoc.select.records import DataRecord, UnitRecord
     from damoc.select.report import build_leaderboard, write_reports
 
-    extra = lane_records(cfg, board)
+    base = run_name(domain, "base", None, train_rows)
+    extra = lane_records(cfg, board, base if variant != "base" else None)
     path = summary_path(domain, variant, train_rows)
     old = json.loads(path.read_text()) if path.is_file() else None
     have = {(r.candidate, r.method) for r in [*board.records, *extra] if r.status == "ok"}
@@ -363,14 +364,18 @@ def run_name(domain: str, variant: str, lane: str | None = None, train_rows: int
     return name if lane is None else f"{name}#{lane}"
 
 
-def lane_records(cfg, board) -> list:
-    """Finished full fine-tune records that side runs (``--lane``) of this run made and ``board`` lacks."""
+def lane_records(cfg, board, base_run: str | None = None) -> list:
+    """Finished full fine-tune records that side runs (``--lane``) of this run made and ``board`` lacks; with
+    ``base_run`` (a variant's base run of the same size) also those of the base run and its side runs, so a
+    variant is scored against a truth that was made one model at a time."""
     from damoc.select.records import UnitRecord
 
     have = {(r.candidate, r.method, r.lr) for r in board.records if r.status == "ok"}
     run = Path(cfg.run.run_dir)
     found = []
-    for path in sorted(run.parent.glob(f"{run.name}#*/candidates/*/full*.json")):
+    patterns = [f"{run.name}#*"] + ([base_run, f"{base_run}#*"] if base_run else [])
+    paths = [p for pat in patterns for p in sorted(run.parent.glob(f"{pat}/candidates/*/full*.json"))]
+    for path in paths:
         rec = UnitRecord.model_validate_json(path.read_text())
         if (
             rec.status == "ok"

@@ -415,6 +415,9 @@ def test_changed_settings_rerun_only_the_units_they_affect(qa_file, tmp_path):
     a, b = hashes(lr=1e-4), hashes(lr=2e-4)
     assert a["proxy"] != b["proxy"]
     assert all(a[m] == b[m] for m in ("zero_shot", "few_shot", "full"))
+    assert (
+        hashes() == b
+    )  # 2e-4 is the default: spelling it out (or a release adding defaulted fields) reruns nothing
 
 
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):

@@ -128,9 +128,16 @@ def test_report_states_the_fixed_budget_projection():
 def test_terminal_projection_line_for_both_budgets():
     from damoc.select.report import _cost_breakdown, projection_line
 
-    fraction = cost.cost_of(_summary())
-    assert projection_line(fraction).startswith("tends to 15.0x with more training rows")
-    assert "tends to **15.0x**" in "\n".join(_cost_breakdown(fraction))
+    no_filter = cost.cost_of(
+        _summary()
+    )  # no budget: the proxy trains on every row, so it grows like a fraction
+    s = _summary()
+    s["data"]["budget"] = 0.1
+    fraction = cost.cost_of(s)
+    for c in (no_filter, fraction):
+        assert not c.fixed_budget
+        assert projection_line(c).startswith("tends to 15.0x with more training rows")
+        assert "tends to **15.0x**" in "\n".join(_cost_breakdown(c))
     fixed = cost.cost_of(_fixed_budget_summary(0.0))
     assert "tends to" not in "\n".join(_cost_breakdown(fixed))
     assert projection_line(fixed).startswith(f"about {(325 + 300) / 65:.1f}x with twice the training rows")

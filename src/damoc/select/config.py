@@ -220,6 +220,27 @@ def candidate_slug(name: str) -> str:
     return f"{safe}-{hashlib.sha1(candidate_key(name).encode()).hexdigest()[:6]}"
 
 
+# The generation of the settings' defaults. Bump it when an existing field's default changes: settings
+# hashes leave defaulted fields out, so without the bump a resumed run would reuse work done under the old
+# default. tests/test_settings_hash.py holds the defaults of this generation and fails when one changes.
+SETTINGS_EPOCH = 1
+
+
+def settings_payload(obj: Any) -> Any:
+    """``obj`` as JSON data with every pydantic field at its default left out (recursively)."""
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(obj, dict):
+        return {k: settings_payload(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [settings_payload(v) for v in obj]
+    return obj
+
+
 def config_hash(obj: Any) -> str:
-    data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+    """Hash of the settings that differ from their defaults, and of the defaults' generation.
+
+    A field added later with a default leaves the hash, and so a resumable run's records, as they were.
+    """
+    data = {"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

@@ -316,7 +316,7 @@ def prepare_data(
     key = config_hash(
         {
             "task": task.fingerprint(),
-            "data": cfg.data.model_dump(mode="json"),
+            "data": cfg.data,
             "seed": cfg.seed,
             "dev": len(dev),
         }
@@ -489,7 +489,7 @@ def attach_spec_hashes(units: list[UnitSpec], stage: DataStage) -> None:
     """Each unit's settings hash (its records are reused on resume only while it matches)."""
     skip = {"record_path", "device", "threads", "spec_hash"}
     for i, u in enumerate(units):
-        payload = u.model_dump(mode="json", exclude=skip)
+        payload = u.model_dump(mode="json", exclude=skip, exclude_defaults=True)
         payload["data"] = stage.record.config_hash if u.method == "proxy" else stage.record.fingerprint
         units[i] = u.model_copy(update={"spec_hash": config_hash(payload)})
 
