@@ -480,7 +480,59 @@ def figures_markdown(domains: list[str]) -> str:
         out.append("")
     out.append(projection_section(domains))
     out.append(seed_section(domains))
+    out.append(check_section(domains))
     return "\n".join(out)
+
+
+def check_section(domains: list[str]) -> str:
+    """The compression check (damoc.select.checks, default slack 0) on every saved summary with a ground
+    truth: how often the proxy found the true winner when some candidate failed the check and when none did.
+
+    Variants run without baselines; their candidates' zero-shot scores come from the domain's base run
+    (the same dev rows: zero-shot scoring does not depend on the training rows)."""
+    from damoc.select.checks import compression_check
+
+    groups: dict[bool, list[tuple[str, bool, float]]] = {True: [], False: []}
+    lines = []
+    for domain in domains:
+        base_path = RECORDS / f"{domain}.json"
+        if not base_path.is_file():
+            continue
+        base = json.loads(base_path.read_text())
+        zero = {r["candidate"]: r["scores"].get("zero_shot") for r in base["rows"]}
+        for path in [base_path, *sorted((RECORDS / "variants").glob(f"{domain}@*.json"))]:
+            summ = json.loads(path.read_text())
+            a = _proxy_agreement(summ)
+            proxy = {r["candidate"]: r["scores"].get("proxy") for r in summ["rows"]}
+            if a is None or None in proxy.values():
+                continue
+            flagged = compression_check(proxy, zero, higher_is_better=False)
+            worst = max(p / zero[c] for c, p in proxy.items())
+            groups[bool(flagged)].append((path.stem, bool(a["top1_hit"]), a["kendall"]))
+            lines.append(
+                f"| {path.stem} | {', '.join(sorted(flagged)) or '—'} | {worst:.2f} | {_proxy_cell(a)} |"
+            )
+    if not lines:
+        return ""
+
+    def rate(runs: list[tuple[str, bool, float]]) -> str:
+        hits = sum(h for _, h, _ in runs)
+        exact = sum(t == 1.0 for _, _, t in runs)
+        return f"top-1 {hits} / {len(runs)}, τ = 1 in {exact} / {len(runs)}"
+
+    return "\n".join(
+        [
+            "### Compression check: a candidate the proxy left worse than its uncompressed zero-shot score",
+            "",
+            f"- runs where some candidate failed the check: {rate(groups[True])}",
+            f"- runs where every candidate passed: {rate(groups[False])}",
+            "",
+            "| run | failed the check | worst proxy ÷ zero-shot | proxy τ / top-1 |",
+            "|---|---|---|---|",
+            *lines,
+            "",
+        ]
+    )
 
 
 # variants whose proxy sweeps were re-run in the same conditions as the base run (threads fix, same load):

@@ -176,6 +176,9 @@ class SelectConfig(JobConfig):
     proxy: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(method="lora", epochs=1.0))
     eval: SelectEval = Field(default_factory=SelectEval)
     baselines: bool = True  # zero-shot and few-shot scores of the uncompressed candidates
+    # flag a candidate whose proxy score is worse than its uncompressed zero-shot score by more than this
+    # fraction of it (damoc.select.checks; needs the baselines); null: no check
+    compression_check: float | None = Field(0.0, ge=0.0)
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     run: RunSettings = Field(default_factory=RunSettings)
     seed: int = 0

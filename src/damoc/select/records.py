@@ -221,6 +221,8 @@ class Leaderboard(Record):
     records: list[UnitRecord]
     agreement: list[Agreement] = Field(default_factory=list)
     cost: Cost | None = None
+    # candidates whose proxy score is worse than their uncompressed zero-shot score: proxy ÷ zero-shot
+    compression_check: dict[str, float] = Field(default_factory=dict)
     settings: dict[str, Any] = Field(default_factory=dict)
     run_dir: str = ""
     created_at: str = Field(default_factory=now_iso)

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from damoc.io.files import write_json_atomic, write_text_atomic
+from damoc.select.checks import compression_check
 from damoc.select.config import SelectConfig
 from damoc.select.ranking import agreement
 from damoc.select.records import (
@@ -153,6 +154,9 @@ def build_leaderboard(
         records=all_records,
         agreement=agreements,
         cost=compute_cost(records, data),
+        compression_check={}
+        if cfg.compression_check is None
+        else compression_check(proxy, _scores(records, "zero_shot"), hib, cfg.compression_check),
         settings=settings,
         run_dir=str(run),
     )
@@ -213,6 +217,22 @@ def disagreement(board: Leaderboard) -> str | None:
     )
 
 
+def compression_note(board: Leaderboard) -> str | None:
+    """A warning naming the candidates the proxy left worse than their uncompressed zero-shot score."""
+    if not board.compression_check:
+        return None
+    scores = {r.candidate: r.scores for r in board.rows}
+    names = ", ".join(
+        f"{c} ({_fmt(scores[c].get('proxy'))} vs {_fmt(scores[c].get('zero_shot'))})"
+        for c in board.compression_check
+    )
+    return (
+        f"check: the proxy scores {names} worse than the uncompressed model zero-shot: the proxy fine-tune did not "
+        "undo the compression, so the ranking reflects the compression more than how each model fine-tunes; "
+        "remove fewer layers (model.layer_fraction) or train the proxy longer (proxy.epochs), or check with --validate"
+    )
+
+
 def render_table(board: Leaderboard) -> str:
     """A plain-text table for the terminal."""
     head, body = table_rows(board)
@@ -237,9 +257,9 @@ def render_table(board: Leaderboard) -> str:
         if projection is not None:
             line += f"; {projection}"
         out.append(line)
-    note = disagreement(board)
-    if note:
-        out += ["", note]
+    notes = [n for n in (disagreement(board), compression_note(board)) if n]
+    if notes:
+        out += ["", *notes]
     return "\n".join(out)
 
 
@@ -259,6 +279,7 @@ def render_markdown(board: Leaderboard) -> str:
         f"Best candidate by the proxy: **{board.best() or '—'}**.",
         "",
         *([f"> {note}", ""] if (note := disagreement(board)) else []),
+        *([f"> {note}", ""] if (note := compression_note(board)) else []),
         "## Leaderboard",
         "",
         _md_table(*table_rows(board)),
