@@ -48,8 +48,12 @@ def test_leaderboard_flags_and_reports_a_candidate_the_proxy_left_worse(tmp_path
     board = build_leaderboard(_cfg(), data, recs, tmp_path)
     assert board.compression_check == pytest.approx({"a": 1.1 / 0.9, "b": 3.0})
     text = render_table(board)
-    assert "check: the proxy scores a (1.1000 vs 0.9000), b (1.5000 vs 0.5000) worse" in text
-    assert "model.layer_fraction" in text and "check: the proxy scores" in render_markdown(board)
+    # rows in proxy rank order: a (1.1) before b (1.5)
+    assert (
+        "check: proxy worse than the uncompressed model zero-shot for a (1.1000 vs 0.9000), b (1.5000 vs"
+        in text
+    )
+    assert "model.layer_fraction" in text and "check: proxy worse" in render_markdown(board)
     # a slack of 50% keeps a; the check can be switched off; the JSON keeps the flags
     assert build_leaderboard(_cfg(compression_check=0.5), data, recs, tmp_path).compression_check == {
         "b": 3.0

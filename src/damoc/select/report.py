@@ -221,15 +221,15 @@ def compression_note(board: Leaderboard) -> str | None:
     """A warning naming the candidates the proxy left worse than their uncompressed zero-shot score."""
     if not board.compression_check:
         return None
-    scores = {r.candidate: r.scores for r in board.rows}
     names = ", ".join(
-        f"{c} ({_fmt(scores[c].get('proxy'))} vs {_fmt(scores[c].get('zero_shot'))})"
-        for c in board.compression_check
+        f"{r.candidate} ({_fmt(r.scores.get('proxy'))} vs {_fmt(r.scores.get('zero_shot'))})"
+        for r in board.rows
+        if r.candidate in board.compression_check
     )
     return (
-        f"check: the proxy scores {names} worse than the uncompressed model zero-shot: the proxy fine-tune did not "
-        "undo the compression, so the ranking reflects the compression more than how each model fine-tunes; "
-        "remove fewer layers (model.layer_fraction) or train the proxy longer (proxy.epochs), or check with --validate"
+        f"check: proxy worse than the uncompressed model zero-shot for {names}: the proxy fine-tune did not undo "
+        "the compression, so this ranking may reflect the compression more than how each model fine-tunes "
+        "(remove fewer layers: model.layer_fraction; train the proxy longer: proxy.epochs; or --validate)"
     )
 
 
