@@ -87,3 +87,43 @@ def test_answer_scores_equal_full_logit_reference(tok, arch):
         ref = F.cross_entropy(logits[start - 1 :], torch.tensor(ids[start:]), reduction="sum")
         assert s.nll == pytest.approx(float(ref), rel=1e-5, abs=1e-5)
         assert s.n_tokens == len(ids) - start
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3_text", "qwen2"])
+def test_answer_head_positions_give_the_models_own_loss_and_gradients(tok, arch):
+    """The answer-only output head computes the loss the model's own (full-logit) loss gives, and the same
+    gradients, on a right-padded batch whose answers sit at different positions."""
+    from damoc.evaluate.likelihood import collate
+    from damoc.train.finetune import batch_loss
+
+    pairs = [("a long prompt " * 6, "yes"), ("short", "no it is not"), ("mid sized prompt here", "maybe so")]
+    enc = [encode_pair(tok, p, a, 512, add_eos=True) for p, a in pairs]
+    batch = collate([e[0] for e in enc], [e[1] for e in enc], tok.pad_token_id or 0)
+    grads = {}
+    for where in ("all", "answer"):
+        m = tiny_model(arch, seed=3)
+        loss = batch_loss(m, batch, where, torch.device("cpu"))
+        loss.backward()
+        grads[where] = (
+            float(loss.detach()),
+            {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None},
+        )
+    (l_all, g_all), (l_ans, g_ans) = grads["all"], grads["answer"]
+    assert l_ans == pytest.approx(l_all, rel=1e-5)
+    assert g_all.keys() == g_ans.keys()
+    for name, g in g_all.items():
+        torch.testing.assert_close(g_ans[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_finetune_same_result_with_either_head_positions(tok):
+    pairs = [(f"Q: capital of land {i}? A:", f"city{i % 3}") for i in range(12)]
+    out = {}
+    for where in ("all", "answer"):
+        cfg = FinetuneConfig(method="lora", epochs=2, lr=1e-2, batch_size=4, head_positions=where)
+        res = finetune(tiny_model("llama", seed=2), tok, pairs, cfg)
+        out[where] = (
+            res.losses,
+            sum(s.nll for s in answer_scores(res.model, tok, *zip(*pairs, strict=True))),
+        )
+    assert out["answer"][0] == pytest.approx(out["all"][0], rel=1e-4)
+    assert out["answer"][1] == pytest.approx(out["all"][1], rel=1e-4)

@@ -104,6 +104,23 @@ def test_nested_defaults_left_out():
     assert plain != config_hash({"data": DataSettings(filter_options={"k": 1})})
 
 
+def test_ground_truth_key_ignores_speed_only_settings():
+    from damoc.io.tasks import Example
+    from damoc.select.cache import ground_truth_key
+    from damoc.select.config import SelectEval
+    from damoc.train.finetune import FinetuneConfig
+
+    rows = [Example(id="1", question="q", answer="a")]
+
+    def key(**ft):
+        return ground_truth_key(
+            rows, rows, "smollm2-135m", FinetuneConfig(method="full", **ft), SelectEval(), "answer"
+        )
+
+    assert key(head_positions="all") == key() == key(head_positions="answer")  # same math, other speed
+    assert key(lr=1e-5) != key()
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["--write"]:
     SNAPSHOT.write_text(
         json.dumps({"epoch": SETTINGS_EPOCH, "defaults": current_defaults()}, indent=1) + "\n"

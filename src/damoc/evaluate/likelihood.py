@@ -73,7 +73,7 @@ def left_pad(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def _token_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def token_nll(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Per-position NLL of next-token prediction, 0 where the label is ignored: shape (B, T-1).
 
     Only the positions some row needs go through the output head (``logits_to_keep`` with the
@@ -122,7 +122,7 @@ def answer_scores(
     for b in progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
         idx = order[b : b + batch_size]
         batch = collate([enc[i][0] for i in idx], [enc[i][1] for i in idx], pad)
-        nll = _token_nll(model, batch)
+        nll = token_nll(model, batch)
         counts = (batch["labels"][:, 1:] != -100).sum(1)
         for j, i in enumerate(idx):
             out[i] = AnswerScore(
@@ -148,7 +148,7 @@ def text_loss(
     for b in progress(range(0, len(order), batch_size), desc=desc, unit="batch"):
         chunk = [seqs[i] for i in order[b : b + batch_size]]
         batch = collate(chunk, [0] * len(chunk), pad)
-        nll = _token_nll(model, batch)
+        nll = token_nll(model, batch)
         total += float(nll.sum())
         count += int((batch["labels"][:, 1:] != -100).sum())
     return total / count

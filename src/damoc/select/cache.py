@@ -24,6 +24,8 @@ FINETUNE_KEY_FIELDS = (
     "warmup_ratio", "grad_clip", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "add_eos", "seed",
 )  # fmt: skip
 EVAL_KEY_FIELDS = ("metric", "max_length", "max_new_tokens", "stop_at_newline", "alias_field")
+# settings that change how fast a fine-tune runs, not what it computes: never in the key
+SPEED_ONLY_FIELDS = ("head_positions",)
 
 
 def stable_fields(cfg, fields: tuple[str, ...]) -> dict[str, Any]:
@@ -31,7 +33,7 @@ def stable_fields(cfg, fields: tuple[str, ...]) -> dict[str, Any]:
     data = cfg.model_dump(mode="json")
     out = {k: data[k] for k in fields if k in data}
     for name, info in type(cfg).model_fields.items():
-        if name in fields or name not in data:
+        if name in fields or name not in data or name in SPEED_ONLY_FIELDS:
             continue
         default = info.get_default(call_default_factory=True)
         if data[name] != (default.model_dump(mode="json") if hasattr(default, "model_dump") else default):

@@ -302,8 +302,11 @@ def self_distill(
         len(prompts),
         n_fb,
     )
+    ft = cfg.finetune
+    if cfg.kl_weight > 0:  # the KL term hooks the model's own loss over full logits
+        ft = ft.model_copy(update={"head_positions": "all"})
     with teacher_kl_term(student, teacher, cfg.kl_weight, cfg.kl_temperature):
-        res = finetune(student, tok, pairs, cfg.finetune, desc="self-distill")
+        res = finetune(student, tok, pairs, ft, desc="self-distill")
     mean_chars = sum(len(a) for a in answers) / max(1, len(answers))
     return DistillResult(
         model=res.model,

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from damoc.config import StrictModel
-from damoc.evaluate.likelihood import collate, encode_pair
+from damoc.evaluate.likelihood import collate, encode_pair, token_nll
 from damoc.logging_utils import progress
 
 LOG = logging.getLogger(__name__)
@@ -43,6 +43,10 @@ class FinetuneConfig(StrictModel):
     add_eos: bool = True
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, weights and optimizer stay fp32
     seed: int = 0
+    # where the output head runs: "answer" only at the positions that carry a loss (the answer tokens;
+    # the same loss and gradients, without the vocabulary projection of every prompt token), "all" at
+    # every position with the model's own loss (what a forward hook on the loss, e.g. distillation, needs)
+    head_positions: Literal["answer", "all"] = "answer"
 
 
 @dataclass
@@ -65,6 +69,14 @@ def _wrap_lora(model, cfg: FinetuneConfig):
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lcfg)
+
+
+def batch_loss(model, batch: dict[str, torch.Tensor], head_positions: str, dev) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens of ``batch`` (labels != -100)."""
+    if head_positions == "all" or not bool((batch["labels"][:, 1:] != -100).any()):
+        return model(**{k: v.to(dev) for k, v in batch.items()}).loss
+    nll = token_nll(model, batch)
+    return nll.sum() / (batch["labels"][:, 1:] != -100).sum().clamp(min=1).to(nll.device)
 
 
 def finetune(
@@ -108,15 +120,15 @@ def finetune(
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         batch = collate([enc[i][0] for i in idx], [enc[i][1] for i in idx], pad)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            out = work(**{k: v.to(dev) for k, v in batch.items()})
-        out.loss.backward()
+            loss = batch_loss(work, batch, cfg.head_positions, dev)
+        loss.backward()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         tokens += int(batch["attention_mask"].sum())
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
         step += 1
         bar.update(1)
         if cfg.token_budget is not None and tokens >= cfg.token_budget:
