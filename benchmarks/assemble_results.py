@@ -14,6 +14,7 @@ ORDER = [
     "data_filters",
     "data_compress",
     "selection",
+    "finetune_speed",
     "cross_calibration",
     "finescope",
 ]

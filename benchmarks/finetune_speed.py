@@ -10,15 +10,18 @@ default) runs the head on those positions only (same loss, same gradients: tests
 times on fresh copies of the model (so drifting load on a shared machine hits both), on the same rows
 of a bundled task (prompt + answer, 256 tokens, batch 4, bf16 autocast: the selection benchmark's
 settings), and records the seconds per step of each mode and their ratio, plus the two runs' losses.
-Records: benchmarks/records/finetune_speed/<task>.json.
+Records: benchmarks/records/finetune_speed/<task>.json (a run with some ``--models`` replaces their entries
+and keeps the others'; each entry has the machine and torch of its own run).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import platform
 import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -88,18 +91,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     examples = load_examples(args.task)[: 4 * args.steps]
     pairs = [(e.prompt(), e.answer) for e in examples]
-    record = {
-        "task": args.task,
-        "rows": len(pairs),
+    path = RECORDS / f"{args.task}.json"
+    old = json.loads(path.read_text())["models"] if path.is_file() else []
+    run = {
         "steps": args.steps,
         "rounds": args.rounds,
         "threads": args.threads,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
-        "models": [measure(m, pairs, args.steps, args.rounds) for m in args.models],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    measured = [{**measure(m, pairs, args.steps, args.rounds), **run} for m in args.models]
+    keep = [m for m in old if m["model"] not in args.models]  # earlier runs' other models stay in the record
+    record = {
+        "task": args.task,
+        "rows": len(pairs),
+        "models": keep + measured,
     }
     RECORDS.mkdir(parents=True, exist_ok=True)
-    path = write_json_atomic(RECORDS / f"{args.task}.json", record)
+    write_json_atomic(path, record)
     print(f"wrote {path}")
 
 
