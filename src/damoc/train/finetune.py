@@ -73,10 +73,11 @@ def _wrap_lora(model, cfg: FinetuneConfig):
 
 def batch_loss(model, batch: dict[str, torch.Tensor], head_positions: str, dev) -> torch.Tensor:
     """Mean next-token cross-entropy over the answer tokens of ``batch`` (labels != -100)."""
-    if head_positions == "all" or not bool((batch["labels"][:, 1:] != -100).any()):
+    answer = batch["labels"][:, 1:] != -100  # position t predicts an answer token
+    if head_positions == "all" or not bool(answer.any()):
         return model(**{k: v.to(dev) for k, v in batch.items()}).loss
     nll = token_nll(model, batch)
-    return nll.sum() / (batch["labels"][:, 1:] != -100).sum().clamp(min=1).to(nll.device)
+    return nll.sum() / answer.sum().to(nll.device)
 
 
 def finetune(
