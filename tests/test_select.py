@@ -110,6 +110,14 @@ def test_run_produces_leaderboard_report_and_plot(main_run):
     bad = next(r for r in board.rows if r.candidate == broken)
     assert bad.rank is None and set(bad.errors) == {"proxy", "zero_shot", "few_shot", "full"}
     assert "cannot load" in bad.errors["proxy"] or "not-a-model" in bad.errors["proxy"]
+    from damoc.select.report import failure_hint
+
+    hint = failure_hint(board)  # the CLI prints it: only the broken candidate, and how to retry it
+    assert hint.startswith(f"failed: {broken} (") and "--resume --retry-failed" in hint
+    assert (
+        failure_hint(board.model_copy(update={"records": [r for r in board.records if r.status == "ok"]}))
+        is None
+    )
     # data stages: the user's field names were mapped, the filter kept half of the 28 training rows
     assert board.data.n_train == 28 and board.data.n_dev == 6 and board.data.n_proxy_train == 14
     proxy_rows = [json.loads(x) for x in (run / "data" / "proxy_train.jsonl").read_text().splitlines()]

@@ -181,9 +181,11 @@ def select(
 
     from damoc.select.config import SelectConfig
     from damoc.select.pipeline import run_select
-    from damoc.select.report import render_table
+    from damoc.select.report import failure_hint, render_table
 
     cfg = parse_config(SelectConfig, data, where=where)
     board = run_select(cfg, resume=resume, overwrite=overwrite, retry_failed=retry_failed)
     typer.echo(render_table(board))
+    if hint := failure_hint(board):
+        typer.echo(f"\n{hint}")
     typer.echo(f"\nreport: {Path(board.run_dir) / 'report.md'}")

@@ -233,6 +233,19 @@ def compression_note(board: Leaderboard) -> str | None:
     )
 
 
+def failure_hint(board: Leaderboard) -> str | None:
+    """How to rerun the failed units only (a resumed run keeps failures unless told to retry them)."""
+    failed = [
+        c for c in board.candidates if any(r.candidate == c and r.status != "ok" for r in board.records)
+    ]
+    if not failed:
+        return None
+    return (
+        f"failed: {', '.join(failed)} (the status column says why); to rerun only the failed units, "
+        "fix the cause and run the same command with --resume --retry-failed"
+    )
+
+
 def render_table(board: Leaderboard) -> str:
     """A plain-text table for the terminal."""
     head, body = table_rows(board)
