@@ -53,7 +53,7 @@ def extract() -> dict:
             per = rec.get("per_example")
             if rec.get("status") != "ok" or not per or len(per) != len(nbytes):
                 continue
-            whole = sum(b * n for b, n in zip(per, nbytes, strict=True)) / sum(nbytes)
+            whole = subset_score(per, nbytes, range(len(nbytes)))
             if abs(whole - proxy.get(rec["candidate"], float("nan"))) > 1e-9:
                 continue  # the run directory's proxy is not the one the summary reports
             rows[rec["candidate"]] = [round(b, 6) for b in per]
@@ -66,8 +66,11 @@ def order(scores: dict[str, float]) -> tuple[str, ...]:
     return tuple(sorted(scores, key=lambda c: (scores[c], c)))  # bits/byte: lower is better
 
 
-def subset_score(per: list[float], nbytes: list[int], idx: list[int]) -> float:
-    return sum(per[i] * nbytes[i] for i in idx) / max(1, sum(nbytes[i] for i in idx))
+def subset_score(per: list[float], nbytes: list[int], idx) -> float:
+    """Bits/byte of the rows ``idx``: their answer bits summed over their answer bytes summed."""
+    from damoc.evaluate.paired import bits_per_byte
+
+    return bits_per_byte([per[i] * nbytes[i] for i in idx], [nbytes[i] for i in idx])
 
 
 def agreement(run: dict, k: int, draws: int, seed: int = 0) -> tuple[float, float]:
