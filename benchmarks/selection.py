@@ -584,6 +584,11 @@ SCALE_RUNS = {
 }
 
 
+def _head(summary: dict) -> str:
+    """The output-head positions a summary's fine-tunes ran with (runs before the setting existed: every position)."""
+    return summary["settings"]["proxy_finetune"].get("head_positions", "all")
+
+
 def scale_check(domains: list[str]) -> str:
     """Runs at a larger training size (``--train-rows``): the measured ratio next to the 120-row projection."""
     from selection_cost import projected_ratio
@@ -604,8 +609,9 @@ def scale_check(domains: list[str]) -> str:
             n = big["data"]["n_train"]
             c = big["cost"]
             lines.append(
-                f"| {domain} | {variant} | {n} | {c['full_wall_s']:,.0f} s ÷ {c['proxy_wall_s']:,.0f} s = "
-                f"{c['wall_ratio']:.1f}x | {projected_ratio(small, n, fixed):.1f}x | "
+                f"| {domain} | {variant} | {n} | {_head(big)} | {c['full_wall_s']:,.0f} s ÷ "
+                f"{c['proxy_wall_s']:,.0f} s = {c['wall_ratio']:.1f}x | {projected_ratio(small, n, fixed):.1f}x"
+                f"{'' if _head(big) == _head(small) else ' (' + _head(small) + ')'} | "
                 + f"{_proxy_cell(_proxy_agreement(big))} |"
             )
     if not lines:
@@ -614,11 +620,12 @@ def scale_check(domains: list[str]) -> str:
         "",
         "",
         "Measured at a larger size (`--train-rows`), against the projection from the 120-row run of the same "
-        "setting (rows12: a fixed 12-row proxy subset, projected with the proxy side held fixed):",
+        "setting (rows12: a fixed 12-row proxy subset, projected with the proxy side held fixed; head: the "
+        "fine-tunes' output-head positions, both sweeps; a projection made from runs with the other head names it):",
         "",
-        "| domain | proxy | training rows | measured full ÷ proxy sweep (wall) | projected from 120 rows | "
+        "| domain | proxy | training rows | head | measured full ÷ proxy sweep (wall) | projected from 120 rows | "
         "proxy τ / top-1 |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     return "\n".join(head + lines)
 
