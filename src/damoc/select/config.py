@@ -155,12 +155,22 @@ class RunSettings(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch threads per worker; null = the torch default
     timeout_s: float | None = None  # per candidate process
+    # seconds between progress lines of a running candidate (fine-tune steps, scoring batches) in its
+    # worker.log, its progress.json and the terminal; 0 = none
+    progress_s: float = 60.0
 
     @field_validator("jobs")
     @classmethod
     def _jobs(cls, v):
         if v < 1:
             raise ValueError("jobs must be >= 1")
+        return v
+
+    @field_validator("progress_s")
+    @classmethod
+    def _progress_s(cls, v):
+        if v < 0:
+            raise ValueError("progress_s must be >= 0 (0 turns progress lines off)")
         return v
 
 

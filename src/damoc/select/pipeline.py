@@ -461,10 +461,13 @@ def make_backend(cfg: SelectConfig):
             cpus_per_candidate=cfg.run.cpus_per_candidate,
             gpus_per_candidate=cfg.run.gpus_per_candidate,
             timeout_s=cfg.run.timeout_s,
+            progress_s=cfg.run.progress_s,
         )
     import damoc.select.backends.local  # noqa: F401 - registers "local"
 
-    return BACKENDS.get("local")(jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s, gpu_ids=cfg.run.gpu_ids)
+    return BACKENDS.get("local")(
+        jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s, gpu_ids=cfg.run.gpu_ids, progress_s=cfg.run.progress_s
+    )
 
 
 def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage) -> None:
@@ -508,6 +511,7 @@ def group_jobs(cfg: SelectConfig, units: list[UnitSpec], run: Path) -> list[Cand
                 log_path=str(d / "worker.log"),
                 units=[],
                 timeout_s=cfg.run.timeout_s,
+                progress_s=cfg.run.progress_s or None,
             )
         jobs[u.candidate].units.append(u)
     order = {c: i for i, c in enumerate(cfg.candidates)}

@@ -496,7 +496,8 @@ def plot_leaderboard(board: Leaderboard, path: str | Path) -> Path:
     ax1.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
     ax1.set_ylabel(f"{board.metric} ({'higher' if board.higher_is_better else 'lower'} is better)")
     ax1.set_title("score per candidate")
-    ax1.legend(fontsize=8)
+    if methods:  # a run with no scores yet has nothing to label
+        ax1.legend(fontsize=8)
     ax2.bar(range(len(rows)), [r.proxy_wall_s or 0 for r in rows], color="tab:gray")
     ax2.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
     ax2.set_ylabel("proxy wall time, s")

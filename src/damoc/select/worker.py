@@ -12,6 +12,7 @@ candidate is done, so its memory goes back to the system before the next candida
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -63,11 +64,44 @@ class CandidateJob(StrictModel):
     log_path: str
     units: list[UnitSpec]
     timeout_s: float | None = None  # for the whole process
+    progress_s: float | None = None  # seconds between progress reports of long loops; None = none
+
+    @property
+    def progress_path(self) -> Path:
+        """Where the worker keeps its latest progress line (beside its log)."""
+        return Path(self.log_path).with_name("progress.json")
 
     def save(self) -> Path:
         from damoc.io.files import write_json_atomic
 
         return write_json_atomic(self.job_path, self.model_dump(mode="json"))
+
+
+def read_progress(job: CandidateJob) -> str | None:
+    """The latest progress line a running worker reported (None when it has reported none)."""
+    try:
+        data = json.loads(job.progress_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    line = data.get("line") if isinstance(data, dict) else None
+    return f"{data.get('unit')}: {line}" if line else None
+
+
+class _ProgressFile:
+    """The worker's progress sink: each line goes to the log and, atomically, to ``progress.json``."""
+
+    def __init__(self, job: CandidateJob):
+        self.path = job.progress_path
+        self.unit = ""
+
+    def __call__(self, line: str) -> None:
+        from damoc.io.files import write_json_atomic
+
+        LOG.info("%s: %s", self.unit, line)
+        try:
+            write_json_atomic(self.path, {"unit": self.unit, "line": line, "at": now_iso()})
+        except OSError:  # a status file is never worth failing the work for
+            pass
 
 
 def read_examples(path: str | Path) -> list[Example]:
@@ -193,9 +227,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
         if not pairs:
             raise DamocError(f"no training rows for the {spec.method} fine-tune")
         t0 = time.perf_counter()
-        result = finetune(
-            model, tok, pairs, spec.finetune or FinetuneConfig(), desc=f"{spec.method} {spec.slug}"
-        )
+        result = finetune(model, tok, pairs, spec.finetune or FinetuneConfig(), desc="fine-tune")
         model = result.model
         rec.stage_s["finetune"] = time.perf_counter() - t0
         rec.n_train, rec.train_steps, rec.train_tokens = len(pairs), result.steps, result.tokens
@@ -247,24 +279,42 @@ def one_line(exc: BaseException) -> str:
 
 
 def run_job(job: CandidateJob) -> list[UnitRecord]:
-    """Run the candidate's units in order; each record is saved (atomically) as soon as it exists."""
+    """Run the candidate's units in order; each record is saved (atomically) as soon as it exists.
+
+    With ``job.progress_s``, long loops (fine-tuning steps, scoring batches) report how far they are
+    every that many seconds, to the log and to ``progress.json`` (read by the backend).
+    """
     import gc
 
+    from damoc.logging_utils import set_progress_sink
+
+    sink = _ProgressFile(job) if job.progress_s else None
+    set_progress_sink(sink, job.progress_s or 0)
     out = []
-    for spec in job.units:
-        LOG.info("%s / %s: start (pid %d)", spec.candidate, spec.method, os.getpid())
-        t0 = time.perf_counter()
-        try:
-            rec = run_unit(spec)
-        except Exception as exc:  # recorded, so the other units and candidates go on
-            traceback.print_exc()
-            rec = failed_record(spec, one_line(exc), time.perf_counter() - t0)
-        rec.save(spec.record_path)
-        out.append(rec)
-        LOG.info(
-            "%s / %s: %s score=%s (%.1f s)", spec.candidate, spec.method, rec.status, rec.score, rec.wall_s
-        )
-        gc.collect()
+    try:
+        for spec in job.units:
+            if sink is not None:
+                sink.unit = spec.method
+            LOG.info("%s / %s: start (pid %d)", spec.candidate, spec.method, os.getpid())
+            t0 = time.perf_counter()
+            try:
+                rec = run_unit(spec)
+            except Exception as exc:  # recorded, so the other units and candidates go on
+                traceback.print_exc()
+                rec = failed_record(spec, one_line(exc), time.perf_counter() - t0)
+            rec.save(spec.record_path)
+            out.append(rec)
+            LOG.info(
+                "%s / %s: %s score=%s (%.1f s)",
+                spec.candidate,
+                spec.method,
+                rec.status,
+                rec.score,
+                rec.wall_s,
+            )
+            gc.collect()
+    finally:
+        set_progress_sink(None)
     return out
 
 

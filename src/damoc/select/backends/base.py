@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
 from damoc.registry import Registry
 from damoc.select.records import UnitRecord
-from damoc.select.worker import CandidateJob, UnitSpec, failed_record
+from damoc.select.worker import CandidateJob, UnitSpec, failed_record, read_progress
+
+LOG = logging.getLogger(__name__)
 
 OnDone = Callable[[UnitSpec, UnitRecord], None]
 
@@ -40,6 +44,7 @@ def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.
     """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log."""
     job.save()
     Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
+    job.progress_path.unlink(missing_ok=True)  # a line from an earlier run is not this run's progress
     log = open(job.log_path, "ab")  # noqa: SIM115 - closed by the backend
     threads = job.units[0].threads if job.units else None
     proc = subprocess.Popen(
@@ -50,6 +55,22 @@ def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.
         start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers it started
     )
     return proc, log
+
+
+def exit_reason(returncode: int | None) -> str:
+    """Why a worker stopped, in words: a negative code is the signal that killed it."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = (
+            " (often the out-of-memory killer: run fewer candidates at once or give the run more memory)"
+            if -returncode == signal.SIGKILL
+            else ""
+        )
+        return f"worker killed by {name}{hint}"
+    return f"worker exited with code {returncode}"
 
 
 def finish_job(job: CandidateJob, returncode: int | None, wall_s: float, note: str = "") -> list[UnitRecord]:
@@ -64,7 +85,7 @@ def finish_job(job: CandidateJob, returncode: int | None, wall_s: float, note: s
             except ValueError:
                 rec = None
         if rec is None:
-            why = note or f"worker exited with code {returncode} before this unit finished"
+            why = note or f"{exit_reason(returncode)} before this unit finished"
             rec = failed_record(spec, f"{why} (see {job.log_path})", wall_s)
             rec.save(path)
         out.append(rec)
@@ -84,6 +105,25 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+class ProgressReporter:
+    """Logs each running candidate's latest progress line (from its worker) every ``every_s`` seconds."""
+
+    def __init__(self, every_s: float | None):
+        self.every_s = every_s or 0.0
+        self.t_last = time.perf_counter()
+        self.last: dict[str, str] = {}
+
+    def poll(self, running: Iterable[CandidateJob]) -> None:
+        if self.every_s <= 0 or time.perf_counter() - self.t_last < self.every_s:
+            return
+        self.t_last = time.perf_counter()
+        for job in running:
+            line = read_progress(job)
+            if line and line != self.last.get(job.candidate):
+                self.last[job.candidate] = line
+                LOG.info("%s / %s", job.candidate, line)
 
 
 def report(job: CandidateJob, records: list[UnitRecord], on_done: OnDone) -> None:

@@ -7,7 +7,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from damoc.select.backends.base import BACKENDS, OnDone, finish_job, report, start_worker, stop_process
+from damoc.select.backends.base import (
+    BACKENDS,
+    OnDone,
+    ProgressReporter,
+    finish_job,
+    report,
+    start_worker,
+    stop_process,
+)
 from damoc.select.worker import CandidateJob
 
 LOG = logging.getLogger(__name__)
@@ -20,12 +28,14 @@ class LocalBackend:
     timeout_s: float | None = None  # per candidate process
     gpu_ids: list[str] | None = None  # one per running candidate; caps the parallelism
     poll_s: float = 0.2
+    progress_s: float = 0.0  # log each running candidate's progress this often (0 = never)
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         queue = list(jobs)
         running: list = []
         free = list(self.gpu_ids) if self.gpu_ids else None
         width = min(self.jobs, len(free)) if free else self.jobs
+        progress = ProgressReporter(self.progress_s)
         try:
             while queue or running:
                 while queue and len(running) < width:
@@ -35,6 +45,7 @@ class LocalBackend:
                     proc, log = start_worker(job, gpu)
                     running.append((job, proc, log, time.perf_counter(), gpu))
                 time.sleep(self.poll_s)
+                progress.poll(item[0] for item in running)
                 for item in list(running):
                     job, proc, log, t0, gpu = item
                     elapsed = time.perf_counter() - t0

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from damoc.errors import require
-from damoc.select.backends.base import BACKENDS, OnDone, finish_job, report
+from damoc.select.backends.base import BACKENDS, OnDone, ProgressReporter, exit_reason, finish_job, report
 from damoc.select.worker import CandidateJob
 
 LOG = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ class RayBackend:
     cpus_per_candidate: float = 1.0
     gpus_per_candidate: float = 0.0
     timeout_s: float | None = None
+    progress_s: float = (
+        0.0  # log each running candidate's progress this often (0 = never; needs shared storage)
+    )
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         ray = require("ray", "ray")
@@ -66,6 +69,7 @@ class RayBackend:
         task = ray.remote(_run_remote)
         queue = list(jobs)
         running: dict = {}
+        progress = ProgressReporter(self.progress_s)
         try:
             while queue or running:
                 while queue and len(running) < self.jobs:
@@ -77,16 +81,13 @@ class RayBackend:
                         num_cpus=self.cpus_per_candidate, num_gpus=self.gpus_per_candidate, max_retries=0
                     ).remote(job.model_dump_json())
                     running[ref] = (job, time.perf_counter())
-                done, _ = ray.wait(list(running), num_returns=1)
+                done, _ = ray.wait(list(running), num_returns=1, timeout=self.progress_s or None)
+                progress.poll(job for job, _t0 in running.values())
                 for ref in done:
                     job, t0 = running.pop(ref)
                     try:
                         code = ray.get(ref)
-                        note = (
-                            ""
-                            if code == 0
-                            else ("timed out" if code == -1 else f"worker exited with code {code}")
-                        )
+                        note = "" if code == 0 else ("timed out" if code == -1 else exit_reason(code))
                     except Exception as exc:  # the Ray task itself failed
                         code, note = None, f"ray task failed: {str(exc).strip().splitlines()[0]}"
                     report(job, finish_job(job, code, time.perf_counter() - t0, note), on_done)
