@@ -46,6 +46,21 @@ def _load_commands() -> None:
                 raise
 
 
+def _click_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage-error types, abort types) of the click that typer uses: recent typer ships its own copy."""
+    usage: list[type] = []
+    abort: list[type] = [typer.Abort]
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage.append(mod.ClickException)
+        if hasattr(mod, "Abort"):
+            abort.append(mod.Abort)
+    return tuple(usage), tuple(abort)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,15 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except SystemExit as exc:
         return int(exc.code or 0)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:  # usage errors (click's, or typer's own copy of click in typer >= 0.2x)
+        usage, abort = _click_error_types()
+        if isinstance(exc, abort):
             typer.echo("aborted", err=True)
             return 130
+        if isinstance(exc, usage):
+            exc.show()
+            return getattr(exc, "exit_code", 2)
         raise
     return rc if isinstance(rc, int) else 0
 

@@ -157,20 +157,13 @@ class RunSettings(StrictModel):
     timeout_s: float | None = None  # per candidate process
     # seconds between progress lines of a running candidate (fine-tune steps, scoring batches) in its
     # worker.log, its progress.json and the terminal; 0 = none
-    progress_s: float = 60.0
+    progress_s: float = Field(60.0, ge=0)
 
     @field_validator("jobs")
     @classmethod
     def _jobs(cls, v):
         if v < 1:
             raise ValueError("jobs must be >= 1")
-        return v
-
-    @field_validator("progress_s")
-    @classmethod
-    def _progress_s(cls, v):
-        if v < 0:
-            raise ValueError("progress_s must be >= 0 (0 turns progress lines off)")
         return v
 
 
