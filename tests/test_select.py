@@ -138,9 +138,16 @@ def test_run_produces_leaderboard_report_and_plot(main_run):
     assert c.projected_wall_ratio(1.0) == pytest.approx(c.wall_ratio)
     proxy_rec = next(r for r in board.records if r.candidate == llama and r.method == "proxy")
     assert proxy_rec.train_steps == 2 and proxy_rec.n_layers == 3 and proxy_rec.prep_tokens > 0
+    # each unit's own memory peak (a worker holds torch and a model: well over 50 MB)
+    assert all(r.peak_rss_mb > 50 for r in board.records if r.status == "ok" and not r.cached)
+    if c.full_peak_rss_mb is not None:  # None when some ground truth came from an older cache record
+        assert c.full_peak_rss_mb == max(
+            r.peak_rss_mb for r in board.records if r.method == "full" and r.status == "ok"
+        )
     report = (run / "report.md").read_text()
     assert "## Leaderboard" in report and "Kendall" in report and llama in report
     assert "Where the time went" in report and f"tends to **{c.wall_ratio_limit:.1f}x**" in report
+    assert "| peak memory of one unit, GB (resident) |" in report
     from damoc.select.report import render_table
 
     assert f"tends to {c.wall_ratio_limit:.1f}x with more training rows" in render_table(board)

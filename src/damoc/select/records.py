@@ -69,6 +69,8 @@ class UnitRecord(Record):
     started_at: str = ""
     finished_at: str = ""
     cpu_s: float = 0.0  # CPU time of the work unit (all threads): a cost measure robust to a shared machine
+    peak_rss_mb: float | None = None  # peak resident memory of the unit's worker during the unit (MiB)
+    peak_gpu_mb: float | None = None  # peak CUDA memory torch allocated during the unit (MiB)
     cached: bool = False  # ground truth reused from the cache
     cache_key: str | None = None
     spec_hash: str | None = None  # the settings this record was made with (resume reruns it when they change)
@@ -138,6 +140,11 @@ class Cost(Record):
     # rows only the filter, which passes over all of them, grows on the proxy side
     fixed_budget: bool = False
     filter_wall_s: float = 0.0
+    # the largest one-unit peak of each sweep's workers (MiB); None when a unit has none recorded
+    full_peak_rss_mb: float | None = None
+    proxy_peak_rss_mb: float | None = None
+    full_peak_gpu_mb: float | None = None
+    proxy_peak_gpu_mb: float | None = None
 
     @property
     def wall_ratio(self) -> float:

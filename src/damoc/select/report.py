@@ -74,7 +74,17 @@ def compute_cost(records: list[UnitRecord], data: DataRecord) -> Cost | None:
         proxy_stage_s={"data stages": data.wall_s, **stage_totals(proxy)},
         fixed_budget=data.budget is not None and data.budget >= 1,
         filter_wall_s=data.stage_s.get("filter", 0.0),
+        full_peak_rss_mb=_largest(r.peak_rss_mb for r in full),
+        proxy_peak_rss_mb=_largest(r.peak_rss_mb for r in proxy),
+        full_peak_gpu_mb=_largest(r.peak_gpu_mb for r in full),
+        proxy_peak_gpu_mb=_largest(r.peak_gpu_mb for r in proxy),
     )
+
+
+def _largest(values) -> float | None:
+    """The largest value, or None when any is missing (a peak over part of a sweep is not its peak)."""
+    values = list(values)
+    return max(values) if values and all(v is not None for v in values) else None
 
 
 def stage_totals(records: list[UnitRecord]) -> dict[str, float]:
@@ -385,6 +395,7 @@ def render_markdown(board: Leaderboard) -> str:
                         str(c.proxy_train_tokens),
                         f"{c.train_token_ratio:.1f}x",
                     ],
+                    *_peak_rows(c),
                 ],
             ),
             "",
@@ -397,6 +408,20 @@ def render_markdown(board: Leaderboard) -> str:
     if cached:
         parts += ["", f"Ground truth reused from the cache for: {', '.join(cached)}."]
     return "\n".join(parts) + "\n"
+
+
+def _peak_rows(c: Cost) -> list[list[str]]:
+    """Cost-table rows for the largest one-unit memory peak of each sweep (where both were recorded)."""
+    rows = []
+    for label, full, proxy in (
+        ("peak memory of one unit, GB (resident)", c.full_peak_rss_mb, c.proxy_peak_rss_mb),
+        ("peak memory of one unit, GB (GPU)", c.full_peak_gpu_mb, c.proxy_peak_gpu_mb),
+    ):
+        if full is not None and proxy is not None:
+            rows.append(
+                [label, f"{full / 1024:.2f}", f"{proxy / 1024:.2f}", f"{full / max(1e-9, proxy):.1f}x"]
+            )
+    return rows
 
 
 def projection_line(c: Cost) -> str | None:

@@ -184,6 +184,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
 
     from damoc.evaluate.scoring import score_examples
     from damoc.model.arch import load_model, num_layers
+    from damoc.select.peak_memory import peak_gpu_mb, peak_rss_mb, reset_peak
     from damoc.train.finetune import finetune
 
     rec = UnitRecord(
@@ -205,6 +206,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     torch.manual_seed(spec.seed)
     device = _device(spec.device)
     rec.device = device
+    reset_peak()
     t_all = time.perf_counter()
     cpu0 = time.process_time()
 
@@ -247,6 +249,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     rec.predictions = score.predictions
     rec.wall_s = time.perf_counter() - t_all
     rec.cpu_s = time.process_time() - cpu0
+    rec.peak_rss_mb, rec.peak_gpu_mb = peak_rss_mb(), peak_gpu_mb()
     rec.finished_at = now_iso()
     return rec
 
