@@ -303,7 +303,7 @@ def test_validate_command_accepts_example_jobs(run_cli, job):
     assert "valid 'select' job" in out
 
 
-def test_small_models_example_matches_the_benchmarks_lf0_ep3_setting():
+def test_small_models_example_matches_the_benchmarks_rows12_lf0_ep3_setting():
     import sys
 
     from damoc.config import load_job
@@ -314,7 +314,7 @@ def test_small_models_example_matches_the_benchmarks_lf0_ep3_setting():
     finally:
         sys.path.remove("benchmarks")
     job = load_job("examples/select_small_models.yaml")
-    measured = bench.domain_config("pubmedqa", True, 1, "lf0_ep3", [1e-5, 5e-5])
+    measured = bench.domain_config("pubmedqa", True, 1, "rows12_lf0_ep3", [1e-5, 5e-5])
     from damoc.select.cache import SPEED_ONLY_FIELDS
 
     speed = set(SPEED_ONLY_FIELDS)  # the example takes the product's faster path: the same computation
