@@ -3,6 +3,9 @@
 On Linux the resident-set peak (``VmHWM``) is reset at the start of each unit (``/proc/self/clear_refs``),
 so a unit's peak is its own; where that is not possible the value is the process peak so far, which a
 worker's first unit shares with nothing and later units share with the earlier ones.
+
+The reset also lowers what the kernel reports as the worker's lifetime peak (``ru_maxrss``, what
+``/usr/bin/time`` prints): after a run that is the last unit's peak, not the largest; the records have each.
 """
 
 from __future__ import annotations
