@@ -608,10 +608,11 @@ def scale_check(domains: list[str]) -> str:
             small = json.loads(small_path.read_text())
             n = big["data"]["n_train"]
             c = big["cost"]
+            head, small_head = _head(big), _head(small)
             lines.append(
-                f"| {domain} | {variant} | {n} | {_head(big)} | {c['full_wall_s']:,.0f} s ÷ "
+                f"| {domain} | {variant} | {n} | {head} | {c['full_wall_s']:,.0f} s ÷ "
                 f"{c['proxy_wall_s']:,.0f} s = {c['wall_ratio']:.1f}x | {projected_ratio(small, n, fixed):.1f}x"
-                f"{'' if _head(big) == _head(small) else ' (' + _head(small) + ')'} | "
+                f"{'' if head == small_head else f' ({small_head})'} | "
                 + f"{_proxy_cell(_proxy_agreement(big))} |"
             )
     if not lines:

@@ -48,9 +48,8 @@ class RayBackend:
     cpus_per_candidate: float = 1.0
     gpus_per_candidate: float = 0.0
     timeout_s: float | None = None
-    progress_s: float = (
-        0.0  # log each running candidate's progress this often (0 = never; needs shared storage)
-    )
+    # log each running candidate's progress this often (0 = never; the run directory must be shared storage)
+    progress_s: float = 0.0
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         ray = require("ray", "ray")
