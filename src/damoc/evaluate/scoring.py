@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
@@ -34,6 +35,10 @@ class EvalConfig(StrictModel):
     few_shot_max_length: int = 768  # few-shot prompts are longer
     alias_field: str | None = None  # meta field holding extra accepted answers (a list), e.g. answer_spans
     logits_budget_mb: int = 3000  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
+    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded). On a CPU with AVX512-BF16
+    # it took 0.55-0.6x the CPU time of fp32 for Gemma-3-270M and Qwen2.5-0.5B, answer bits/byte moved by
+    # under 0.1% (benchmarks/RESULTS.md, selection, session 12).
+    precision: Literal["fp32", "bf16"] = "fp32"
 
 
 @dataclass
@@ -199,6 +204,29 @@ def score_examples(
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
+    with scoring_precision(model, cfg.precision):
+        value, per, preds, tokens = _score(model, tok, examples, prompts, metric, cfg, max_length, labels)
+    model.train(was_training)
+    return TaskScore(
+        metric=metric.name,
+        value=float(value),
+        higher_is_better=metric.higher_is_better,
+        n_examples=len(examples),
+        tokens=int(tokens),
+        wall_s=time.perf_counter() - t0,
+        per_example=[float(x) for x in per],
+        predictions=preds,
+    )
+
+
+def scoring_precision(model, precision: str):
+    """The autocast context scoring runs in: bf16 matmuls for ``"bf16"``, a no-op for ``"fp32"``."""
+    dev = next(model.parameters()).device
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _score(model, tok, examples, prompts, metric: Metric, cfg: EvalConfig, max_length: int, labels):
+    """``(value, per-example scores, predictions, tokens)`` of one scoring pass."""
     if metric.kind == "likelihood":
         answers = [target(e, metric) for e in examples]
         value, per, preds, tokens = _likelihood(model, tok, prompts, answers, metric, cfg, max_length)
@@ -213,14 +241,4 @@ def score_examples(
         )
         per = text_metric(metric.name, preds, [_golds(e, cfg.alias_field) for e in examples])
         value = sum(per) / len(per)
-    model.train(was_training)
-    return TaskScore(
-        metric=metric.name,
-        value=float(value),
-        higher_is_better=metric.higher_is_better,
-        n_examples=len(examples),
-        tokens=int(tokens),
-        wall_s=time.perf_counter() - t0,
-        per_example=[float(x) for x in per],
-        predictions=preds,
-    )
+    return value, per, preds, tokens

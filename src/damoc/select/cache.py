@@ -24,6 +24,8 @@ FINETUNE_KEY_FIELDS = (
     "warmup_ratio", "grad_clip", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "add_eos", "seed",
 )  # fmt: skip
 EVAL_KEY_FIELDS = ("metric", "max_length", "max_new_tokens", "stop_at_newline", "alias_field")
+# scoring settings that enter the key only when set away from their default (older records stay valid)
+EVAL_KEY_OPTIONAL = ("precision",)
 # settings that change how fast a fine-tune runs, not what it computes: never in the key
 SPEED_ONLY_FIELDS = ("head_positions",)
 
@@ -76,7 +78,11 @@ def ground_truth_key(
         "dev": examples_fingerprint(dev),
         "candidate": candidate_identity(candidate),
         "finetune": stable_fields(finetune, FINETUNE_KEY_FIELDS),
-        "eval": {k: v for k, v in stable_fields(eval_cfg, EVAL_KEY_FIELDS).items() if k in EVAL_KEY_FIELDS},
+        "eval": {
+            k: v
+            for k, v in stable_fields(eval_cfg, EVAL_KEY_FIELDS).items()
+            if k in EVAL_KEY_FIELDS or k in EVAL_KEY_OPTIONAL
+        },
         "target": train_target,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

@@ -103,7 +103,8 @@ class ModelSettings(StrictModel):
 
 
 class SelectEval(EvalConfig):
-    """Dev-split scoring (same for the proxy, the baselines and the ground truth)."""
+    """Dev-split scoring (same for the proxy, the baselines and the ground truth, except ``precision``: it
+    sets the proxies' and baselines' scoring; the ground truth's is ``validate.eval_precision``)."""
 
     dev_rows: int | None = 64  # dev rows scored; the task must hold at least this many
     few_shot_k: int = 2  # shots (from the training split) for the few-shot baseline
@@ -123,6 +124,9 @@ class ValidateSettings(StrictModel):
     # rate can favour one model (a large-vocabulary head drifts under Adam at a rate another model needs).
     lr_grid: list[float] | None = None
     cache_dir: str = "~/.cache/damoc/groundtruth"
+    # Scoring precision of the full fine-tunes (the reference: exact by default, whatever ``eval.precision``
+    # the cheap sweep uses); a value other than fp32 enters the ground-truth cache key.
+    eval_precision: Literal["fp32", "bf16"] = "fp32"
 
     @field_validator("lr_grid")
     @classmethod

@@ -425,7 +425,8 @@ def _unit(
     elif method == "few_shot":
         spec = spec.model_copy(update={"shots_path": str(stage.shots)})
     elif method == "full":
-        spec = spec.model_copy(update={"train_path": str(stage.train), "finetune": ft})
+        truth_eval = cfg.eval.model_copy(update={"precision": cfg.validate_.eval_precision})
+        spec = spec.model_copy(update={"train_path": str(stage.train), "finetune": ft, "eval": truth_eval})
     return spec
 
 
@@ -482,7 +483,7 @@ def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage
                 dev,
                 u.candidate,
                 u.finetune,
-                cfg.eval,
+                u.eval,
                 u.train_target,
             )
             units[i] = u.model_copy(update={"cache_key": key})
