@@ -81,6 +81,13 @@ VARIANTS: dict[str, dict] = {
     # the proxy's cost then stays put while the full fine-tunes grow with the data
     "rows12": {"data": {"budget": 12}},
     "rows12_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 12}},
+    # the same, its dev scoring under bf16 autocast (`eval.precision`; the ground truth stays fp32)
+    "rows12_lf0_ep3_bf16": {
+        "model": {"layer_fraction": 0.0},
+        "proxy": {"epochs": 3.0},
+        "data": {"budget": 12},
+        "eval": {"precision": "bf16"},
+    },
     # the same settings with other seeds (another random proxy subset, LoRA init and data order; the
     # dev split, the ground truth and the baselines stay those of seed 0)
     "lf0_ep3_s1": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0, "seed": 1}, "seed": 1},
@@ -581,6 +588,7 @@ SCALE_RUNS = {
     "lf0_ep3": ("lf0_ep3", False),
     "rows12": ("base", True),
     "rows12_lf0_ep3": ("lf0_ep3", True),
+    "rows12_lf0_ep3_bf16": ("lf0_ep3", True),  # projected from the fp32-scored 120-row run
 }
 
 
