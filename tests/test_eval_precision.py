@@ -112,3 +112,33 @@ def test_proxy_and_truth_units_get_their_own_scoring_precision(qa_file, tmp_path
     }
     assert bf16_truth["full"].eval.precision == "bf16"
     assert bf16_truth["full"].cache_key != plain["full"].cache_key
+
+
+def test_report_names_the_scoring_precision_only_when_not_fp32(tmp_path):
+    from damoc.select.config import SelectConfig
+    from damoc.select.records import DataRecord, UnitRecord
+    from damoc.select.report import build_leaderboard, render_markdown
+
+    data = DataRecord(task="t", fingerprint="f", n_train=10, n_dev=5, n_proxy_train=1)
+    recs = [
+        UnitRecord(
+            candidate=c,
+            slug=c,
+            method="proxy",
+            status="ok",
+            metric="answer_bpb",
+            higher_is_better=False,
+            score=v,
+        )
+        for c, v in (("a", 1.0), ("b", 2.0))
+    ]
+
+    def report(**over):
+        cfg = SelectConfig.model_validate({"task": {"path": "pubmedqa"}, "candidates": ["a", "b"], **over})
+        return render_markdown(build_leaderboard(cfg, data, recs, tmp_path))
+
+    assert "dev scoring" not in report()
+    assert "- dev scoring: bf16 for the proxies and baselines (bf16" in report(eval={"precision": "bf16"})
+    assert "bf16 for the proxies and baselines, fp32 for the ground truth" in report(
+        eval={"precision": "bf16"}, validate={"enabled": True}
+    )

@@ -151,6 +151,7 @@ def build_leaderboard(
         "validate": cfg.validate_.enabled,
         "full_finetune": cfg.validate_.finetune.model_dump(mode="json") if cfg.validate_.enabled else None,
         "truth_lr_grid": cfg.validate_.lr_grid if cfg.validate_.enabled else None,
+        "truth_eval_precision": cfg.validate_.eval_precision if cfg.validate_.enabled else None,
         "truth_lr": {r.candidate: r.lr for r in records if r.method == "full" and r.status == "ok"},
         "backend": cfg.run.backend,
     }
@@ -331,6 +332,13 @@ def render_markdown(board: Leaderboard) -> str:
                 f"{', '.join(f'{lr:g}' for lr in s['truth_lr_grid'])} (chosen: {chosen}); the cost below "
                 "counts the chosen run only"
             )
+    precisions = [s.get("eval", {}).get("precision", "fp32"), s.get("truth_eval_precision") or "fp32"]
+    if precisions != ["fp32", "fp32"]:
+        parts.append(
+            f"- dev scoring: {precisions[0]} for the proxies and baselines"
+            + (f", {precisions[1]} for the ground truth" if s.get("full_finetune") else "")
+            + " (bf16: autocast matmuls)"
+        )
     d = board.data
     if d.stage_s:
         parts.append("- data stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in d.stage_s.items()))
