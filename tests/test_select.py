@@ -303,7 +303,7 @@ def test_validate_command_accepts_example_jobs(run_cli, job):
     assert "valid 'select' job" in out
 
 
-def test_small_models_example_matches_the_benchmarks_rows12_lf0_ep3_setting():
+def test_small_models_example_matches_the_benchmarks_rows12_lf0_ep3_bf16_setting():
     import sys
 
     from damoc.config import load_job
@@ -314,7 +314,7 @@ def test_small_models_example_matches_the_benchmarks_rows12_lf0_ep3_setting():
     finally:
         sys.path.remove("benchmarks")
     job = load_job("examples/select_small_models.yaml")
-    measured = bench.domain_config("pubmedqa", True, 1, "rows12_lf0_ep3", [1e-5, 5e-5])
+    measured = bench.domain_config("pubmedqa", True, 1, "rows12_lf0_ep3_bf16", [1e-5, 5e-5])
     from damoc.select.cache import SPEED_ONLY_FIELDS
 
     speed = set(SPEED_ONLY_FIELDS)  # the example takes the product's faster path: the same computation
@@ -322,6 +322,8 @@ def test_small_models_example_matches_the_benchmarks_rows12_lf0_ep3_setting():
     assert job.proxy.model_dump(exclude=speed) == measured.proxy.model_dump(exclude=speed)
     assert job.data == measured.data
     assert job.validate_.lr_grid == measured.validate_.lr_grid
+    assert job.eval.precision == measured.eval.precision == "bf16"
+    assert job.validate_.eval_precision == measured.validate_.eval_precision == "fp32"
     assert job.validate_.finetune.model_dump(
         exclude={"lr", *speed}
     ) == measured.validate_.finetune.model_dump(exclude={"lr", *speed})

@@ -36,8 +36,8 @@ class EvalConfig(StrictModel):
     alias_field: str | None = None  # meta field holding extra accepted answers (a list), e.g. answer_spans
     logits_budget_mb: int = 3000  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
     # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded). On a CPU with AVX512-BF16
-    # it took 0.55-0.6x the CPU time of fp32 for Gemma-3-270M and Qwen2.5-0.5B, answer bits/byte moved by
-    # under 0.1% (benchmarks/RESULTS.md, selection, session 12).
+    # the three zoo models scored PubMedQA's dev rows in 0.46-0.58x the wall time of fp32, their answer
+    # bits/byte moved by under 0.1% (benchmarks/RESULTS.md, selection, session 12).
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
