@@ -603,9 +603,13 @@ def scale_check(domains: list[str]) -> str:
 
     lines = []
     for domain in domains:
-        for path in sorted((RECORDS / "variants").glob(f"{domain}@n*.json")):
+        runs = []  # (path, match), by training rows and then name (a plain sort puts n1200 before n240)
+        for path in (RECORDS / "variants").glob(f"{domain}@n*.json"):
             m = re.fullmatch(rf"{domain}@n(\d+)(?:@(\w+))?", path.stem)
-            if m is None or (m.group(2) or "base") not in SCALE_RUNS:
+            if m is not None:
+                runs.append((int(m.group(1)), path.stem, path, m))
+        for _, _, path, m in sorted(runs, key=lambda r: r[:2]):
+            if (m.group(2) or "base") not in SCALE_RUNS:
                 continue
             variant = m.group(2) or "base"
             small_variant, fixed = SCALE_RUNS[variant]
