@@ -91,6 +91,18 @@ VARIANTS: dict[str, dict] = {
     # larger fixed proxy subsets (how the proxy's ranking moves with its row count; qa_wikidata at 1,200 rows)
     "rows24_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 24}},
     "rows48_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 48}},
+    "rows48_lf0_ep3_s1": {
+        "model": {"layer_fraction": 0.0},
+        "proxy": {"epochs": 3.0, "seed": 1},
+        "data": {"budget": 48},
+        "seed": 1,
+    },
+    "rows48_lf0_ep3_s2": {
+        "model": {"layer_fraction": 0.0},
+        "proxy": {"epochs": 3.0, "seed": 2},
+        "data": {"budget": 48},
+        "seed": 2,
+    },
     # the same settings with other seeds (another random proxy subset, LoRA init and data order; the
     # dev split, the ground truth and the baselines stay those of seed 0)
     "lf0_ep3_s1": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0, "seed": 1}, "seed": 1},
