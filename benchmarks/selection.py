@@ -91,25 +91,22 @@ VARIANTS: dict[str, dict] = {
     # larger fixed proxy subsets (how the proxy's ranking moves with its row count; qa_wikidata at 1,200 rows)
     "rows24_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 24}},
     "rows48_lf0_ep3": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0}, "data": {"budget": 48}},
-    "rows48_lf0_ep3_s1": {
-        "model": {"layer_fraction": 0.0},
-        "proxy": {"epochs": 3.0, "seed": 1},
-        "data": {"budget": 48},
-        "seed": 1,
-    },
-    "rows48_lf0_ep3_s2": {
-        "model": {"layer_fraction": 0.0},
-        "proxy": {"epochs": 3.0, "seed": 2},
-        "data": {"budget": 48},
-        "seed": 2,
-    },
-    # the same settings with other seeds (another random proxy subset, LoRA init and data order; the
-    # dev split, the ground truth and the baselines stay those of seed 0)
-    "lf0_ep3_s1": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0, "seed": 1}, "seed": 1},
-    "lf0_ep3_s2": {"model": {"layer_fraction": 0.0}, "proxy": {"epochs": 3.0, "seed": 2}, "seed": 2},
-    "base_s1": {"proxy": {"seed": 1}, "seed": 1},
-    "base_s2": {"proxy": {"seed": 2}, "seed": 2},
 }
+
+
+def _seeded(settings: dict, seed: int) -> dict:
+    """A variant under another seed: another random proxy subset, LoRA init and data order (the dev split,
+    the ground truth and the baselines stay those of seed 0)."""
+    return {**settings, "proxy": {**settings.get("proxy", {}), "seed": seed}, "seed": seed}
+
+
+VARIANTS.update(
+    {
+        f"{name}_s{seed}": _seeded(VARIANTS[name], seed)
+        for name in ("lf0_ep3", "base", "rows48_lf0_ep3")
+        for seed in (1, 2)
+    }
+)
 
 
 # Grid-edge checks of the ground truth: one extra rate for the model nearest to overtaking a winner whose
@@ -618,7 +615,7 @@ def scale_check(domains: list[str]) -> str:
 
     lines = []
     for domain in domains:
-        runs = []  # (path, match), by training rows and then name (a plain sort puts n1200 before n240)
+        runs = []  # (training rows, name, path, match): a plain sort by name puts n1200 before n240
         for path in (RECORDS / "variants").glob(f"{domain}@n*.json"):
             m = re.fullmatch(rf"{domain}@n(\d+)(?:@(\w+))?", path.stem)
             if m is not None:
