@@ -103,7 +103,7 @@ def _seeded(settings: dict, seed: int) -> dict:
 VARIANTS.update(
     {
         f"{name}_s{seed}": _seeded(VARIANTS[name], seed)
-        for name in ("lf0_ep3", "base", "rows48_lf0_ep3")
+        for name in ("lf0_ep3", "base", "rows48_lf0_ep3", "rows12_lf0_ep3_bf16")
         for seed in (1, 2)
     }
 )
