@@ -665,39 +665,33 @@ SEEDED_AT_SIZE = {
 }
 
 
+def _seed_line(label: str, seed: int, paths: dict[str, Path | None], with_ratio: bool) -> str | None:
+    """One row of the seed table: τ / top-1 per domain from the summaries at ``paths`` (None: not run)."""
+    cells, hits, ran = [], 0, 0
+    for path in paths.values():
+        s = json.loads(path.read_text()) if path is not None and path.is_file() else {"agreement": []}
+        a = _proxy_agreement(s)
+        cost = s.get("cost")
+        ratio = f" ({cost['full_wall_s'] / cost['proxy_wall_s']:.1f}x)" if with_ratio and a and cost else ""
+        cells.append(_proxy_cell(a) + ratio)
+        hits += bool(a and a["top1_hit"])
+        ran += a is not None
+    return f"| {label} | {seed} | " + " | ".join(cells) + f" | {hits} / {ran} |" if ran else None
+
+
 def seed_section(domains: list[str]) -> str:
     """Kendall τ / top-1 of each seeded proxy setting per domain, one row per seed."""
     lines = []
     for setting, variants in SEEDED.items():
         for seed, variant in enumerate(variants):
-            cells, hits, ran = [], 0, 0
-            for domain in domains:
-                path = summary_path(domain, variant)
-                s = json.loads(path.read_text()) if path.is_file() else {"agreement": []}
-                a = _proxy_agreement(s)
-                cells.append(_proxy_cell(a))
-                hits += bool(a and a["top1_hit"])
-                ran += a is not None
-            if ran:
-                lines.append(f"| {setting} | {seed} | " + " | ".join(cells) + f" | {hits} / {ran} |")
+            lines.append(_seed_line(setting, seed, {d: summary_path(d, variant) for d in domains}, False))
     for setting, sizes in SEEDED_AT_SIZE.items():
+        at = ", ".join(f"{d} {n}" for d, n in sizes.items())
         for seed in range(3):
             variant = setting if seed == 0 else f"{setting}_s{seed}"
-            cells, hits, ran = [], 0, 0
-            for domain in domains:
-                path = summary_path(domain, variant, sizes[domain]) if domain in sizes else None
-                s = json.loads(path.read_text()) if path is not None and path.is_file() else {"agreement": []}
-                a = _proxy_agreement(s)
-                cost = s.get("cost")
-                ratio = f" ({cost['full_wall_s'] / cost['proxy_wall_s']:.1f}x)" if a and cost else ""
-                cells.append(_proxy_cell(a) + ratio)
-                hits += bool(a and a["top1_hit"])
-                ran += a is not None
-            if ran:
-                at = ", ".join(f"{d} {n}" for d, n in sizes.items())
-                lines.append(
-                    f"| {setting} ({at} rows) | {seed} | " + " | ".join(cells) + f" | {hits} / {ran} |"
-                )
+            paths = {d: summary_path(d, variant, sizes[d]) if d in sizes else None for d in domains}
+            lines.append(_seed_line(f"{setting} ({at} rows)", seed, paths, True))
+    lines = [line for line in lines if line]
     if not lines:
         return ""
     head = [
