@@ -196,14 +196,6 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
 
 
-def _field(obj: Any, *names: str) -> Any:
-    for n in names:
-        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
-        if v is not None:
-            return v
-    return None
-
-
 def _write_examples(path: Path, examples: list[Example]) -> Path:
     return write_jsonl_atomic(path, [e.to_row() for e in examples])
 
@@ -275,9 +267,9 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
     rec.stage_s["compress"] = time.perf_counter() - t0
     summary = result.summary
     rec.summaries["compress"] = _jsonable(summary)
-    rec.achieved_rate = _field(summary, "final_rate", "achieved_rate")
-    rec.tokens_before = _field(summary, "original_tokens", "tokens_before")
-    rec.tokens_after = _field(summary, "kept_tokens", "tokens_after")
+    rec.achieved_rate = summary.achieved_rate
+    rec.tokens_before = summary.original_tokens
+    rec.tokens_after = summary.kept_tokens
     rec.prep_tokens += int(rec.tokens_before or 0)  # the scorer reads every original token
     return list(result.examples)
 

@@ -343,7 +343,7 @@ def render_markdown(board: Leaderboard) -> str:
     if d.stage_s:
         parts.append("- data stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in d.stage_s.items()))
     if d.achieved_rate is not None:
-        parts.append(f"- achieved compression rate: {d.achieved_rate:.3f}")
+        parts.append(f"- token compression: {compress_rate_text(d)}")
     if board.agreement:
         parts += ["", "## Validation: agreement with the full fine-tune ranking", ""]
         head = ["method", "ranking", "Spearman ρ", "Kendall τ", "top-1 hit", "top-1 regret", "pairwise acc"]
@@ -496,6 +496,16 @@ def _calibrated(c: dict, records: list[UnitRecord]) -> str:
     ]
     mix = f"α = {c['alpha']:g} (general '{c['general']}' + the task's training subset)"
     return f"{c['method']}, {target}, {mix}" + (f"; achieved: {'; '.join(achieved)}" if achieved else "")
+
+
+def compress_rate_text(d: DataRecord) -> str:
+    """The compression stage's achieved rate, as `damoc compress` and its log print it."""
+    from damoc.data.compress.records import rate_text
+
+    summary = d.summaries.get("compress") or {}
+    if "segment_rates" not in summary:  # a record written before the rate was defined once
+        return f"achieved rate {d.achieved_rate:.3f}"
+    return rate_text(summary)
 
 
 def _ft(d: dict) -> str:
