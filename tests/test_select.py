@@ -680,3 +680,42 @@ def test_worker_reads_rows_with_unicode_line_separators(tmp_path):
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     got = read_examples(path)
     assert [e.id for e in got] == ["a", "b"] and got[0].question == text
+
+
+def test_extra_metrics_are_scored_by_every_unit(qa_file, tmp_path, tiny_dirs):
+    """One fine-tune, several scores: each unit's record keeps the extra metric's value and per-row scores,
+    and a truth asked for with an extra metric does not reuse a cached truth made without it."""
+    from damoc.select.config import SelectConfig
+    from damoc.select.pipeline import run_select
+
+    def cfg(extra):
+        return SelectConfig.model_validate(
+            {
+                "task": {"path": str(qa_file), "dev_size": 6},
+                "candidates": [str(tiny_dirs["llama"])],
+                "data": {"budget": 4, "compress_rate": None},
+                "model": {"layer_fraction": 0.0},
+                "proxy": {"max_steps": 1, "max_length": 64},
+                "eval": {"metric": "label_acc", "dev_rows": 6, "max_length": 64, "extra_metrics": extra},
+                "validate": {
+                    "enabled": True,
+                    "finetune": {"max_steps": 1, "max_length": 64},
+                    "cache_dir": str(tmp_path / "gt"),
+                },
+                "baselines": False,
+                "run": {"run_dir": str(tmp_path / f"run{len(extra)}"), "threads": 1},
+            }
+        )
+
+    plain = run_select(cfg([]))
+    board = run_select(cfg(["answer_bpb"]))
+    for rec in board.records:
+        assert rec.status == "ok" and set(rec.extra) == {"answer_bpb"}
+        bpb = rec.extra["answer_bpb"]
+        assert len(bpb.per_example) == 6 and bpb.higher_is_better is False and bpb.value > 0
+        assert len(rec.per_example) == 6 and rec.metric == "label_acc"
+    full = [r for r in board.records if r.method == "full"]
+    assert full and not full[0].cached  # the plain run's truth had no answer_bpb: not reused
+    assert all(not r.extra for r in plain.records)
+    with pytest.raises(ValueError, match="repeats the main metric"):
+        SelectConfig.model_validate({**cfg([]).dump(), "eval": {"metric": "f1", "extra_metrics": ["f1"]}})

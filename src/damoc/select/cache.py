@@ -25,7 +25,7 @@ FINETUNE_KEY_FIELDS = (
 )  # fmt: skip
 EVAL_KEY_FIELDS = ("metric", "max_length", "max_new_tokens", "stop_at_newline", "alias_field")
 # scoring settings that enter the key only when set away from their default (older records stay valid)
-EVAL_KEY_OPTIONAL = ("precision",)
+EVAL_KEY_OPTIONAL = ("precision", "extra_metrics", "options_field", "option_norm")
 # settings that change how fast a fine-tune runs, not what it computes: never in the key
 SPEED_ONLY_FIELDS = ("head_positions",)
 

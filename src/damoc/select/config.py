@@ -108,6 +108,9 @@ class SelectEval(EvalConfig):
 
     dev_rows: int | None = 64  # dev rows scored; the task must hold at least this many
     few_shot_k: int = 2  # shots (from the training split) for the few-shot baseline
+    # more metrics scored on the same dev rows by every unit (e.g. the task metric beside answer_bpb):
+    # one fine-tune, several scores; the leaderboard ranks by ``metric``, the records keep every score
+    extra_metrics: list[str] = Field(default_factory=list)
     train_target: Literal["auto", "answer", "label"] = "auto"  # auto: the label for label metrics
 
 
@@ -209,8 +212,11 @@ class SelectConfig(JobConfig):
     def _metric(self):
         from damoc.evaluate.metrics import METRICS
 
-        if self.eval.metric not in METRICS:
-            METRICS.get(self.eval.metric)  # raises the helpful unknown-name error
+        for name in [self.eval.metric, *self.eval.extra_metrics]:
+            if name not in METRICS:
+                METRICS.get(name)  # raises the helpful unknown-name error
+        if self.eval.metric in self.eval.extra_metrics:
+            raise ValueError(f"eval.extra_metrics repeats the main metric '{self.eval.metric}'")
         return self
 
     def dump(self) -> dict[str, Any]:

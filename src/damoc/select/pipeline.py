@@ -126,7 +126,8 @@ def load_checked_task(cfg: SelectConfig) -> tuple[Task, list[Example]]:
     dev = task.dev[:need] if need is not None else task.dev
     if len(dev) < 2:
         raise DamocError(f"need at least 2 dev rows to score candidates, the task has {len(dev)}")
-    check_metric_fits(cfg.eval.metric, dev)
+    for name in [cfg.eval.metric, *cfg.eval.extra_metrics]:
+        check_metric_fits(name, dev, cfg.eval.options_field)
     if train_target(cfg) == "label":
         check_metric_fits(cfg.eval.metric, task.train)
     if cfg.baselines and cfg.eval.few_shot_k > len(task.train):
