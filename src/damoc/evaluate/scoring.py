@@ -70,7 +70,9 @@ def target(example: Example, metric: Metric) -> str:
     return example.answer
 
 
-def check_metric_fits(metric_name: str, examples: Sequence[Example], options_field: str = "options") -> Metric:
+def check_metric_fits(
+    metric_name: str, examples: Sequence[Example], options_field: str = "options"
+) -> Metric:
     """The metric, or a one-line error when the task cannot be scored with it."""
     metric = get_metric(metric_name)
     if metric.kind == "options":

@@ -26,7 +26,7 @@ from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
 from damoc.select.config import ModelSettings, SelectEval
-from damoc.select.records import MetricScore, Method, UnitRecord, now_iso
+from damoc.select.records import Method, MetricScore, UnitRecord, now_iso
 from damoc.train.finetune import FinetuneConfig
 
 LOG = logging.getLogger("damoc.select.worker")  # also when run as __main__ (python -m)
