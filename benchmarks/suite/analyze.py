@@ -236,6 +236,14 @@ def page(an: dict) -> str:
         "python benchmarks/suite/analyze.py                                   # this page",
         "```",
         "",
+        f"Truth recipe (every candidate, every task): {truth_recipe()}; scored on each task's dev rows by its "
+        "task metric and answer bits/byte. A pair of candidates whose paired-bootstrap 95% interval (over the "
+        "dev rows) crosses zero is a tie: it counts in no pair accuracy, and a pick tied with the best is a "
+        "top-1 hit. Cost: CPU seconds of everything a method's ranking needs (data stages, model loads, "
+        "fine-tunes, dev scoring), the full sweep's over the method's.",
+        "",
+        "![fidelity against cost](selection_suite.png)",
+        "",
     ]
     for half in ("development", "held_out"):
         tasks = h[half]
@@ -265,6 +273,7 @@ def page(an: dict) -> str:
                 )
             lines.append("")
         lines += per_task_lines(an, done)
+        lines += versus_lines(an, done)
     lines += [
         "## Tasks",
         "",
@@ -306,6 +315,72 @@ def per_task_lines(an: dict, tasks: list[str]) -> list[str]:
     return lines + [""]
 
 
+PEERS = ("few-shot k=1", "few-shot k=5", "AtS (8/16/32 rows)")
+
+
+def versus_lines(an: dict, tasks: list[str]) -> list[str]:
+    """Each proxy setting against each peer: mean per-task difference in resolved-pair accuracy, 95% interval."""
+    lines = []
+    for a in METHODS:
+        if not a.strip().startswith(("proxy", "+")):
+            continue
+        for b in PEERS:
+            v = versus(an, tasks, a, b)
+            if v is not None:
+                mean, lo, hi, n = v
+                lines.append(f"| {a.strip()} | {b} | {n} | {mean:+.2f} [{lo:+.2f}, {hi:+.2f}] |")
+    if not lines:
+        return []
+    head = [
+        "Proxy settings against the peers (task metric): mean over tasks of the difference in resolved-pair "
+        "accuracy, with a 95% bootstrap interval over tasks (an interval that excludes zero separates them):",
+        "",
+        "| setting | peer | tasks | difference [95% interval] |",
+        "|---|---|---|---|",
+    ]
+    return head + lines + [""]
+
+
+def truth_recipe() -> str:
+    ft = load_yaml(HERE / "defaults.yaml")["validate"]["finetune"]
+    return ", ".join(f"{k} {v}" for k, v in ft.items())
+
+
+def plot(an: dict, path: Path) -> None:
+    """Fidelity (resolved-pair accuracy, task metric) against cost ratio, one point per method and half."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for half, marker in (("development", "o"), ("held_out", "s")):
+        done = [t for t in halves()[half] if "metrics" in an["tasks"][t]]
+        for name, r in summary_rows(an, done, "task"):
+            if r["pair_acc"] is None:
+                continue
+            ax.scatter(r["ratio"], r["pair_acc"], marker=marker, s=40)
+            ax.annotate(
+                name.strip(),
+                (r["ratio"], r["pair_acc"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+    ax.set_xscale("log")
+    ax.set_xlabel("full fine-tune sweep ÷ method, CPU time (median over tasks; right is cheaper)")
+    ax.set_ylabel("resolved-pair accuracy (task metric)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.axvline(20, color="grey", lw=0.8, ls=":")
+    ax.set_title(
+        "Selection suite: agreement with the fine-tuned truth against cost (o development, □ held out)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -325,6 +400,7 @@ def main() -> None:
         + "\n"
     )
     PAGE.write_text(text, encoding="utf-8")
+    plot(an, PLOT)
     print(text)
 
 
