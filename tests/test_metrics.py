@@ -185,3 +185,21 @@ def test_option_acc_needs_options_holding_the_answer(tiny):
     bad = Example(id="1", question="q", answer="a", meta={"options": ["b", "c"]})
     with pytest.raises(DamocError, match="its answer is not one of its options"):
         score_examples(model, tok, [bad], cfg)
+
+
+def test_generation_stops_a_row_once_its_answer_line_is_complete():
+    import torch
+
+    from damoc.evaluate.scoring import _LineDone
+    from damoc.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompt = tok("Q: x\nA:")["input_ids"]
+    rows = ["\n\nParis", "\n\nParis\nand more", " Paris\n", ""]
+    ids = [prompt + tok(r, add_special_tokens=False)["input_ids"] for r in rows]
+    width = max(len(i) for i in ids)
+    pad = tok.pad_token_id
+    # right-pad after the prompt so every row's new tokens start at the prompt's end
+    batch = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
+    done = _LineDone(tok, len(prompt))(batch, None)
+    assert done.tolist() == [False, True, True, False]

@@ -180,6 +180,19 @@ def _options(model, tok, prompts, examples, cfg: EvalConfig, max_length: int):
     return sum(per) / len(per), per, preds, _pair_tokens(tok, flat_p, flat_a, max_length)
 
 
+class _LineDone:
+    """Stops a row once its answer line is complete: a new line after some non-blank text (leading blank
+    lines are skipped: the text kept is ``strip()``-ed first). The kept text is unchanged; a batch of short
+    answers just no longer runs to ``max_new_tokens``."""
+
+    def __init__(self, tok, width: int):
+        self.tok, self.width = tok, width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tok.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor([("\n" in t.lstrip()) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def generate_greedy(
     model,
@@ -209,6 +222,7 @@ def generate_greedy(
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tok.eos_token_id,
+            stopping_criteria=[_LineDone(tok, width)] if stop_at_newline else None,
         )
         new = gen[:, width:].cpu()
         tokens += int(mask.sum()) + int((new != pad).sum())
