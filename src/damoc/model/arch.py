@@ -104,13 +104,22 @@ def load_tokenizer(name_or_path: str | Path):
 def load_model(
     name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, object]:
-    """Load ``(model, tokenizer)`` from a directory or zoo name, in eval mode."""
+    """Load ``(model, tokenizer)`` from a directory or zoo name, in eval mode.
+
+    A compressed-tensors checkpoint (``damoc quantize``'s default output) is dequantized while loading, the
+    route transformers documents: damoc's tools work on plain weights.
+    """
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
+    extra = {}
+    if _is_compressed_tensors(path):
+        from transformers import CompressedTensorsConfig
+
+        extra["quantization_config"] = CompressedTensorsConfig(dequantize=True)
     try:
         with _quiet_load():
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **extra)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DamocError(f"cannot load a causal LM from {path}: {first}") from None
@@ -119,6 +128,16 @@ def load_model(
     find_layers_path(model)
     tok = load_tokenizer(path)
     return model, tok
+
+
+def _is_compressed_tensors(path: Path) -> bool:
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (cfg.get("quantization_config") or {}).get("quant_method") == "compressed-tensors"
 
 
 def num_layers(model: nn.Module) -> int:

@@ -119,6 +119,16 @@ class QuantSpec(StrictModel):
         description="GPTQ: each group's scale/zero from the original weights before the sweep (as "
         "llm-compressor does); false: from the error-updated weights when the sweep reaches the group",
     )
+    symmetric: bool = Field(
+        False,
+        description="Symmetric about zero (no zero point: the widest kernel support); false: asymmetric "
+        "min-max (a zero point per group: a tighter fit)",
+    )
+    keep_zeros: bool = Field(
+        False,
+        description="Weights that are exactly zero before quantization stay zero (quantizing a pruned, "
+        "e.g. 2:4, model keeps its mask; GPTQ spreads their error like any other's)",
+    )
     block_size: int = Field(128, ge=1, description="GPTQ: columns per lazy update block.")
     damp: float = Field(0.01, gt=0.0, description="GPTQ: damping as a fraction of mean diag(H).")
 
@@ -159,4 +169,7 @@ class QuantizeJob(JobConfig):
     method: str = "gptq"
     quant: QuantSpec = Field(default_factory=QuantSpec)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    # compressed-tensors: packed integer weights + quantization_config (vLLM, transformers);
+    # dense: the dequantized weights as plain safetensors (any loader, no smaller than the source)
+    format: Literal["compressed-tensors", "dense"] = "compressed-tensors"
     overwrite: bool = False
