@@ -146,3 +146,37 @@ def test_outputs_keep_the_source_dtype(run_cli, tmp_path):
         with safe_open(str(tmp_path / out / "model.safetensors"), framework="pt") as fh:
             floats = {fh.get_tensor(k).dtype for k in fh.keys() if fh.get_tensor(k).is_floating_point()}
         assert floats == {torch.bfloat16}, out
+
+
+@pytest.mark.slow
+def test_zoo_model_quantized_and_two_four_outputs_load_in_transformers(run_cli, tmp_path):
+    """SmolLM2-135M (hidden 576: --group-size 64, since 576 is not a multiple of 128)."""
+    from transformers import AutoModelForCausalLM
+
+    from damoc.model.arch import resolve_model
+
+    calib = ["--samples", "8", "--length", "128", "--batch-size", "4"]
+    args = ["--group-size", "64", "--symmetric", *calib]
+    _quantize(run_cli, "smollm2-135m", tmp_path / "ct", *args)
+    _quantize(run_cli, "smollm2-135m", tmp_path / "dense", *args, "--format", "dense")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "ct").eval()
+    assert len(_quantized_layers(model)) == 30 * 7
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "dense").eval()
+    torch.testing.assert_close(_logits(model), _logits(dense), rtol=1e-4, atol=1e-4)
+    src = resolve_model("smollm2-135m")
+    assert _size(tmp_path / "ct") < 0.5 * _size(tmp_path / "dense") == 0.5 * _size(src)
+
+    code, _, err = run_cli(
+        "prune", "calibrated", "smollm2-135m", "--pattern", "2:4", *calib, "--out", tmp_path / "p"
+    )
+    assert code == 0, err
+    _quantize(run_cli, tmp_path / "p", tmp_path / "pq", *args, "--keep-zeros")
+    pruned = AutoModelForCausalLM.from_pretrained(tmp_path / "p").eval()
+    both = AutoModelForCausalLM.from_pretrained(tmp_path / "pq").eval()
+    assert len(_quantized_layers(both)) == 30 * 7
+    assert torch.isfinite(_logits(both)).all()  # decompresses
+    for name, mod in pruned.model.layers.named_modules():
+        if isinstance(mod, torch.nn.Linear):
+            got = both.model.layers.get_submodule(name).weight
+            assert bool((got[mod.weight == 0] == 0).all()), name
+            assert int((got != 0).reshape(-1, 4).sum(-1).max()) <= 2, name

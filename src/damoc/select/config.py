@@ -154,10 +154,14 @@ class RunSettings(StrictModel):
 
     run_dir: str = "runs/select"
     backend: Literal["local", "ray"] = "local"
-    jobs: int = 1  # candidates run at once
+    jobs: int = 1  # candidates run at once (backend ray: a cap only when set; Ray schedules by resources)
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
-    cpus_per_candidate: float = 1.0
-    gpus_per_candidate: float = 0.0
+    cpus_per_candidate: float = 1.0  # backend ray: CPUs each candidate's task asks for
+    # backend ray: GPUs each candidate's task asks for; null: 1 when the cluster has GPUs, else 0
+    gpus_per_candidate: float | None = Field(None, ge=0)
+    max_retries: int = Field(1, ge=0)  # backend ray: re-runs of a task whose node or Ray worker died
+    # backend ray: Ray's runtime_env for the run, e.g. {pip: ["damoc[ray]"]} where damoc is not installed
+    runtime_env: dict[str, Any] | None = None
     gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch threads per worker; null = the torch default

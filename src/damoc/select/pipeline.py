@@ -459,11 +459,13 @@ def make_backend(cfg: SelectConfig):
 
         return BACKENDS.get("ray")(
             address=cfg.run.address,
-            jobs=cfg.run.jobs,
+            jobs=cfg.run.jobs if "jobs" in cfg.run.model_fields_set else None,  # else Ray schedules
             cpus_per_candidate=cfg.run.cpus_per_candidate,
             gpus_per_candidate=cfg.run.gpus_per_candidate,
             timeout_s=cfg.run.timeout_s,
             progress_s=cfg.run.progress_s,
+            max_retries=cfg.run.max_retries,
+            runtime_env=cfg.run.runtime_env,
         )
     import damoc.select.backends.local  # noqa: F401 - registers "local"
 

@@ -40,8 +40,11 @@ def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
     return env
 
 
-def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.Popen, IO[bytes]]:
-    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log."""
+def start_worker(
+    job: CandidateJob, gpu: str | None = None, preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log;
+    ``preexec_fn`` runs in the child before the worker starts (the Ray backend ties its life to the task)."""
     job.save()
     Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
     job.progress_path.unlink(missing_ok=True)  # a line from an earlier run is not this run's progress
@@ -53,6 +56,7 @@ def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.
         stderr=subprocess.STDOUT,
         env=worker_env(threads, gpu),
         start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers it started
+        preexec_fn=preexec_fn,
     )
     return proc, log
 
