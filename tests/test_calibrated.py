@@ -1,5 +1,7 @@
 """Cross-calibration math and pipeline: known answers on synthetic tensors and tiny models."""
 
+import json
+
 import pytest
 import torch
 
@@ -315,8 +317,11 @@ def test_every_arch_compresses_and_reloads_with_the_same_logits(arch, tmp_path):
         torch.testing.assert_close(again(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
-@pytest.mark.parametrize("symmetric", [False, True])
-def test_compressed_checkpoint_stores_exactly_the_payloads(tmp_path, symmetric):
+@pytest.mark.parametrize(
+    "symmetric, group",
+    [(False, 16), (True, 16), (False, 128), (True, -1)],  # 128, -1: a scale per row
+)
+def test_compressed_checkpoint_stores_exactly_the_payloads(tmp_path, symmetric, group):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
@@ -324,7 +329,7 @@ def test_compressed_checkpoint_stores_exactly_the_payloads(tmp_path, symmetric):
     from damoc.testing import tiny_tokenizer
 
     model = tiny_model("qwen2", n_layers=2, seed=0)
-    spec = QuantSpec(bits=3, group_size=16, symmetric=symmetric)
+    spec = QuantSpec(bits=3, group_size=group, symmetric=symmetric)
     res = compress_model(model, {"general": _windows(4)}, {"general": 1.0}, "gptq", spec)
     ids = _windows(6, n=2, length=16)
     with torch.no_grad():
@@ -336,6 +341,9 @@ def test_compressed_checkpoint_stores_exactly_the_payloads(tmp_path, symmetric):
     assert not any(k.endswith("proj.weight") for k in keys)  # every linear of the blocks is packed
     assert any(k.endswith("weight_zero_point") for k in keys) == (not symmetric)
     assert [p.name for p in tmp_path.glob("*.safetensors")] == ["model.safetensors"]  # no side file
+    groups = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["config_groups"]
+    strategies = sorted(g["weights"]["strategy"] for g in groups.values())
+    assert strategies == ["group" if group == 16 else "channel"]
     # decompressed on load (transformers' documented route), the weights are the payloads' exactly
     again = AutoModelForCausalLM.from_pretrained(
         tmp_path, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
@@ -356,6 +364,9 @@ def test_every_quantized_layer_must_fit_the_format():
     check_exportable(model, QuantSpec(group_size=128))  # a group wider than a row: a scale per row
     with pytest.raises(DamocError, match=r"48 inputs, not a multiple of the group size 32.*--group-size 16"):
         check_exportable(model, QuantSpec(group_size=32))
+    narrow = tiny_model("llama", n_layers=1, seed=0, hidden=32)  # 32 inputs (a scale per row), 64 (groups)
+    with pytest.raises(DamocError, match=r"q_proj has fewer inputs than the group size 64.*--group-size 32"):
+        check_exportable(narrow, QuantSpec(group_size=64))
     with pytest.raises(DamocError, match="--static-groups"):
         check_exportable(model, QuantSpec(group_size=16, act_order=True))
     check_exportable(model, QuantSpec(group_size=16, act_order=True, static_groups=True))

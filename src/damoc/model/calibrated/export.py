@@ -9,7 +9,8 @@ exactly our codes), and :class:`compressed_tensors.compressors.ModelCompressor` 
 ``quantization_config`` into ``config.json``.
 
 Limits of the format (checked before any work is done): the input size of every quantized layer must be a
-multiple of the group size (or at most one group: a scale per output row), and act-order with groups in
+multiple of the group size (a group size wider than every layer means a scale per output row), one scheme
+serves every layer (transformers decompresses all dense layers with one), and act-order with groups in
 sweep order (a column-to-group index) is not carried any more: act-order needs ``static_groups``, which
 compressed-tensors calls ``actorder: weight``.
 """
@@ -48,7 +49,7 @@ def _args_for(spec: QuantSpec, n_in: int) -> dict[str, Any] | str:
     """The compressed-tensors weight arguments of a layer with ``n_in`` inputs, or why it cannot have any."""
     args: dict[str, Any] = {"num_bits": spec.bits, "type": "int", "symmetric": spec.symmetric}
     group = spec.group(n_in)
-    if group >= n_in:
+    if spec.group_size <= 0 or group > n_in:
         args["strategy"] = "channel"  # one group per row: a scale (and zero point) per output channel
     elif n_in % group == 0:
         args.update(strategy="group", group_size=group)
@@ -92,29 +93,21 @@ def check_exportable(model: nn.Module, spec: QuantSpec) -> None:
             "--format dense"
         )
     sizes = {name: lin.in_features for name, lin in quantized_linears(model).items()}
+    hint = _suggest_group(sorted(set(sizes.values())), spec.group(max(sizes.values())))
+    try_ = f"try --group-size {hint}, or " if hint else "try "
+    kinds: dict[str, str] = {}
     for name, n_in in sizes.items():
-        why = _args_for(spec, n_in)
-        if isinstance(why, str):
-            hint = _suggest_group(sorted(set(sizes.values())), spec.group(n_in))
-            try_ = f"try --group-size {hint}, or " if hint else "try "
+        args = _args_for(spec, n_in)
+        if isinstance(args, str):
             raise DamocError(
-                f"{name} has {why}: the compressed-tensors format needs whole groups ({try_}--format dense)"
+                f"{name} has {args}: the compressed-tensors format needs whole groups ({try_}--format dense)"
             )
-
-
-def _schemes(model: nn.Module, names: list[str], spec: QuantSpec) -> list[tuple[dict[str, Any], list[str]]]:
-    """The distinct weight arguments and the layers that use each, in first-seen order."""
-    groups: list[tuple[dict[str, Any], list[str]]] = []
-    for name in names:
-        args = _args_for(spec, model.get_submodule(name).in_features)
-        assert not isinstance(args, str), args  # check_exportable ran first
-        for known, members in groups:
-            if known == args:
-                members.append(name)
-                break
-        else:
-            groups.append((args, [name]))
-    return groups
+        kinds.setdefault(args["strategy"], name)
+    if len(kinds) > 1:  # transformers decompresses every dense layer with one scheme
+        raise DamocError(
+            f"{kinds['channel']} has fewer inputs than the group size {spec.group_size}, which other layers "
+            f"are quantized in: the compressed-tensors output needs one scheme for all ({try_}--format dense)"
+        )
 
 
 @torch.no_grad()
@@ -130,14 +123,12 @@ def attach_quantization(model: nn.Module, payloads: dict[str, QuantPayload], spe
     )
 
     names = list(payloads)
-    groups = _schemes(model, names, spec)
-    for i, (args, members) in enumerate(groups):
-        # one scheme: it targets every Linear (the rest is listed under ignore); several: each names its layers
-        targets = ["Linear"] if len(groups) == 1 else members
-        scheme = QuantizationScheme(targets=targets, weights=QuantizationArgs(**args))
-        cfg = QuantizationConfig(config_groups={f"group_{i}": scheme})
-        modules = [model.get_submodule(n) for n in members]
-        apply_quantization_config(model, cfg, show_progress=False, allowed_modules=modules)
+    args = _args_for(spec, model.get_submodule(names[0]).in_features)  # one for all: check_exportable
+    # the scheme targets every Linear; those left unquantized (lm_head) are listed under ignore
+    scheme = QuantizationScheme(targets=["Linear"], weights=QuantizationArgs(**args))
+    cfg = QuantizationConfig(config_groups={"group_0": scheme})
+    modules = [model.get_submodule(n) for n in names]
+    apply_quantization_config(model, cfg, show_progress=False, allowed_modules=modules)
     for name, p in payloads.items():
         mod = model.get_submodule(name)
         half = 2 ** (p.bits - 1)
