@@ -32,16 +32,20 @@ from damoc.select.backends.base import (
     stop_process,
 )
 from damoc.select.records import UnitRecord
-from damoc.select.worker import CandidateJob, read_progress
+from damoc.select.worker import CandidateJob, UnitSpec, read_progress
 
 LOG = logging.getLogger(__name__)
+
+
+# the files a unit reads (dev rows, training subset, shots, calibration texts): every *_path but its record
+INPUT_FIELDS = tuple(f for f in UnitSpec.model_fields if f.endswith("_path") and f != "record_path")
 
 
 def _input_paths(job: CandidateJob) -> list[str]:
     """The data files the candidate's worker reads (the driver ships their bytes with the task)."""
     paths: list[str] = []
     for u in job.units:
-        for p in (u.dev_path, u.train_path, u.shots_path, u.calib_path):
+        for p in (getattr(u, f) for f in INPUT_FIELDS):
             if p and p not in paths:
                 paths.append(p)
     return paths
@@ -63,11 +67,7 @@ def localize(job: CandidateJob, files: dict[str, bytes], root: Path) -> Candidat
         inputs[orig] = str(local)
     units = []
     for i, u in enumerate(job.units):
-        moved = {
-            k: inputs[v]
-            for k in ("dev_path", "train_path", "shots_path", "calib_path")
-            if (v := getattr(u, k))
-        }
+        moved = {k: inputs[v] for k in INPUT_FIELDS if (v := getattr(u, k))}
         moved["record_path"] = str(root / "records" / f"{i}_{u.method}.json")
         moved["candidate"] = _portable_candidate(u.candidate)
         units.append(u.model_copy(update=moved))
