@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 from damoc.curate.train_sae import SAETrainConfig
 from damoc.model.structured.config import StructuredPruneConfig
 from damoc.train.distill import DistillConfig
@@ -33,7 +33,6 @@ class CurationSettings(StrictModel):
     seed: int = 0
 
 
-@JOBS.register("curate")
 class CurateJob(CurationSettings, JobConfig):
     """Curate a pool against seed rows; writes the top rows (with scores) and a report."""
 
@@ -56,7 +55,6 @@ class ScoreSettings(StrictModel):
     bootstrap_seed: int = 0
 
 
-@JOBS.register("finescope")
 class FinescopeJob(JobConfig):
     """FineScope end to end: curate the pool, prune on the curated rows, recover with self-distillation.
 

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 from damoc.evaluate.scoring import EvalConfig
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
@@ -178,7 +178,6 @@ class RunSettings(StrictModel):
         return v
 
 
-@JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
 class SelectConfig(JobConfig):
     """A selection run (``damoc select``)."""
 

@@ -29,8 +29,9 @@ import yaml
 
 from damoc.errors import DamocError
 from damoc.evaluate.scoring import check_metric_fits
-from damoc.io.files import _to_jsonable, atomic_output_dir, read_json, write_jsonl_atomic, write_text_atomic
+from damoc.io.files import atomic_output_dir, read_json, to_jsonable, write_jsonl_atomic, write_text_atomic
 from damoc.io.tasks import Example, Task, load_task
+from damoc.select.backends.base import BACKENDS, Backend
 from damoc.select.cache import GroundTruthCache, ground_truth_key
 from damoc.select.config import SelectConfig, candidate_slug, config_hash
 from damoc.select.lock import run_lock
@@ -38,6 +39,7 @@ from damoc.select.records import DataRecord, Method, UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, read_examples
 from damoc.threads import torch_threads
 from damoc.train.finetune import FinetuneConfig
+from damoc.zoo.registry import ZOO, hub_snapshot
 
 LOG = logging.getLogger(__name__)
 
@@ -61,39 +63,15 @@ class DataStage:
 # --- checks (before anything is written) ---------------------------------------------------------
 
 
-def zoo_names() -> list[str] | None:
-    """Names of the offline zoo, or None when the zoo cannot list them."""
-    try:
-        from damoc.zoo import registry as zoo
-    except ImportError:
-        return None
-    for attr in ("zoo_names", "names", "list_models"):
-        fn = getattr(zoo, attr, None)
-        if callable(fn):
-            try:
-                return [str(n).lower() for n in fn()]
-            except Exception:  # pragma: no cover - a zoo without a listing
-                return None
-    for attr in ("ZOO", "MODELS", "ZOO_MODELS"):
-        reg = getattr(zoo, attr, None)
-        if hasattr(reg, "names"):
-            return [n.lower() for n in reg.names()]
-        if isinstance(reg, dict):
-            return [str(n).lower() for n in reg]
-    return None
-
-
 def check_candidates(candidates: list[str]) -> None:
     """Each candidate is an existing path, a zoo name, or a HF id in the local HF cache.
 
     A broken model directory is not caught here: it fails in its worker and is recorded.
     """
-    known = zoo_names()
+    known = ZOO.names()
     for c in candidates:
-        if Path(c).expanduser().exists() or (known is not None and c.lower() in known):
+        if Path(c).expanduser().exists() or c.lower() in known:
             continue
-        if known is None and "/" not in c and not c.startswith((".", "~")):
-            continue  # no zoo listing to check against: the worker will say
         if _hub_snapshot(c):
             continue
         zoo = f"; zoo models: {', '.join(sorted(known))}" if known else ""
@@ -103,10 +81,6 @@ def check_candidates(candidates: list[str]) -> None:
 
 
 def _hub_snapshot(name: str) -> bool:
-    try:
-        from damoc.zoo.registry import hub_snapshot
-    except ImportError:
-        return False
     try:
         return hub_snapshot(name) is not None
     except Exception:  # an id the hub cache cannot parse
@@ -192,7 +166,7 @@ def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool, list, dict)):
         return obj
     try:
-        return _to_jsonable(obj)
+        return to_jsonable(obj)
     except TypeError:
         return str(obj)
 
@@ -451,27 +425,9 @@ def _current(spec: UnitSpec) -> UnitRecord | None:
     return rec if rec.spec_hash == spec.spec_hash and rec.cache_key == spec.cache_key else None
 
 
-def make_backend(cfg: SelectConfig):
-    from damoc.select.backends.base import BACKENDS
-
-    if cfg.run.backend == "ray":
-        import damoc.select.backends.ray_backend  # noqa: F401 - registers "ray"
-
-        return BACKENDS.get("ray")(
-            address=cfg.run.address,
-            jobs=cfg.run.jobs if "jobs" in cfg.run.model_fields_set else None,  # else Ray schedules
-            cpus_per_candidate=cfg.run.cpus_per_candidate,
-            gpus_per_candidate=cfg.run.gpus_per_candidate,
-            timeout_s=cfg.run.timeout_s,
-            progress_s=cfg.run.progress_s,
-            max_retries=cfg.run.max_retries,
-            runtime_env=cfg.run.runtime_env,
-        )
-    import damoc.select.backends.local  # noqa: F401 - registers "local"
-
-    return BACKENDS.get("local")(
-        jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s, gpu_ids=cfg.run.gpu_ids, progress_s=cfg.run.progress_s
-    )
+def make_backend(cfg: SelectConfig) -> Backend:
+    """The backend ``run.backend`` names, built from the job's ``run:`` settings."""
+    return BACKENDS.get(cfg.run.backend).from_run(cfg.run)
 
 
 def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage) -> None:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 from damoc.io.tasks import FieldMap
 
 SEGMENTS = ("context", "question", "answer")
@@ -132,7 +132,6 @@ class RewriteConfig(StrictModel):
         return self
 
 
-@JOBS.register("compress", help="Compress a task's examples to a token rate (SPEC 3).")
 class CompressJob(JobConfig):
     job: Literal["compress"] = "compress"
     task: str
@@ -142,7 +141,6 @@ class CompressJob(JobConfig):
     compress: CompressConfig = Field(default_factory=CompressConfig)
 
 
-@JOBS.register("rewrite", help="Rewrite compressed examples into fluent text with feedback (SPEC 4).")
 class RewriteJob(JobConfig):
     job: Literal["rewrite"] = "rewrite"
     compressed: str

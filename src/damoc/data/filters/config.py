@@ -17,11 +17,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig
+from damoc.config import JobConfig
 from damoc.io.tasks import FieldMap
 
 
-@JOBS.register("filter", help="Select a subset of a task's rows with a data filter (or compare filters).")
 class FilterJob(JobConfig):
     job: str = "filter"
     task: str  # file, directory or built-in task name

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 GENERAL_DEFAULT = "general"  # the bundled SQuAD v1.1 dev paragraphs (resources/general)
@@ -150,7 +150,6 @@ class QuantSpec(StrictModel):
         return n_in if self.group_size <= 0 else self.group_size
 
 
-@JOBS.register("prune-calibrated", help="Prune weights with calibration (magnitude, Wanda, SparseGPT).")
 class PruneCalibratedJob(JobConfig):
     job: Literal["prune-calibrated"] = "prune-calibrated"
     model: str
@@ -161,7 +160,6 @@ class PruneCalibratedJob(JobConfig):
     overwrite: bool = False
 
 
-@JOBS.register("quantize", help="Quantize weights with calibration (GPTQ, round-to-nearest).")
 class QuantizeJob(JobConfig):
     job: Literal["quantize"] = "quantize"
     model: str
