@@ -1,4 +1,4 @@
-"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (SPEC section 7)."""
+"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (docs/calibrated.md)."""
 
 from __future__ import annotations
 

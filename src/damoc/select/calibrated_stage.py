@@ -1,4 +1,4 @@
-"""The optional model-level stage of ``damoc select``: cross-calibrated pruning or quantization (SPEC 7).
+"""The optional model-level stage of ``damoc select``: cross-calibrated pruning or quantization (docs/calibrated.md).
 
 After layer removal, each proxy candidate's linear layers are compressed block by block with Hessians
 mixed from general text and the task's own domain text, ``H = (1-α) H_general + α H_domain``. The

@@ -57,7 +57,7 @@ class DataSettings(StrictModel):
 
 
 class CalibratedSettings(StrictModel):
-    """Optional cross-calibrated compression of each candidate after layer removal (SPEC 7).
+    """Optional cross-calibrated compression of each candidate after layer removal (docs/calibrated.md).
 
     The domain calibration text is the proxy's own training subset (before token compression); the
     general text is the bundled SQuAD paragraphs unless set. Hessians mix as (1-α) H_general + α H_domain.

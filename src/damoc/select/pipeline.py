@@ -258,7 +258,7 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
 
 
 def run_rewrite_stage(cfg: SelectConfig, originals: list[Example], examples: list[Example], rec: DataRecord):
-    """Rewrite the compressed examples into fluent text, checked against the originals (SPEC 4)."""
+    """Rewrite the compressed examples into fluent text, checked against the originals (docs/rewriting.md)."""
     if not cfg.data.rewrite:
         return examples
     from damoc.data.compress.rewrite import build_rewriter, rewrite_examples

@@ -1,4 +1,4 @@
-"""Configs for token compression and rewriting (SPEC sections 3 and 4), and their YAML job kinds.
+"""Configs for token compression and rewriting (docs/token_compression.md, docs/rewriting.md), and their YAML job kinds.
 
 Every number the method needs is a field here with its default; nothing is hard-coded in the math.
 """
@@ -104,7 +104,7 @@ class CompressConfig(StrictModel):
 
 
 class RewriteConfig(StrictModel):
-    """Rewriting compressed text into short fluent text, with a negative feedback loop (SPEC 4)."""
+    """Rewriting compressed text into short fluent text, with a negative feedback loop (docs/rewriting.md)."""
 
     rewriter: str | None = Field(None, description="local chat model (dir or zoo name)")
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")

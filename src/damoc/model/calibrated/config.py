@@ -1,6 +1,6 @@
 """Configs for cross-calibrated compression: calibration sources, prune and quantize specs, YAML jobs.
 
-Every number the papers leave open is a field here with its default (SPEC section 7):
+Every number the papers leave open is a field here with its default (docs/calibrated.md; arXiv 2502.18424):
 α = 0.5, 128-column OBS blocks, damping 1% of mean diag(H), GPTQ group size 128.
 """
 
