@@ -6,7 +6,6 @@ Every number the pipeline uses is a field here with its default; a YAML job file
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JobConfig, StrictModel
 from damoc.evaluate.scoring import EvalConfig
+from damoc.io.hashing import digest
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
@@ -261,5 +261,4 @@ def config_hash(obj: Any) -> str:
 
     A field added later with a default leaves the hash, and so a resumable run's records, as they were.
     """
-    data = {"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH})
