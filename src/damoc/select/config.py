@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JobConfig, StrictModel
+from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
 from damoc.io.hashing import digest
 from damoc.io.tasks import FieldMap
@@ -179,7 +180,30 @@ class RunSettings(StrictModel):
 
 
 class SelectConfig(JobConfig):
-    """A selection run (``damoc select``)."""
+    """A selection run (``damoc select``; docs/selection.md).
+
+    Sample YAML (``examples/select_demo.yaml`` is a complete one)::
+
+        job: select
+        task: {path: pubmedqa, max_rows: 260, dev_size: 60}
+        candidates: [smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b]
+        data: {filter: random, budget: 12, compress_rate: 0.5}
+        model: {layer_fraction: 0.0}
+        proxy: {method: lora, epochs: 3.0}
+        eval: {metric: answer_bpb, dev_rows: 20}
+        run: {run_dir: runs/select_demo}
+
+    Fields:
+        task: the task and its dev split (TaskSettings)
+        candidates: the models to rank: zoo names, local Hugging Face directories or cached HF ids
+        data: the data stages, run once for every candidate (DataSettings)
+        model: the per-candidate model compression (ModelSettings)
+        proxy: the proxy fine-tune, the same for every candidate (FinetuneConfig)
+        eval: how every candidate is scored on the dev rows (SelectEval)
+        validate: the ground truth, full fine-tunes of the uncompressed candidates (ValidateSettings)
+        run: where and how the work runs (RunSettings)
+        seed: seed of the data stages, the shots and the work units
+    """
 
     job: Literal["select"] = "select"
     task: TaskSettings
@@ -213,8 +237,6 @@ class SelectConfig(JobConfig):
 
     @model_validator(mode="after")
     def _metric(self):
-        from damoc.evaluate.metrics import METRICS
-
         for name in [self.eval.metric, *self.eval.extra_metrics]:
             if name not in METRICS:
                 METRICS.get(name)  # raises the helpful unknown-name error

@@ -133,6 +133,23 @@ class RewriteConfig(StrictModel):
 
 
 class CompressJob(JobConfig):
+    """Compress a task's examples to a token rate (``damoc compress``; docs/token_compression.md).
+
+    Sample YAML (``examples/compress.yaml``)::
+
+        job: compress
+        task: pubmedqa
+        out: runs/pubmedqa.c50.jsonl
+        compress: {rate: 0.5, scorer: smollm2-135m}
+
+    Fields:
+        task: the task: a JSONL/JSON/CSV file, a datasets directory or a built-in name
+        out: the compressed rows (.jsonl); the report goes beside it as <stem>.report.json
+        fields: the task's column names (question, context, answer, label, id)
+        limit: compress only the first N rows
+        compress: the compression settings (CompressConfig)
+    """
+
     job: Literal["compress"] = "compress"
     task: str
     out: str
@@ -142,6 +159,24 @@ class CompressJob(JobConfig):
 
 
 class RewriteJob(JobConfig):
+    """Rewrite compressed examples into fluent text with feedback (``damoc rewrite``; docs/rewriting.md).
+
+    Sample YAML (``examples/rewrite.yaml``)::
+
+        job: rewrite
+        compressed: runs/pubmedqa.c50.jsonl
+        original: pubmedqa
+        out: runs/pubmedqa.c50.rw.jsonl
+        rewrite: {rewriter: smollm2-135m, max_rounds: 3}
+
+    Fields:
+        compressed: the compressed rows (the output of a compress job)
+        original: the original task, its rows matched to the compressed ones by id
+        out: the rewritten rows (.jsonl); the report goes beside it as <stem>.report.json
+        fields: the tasks' column names (question, context, answer, label, id)
+        rewrite: the rewriting settings (RewriteConfig)
+    """
+
     job: Literal["rewrite"] = "rewrite"
     compressed: str
     original: str

@@ -151,6 +151,26 @@ class QuantSpec(StrictModel):
 
 
 class PruneCalibratedJob(JobConfig):
+    """Prune weights with cross-calibration (``damoc prune calibrated``; docs/calibrated.md).
+
+    Sample YAML (``examples/prune_calibrated.yaml``)::
+
+        job: prune-calibrated
+        model: smollm2-135m
+        out: runs/smollm2-sparsegpt50
+        method: sparsegpt
+        prune: {sparsity: 0.5}
+        calibration: {general: general, domain: pubmedqa, alpha: 0.5}
+
+    Fields:
+        model: the model to prune: a zoo name or a local Hugging Face directory
+        out: the output directory (a loadable Hugging Face checkpoint)
+        method: a pruning method: magnitude, wanda or sparsegpt
+        prune: how much and how to prune (PruneSpec: sparsity or an N:M pattern)
+        calibration: the calibration text and its mix (CalibrationConfig)
+        overwrite: replace a non-empty output directory
+    """
+
     job: Literal["prune-calibrated"] = "prune-calibrated"
     model: str
     out: str
@@ -161,6 +181,26 @@ class PruneCalibratedJob(JobConfig):
 
 
 class QuantizeJob(JobConfig):
+    """Quantize weights with cross-calibration (``damoc quantize``; docs/calibrated.md).
+
+    Sample YAML (``examples/quantize.yaml``)::
+
+        job: quantize
+        model: smollm2-135m
+        out: runs/smollm2-gptq4
+        method: gptq
+        quant: {bits: 4, group_size: 128}
+        calibration: {general: general, domain: finance}
+
+    Fields:
+        model: the model to quantize: a zoo name or a local Hugging Face directory
+        out: the output directory (dequantized checkpoint plus damoc_quant.safetensors)
+        method: a quantization method: gptq or rtn
+        quant: bits, group size and GPTQ options (QuantSpec)
+        calibration: the calibration text and its mix (CalibrationConfig)
+        overwrite: replace a non-empty output directory
+    """
+
     job: Literal["quantize"] = "quantize"
     model: str
     out: str
