@@ -29,45 +29,18 @@ class JobConfig(StrictModel):
     job: str
 
 
-# Every job kind a YAML file can name in ``job:`` (its module is imported when a file names it).
+# Every job kind a YAML file can name in ``job:`` (its module is imported when a file names it; its help
+# is the first line of its class docstring). docs/jobs.md lists them with their examples.
 JOBS: Registry[type[JobConfig]] = Registry(
     "job kind",
     [
-        Entry(
-            "prune-layers",
-            "damoc.model.config:PruneLayersJob",
-            help="remove layers (block influence / angular) and merge them into the kept ones",
-        ),
-        Entry(
-            "filter",
-            "damoc.data.filters.config:FilterJob",
-            help="Select a subset of a task's rows with a data filter (or compare filters).",
-        ),
-        Entry(
-            "compress",
-            "damoc.data.compress.config:CompressJob",
-            help="Compress a task's examples to a token rate.",
-        ),
-        Entry(
-            "rewrite",
-            "damoc.data.compress.config:RewriteJob",
-            help="Rewrite compressed examples into fluent text with feedback.",
-        ),
-        Entry(
-            "select",
-            "damoc.select.config:SelectConfig",
-            help="rank candidate models for a task with cheap proxy fine-tunes",
-        ),
-        Entry(
-            "prune-calibrated",
-            "damoc.model.calibrated.config:PruneCalibratedJob",
-            help="Prune weights with calibration (magnitude, Wanda, SparseGPT).",
-        ),
-        Entry(
-            "quantize",
-            "damoc.model.calibrated.config:QuantizeJob",
-            help="Quantize weights with calibration (GPTQ, round-to-nearest).",
-        ),
+        Entry("select", "damoc.select.config:SelectConfig"),
+        Entry("filter", "damoc.data.filters.config:FilterJob"),
+        Entry("compress", "damoc.data.compress.config:CompressJob"),
+        Entry("rewrite", "damoc.data.compress.config:RewriteJob"),
+        Entry("prune-layers", "damoc.model.config:PruneLayersJob"),
+        Entry("prune-calibrated", "damoc.model.calibrated.config:PruneCalibratedJob"),
+        Entry("quantize", "damoc.model.calibrated.config:QuantizeJob"),
         Entry("curate", "damoc.curate.config:CurateJob"),
         Entry("finescope", "damoc.curate.config:FinescopeJob"),
     ],

@@ -37,16 +37,8 @@ class Backend(Protocol):
 BACKENDS: Registry[type[Backend]] = Registry(
     "backend",
     [
-        Entry(
-            "local",
-            "damoc.select.backends.local:LocalBackend",
-            help="one subprocess per candidate on this machine (--jobs at a time)",
-        ),
-        Entry(
-            "ray",
-            "damoc.select.backends.ray_backend:RayBackend",
-            help="one Ray task per candidate on a cluster (--address), with its CPU/GPU request",
-        ),
+        Entry("local", "damoc.select.backends.local:LocalBackend"),
+        Entry("ray", "damoc.select.backends.ray_backend:RayBackend"),
     ],
 )
 

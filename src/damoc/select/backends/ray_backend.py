@@ -200,6 +200,8 @@ def write_back(job: CandidateJob, result: dict[str, Any]) -> None:
 
 @dataclass
 class RayBackend:
+    """One Ray task per candidate on a cluster (or a local Ray instance), scheduled by its CPU/GPU request."""
+
     address: str | None = None
     jobs: int | None = None  # candidates in flight at most; None: as many as the cluster's resources allow
     cpus_per_candidate: float = 1.0
