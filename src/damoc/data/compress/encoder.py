@@ -69,7 +69,8 @@ class TokenEncoder:
         if self._model is None:
             self._load()
         tok, width = self._tok, self.window()
-        encs = [tok(t, add_special_tokens=False, return_offsets_mapping=True) for t in texts]
+        # whole texts, cut into windows below (verbose=False: no over-length warning for that)
+        encs = [tok(t, add_special_tokens=False, return_offsets_mapping=True, verbose=False) for t in texts]
         windows = []  # (text index, token lo, token hi)
         for i, e in enumerate(encs):
             n = len(e["input_ids"])
