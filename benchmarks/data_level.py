@@ -418,6 +418,34 @@ def write_markdown_table(n: int) -> str:
     return table
 
 
+def first_contexts_table(n: int, sub: int = 20) -> str:
+    """Ours (default) on the first ``sub`` contexts of the ``n``-context records, beside LLMLingua-1's
+    ``sub``-context records (``compress_<task>_r<rate>_n<sub>_c128.json``), for the (task, rate)
+    pairs whose ``n``-context record has no LLMLingua run. The contexts are the same (the first
+    ``sub`` distinct ones) and LLMLingua is deterministic, so the pair compares like with like."""
+    lines = [
+        "| task | target | ours kept rate | ours BERTScore-F1 | LLMLingua-1 kept rate (error) | "
+        "LLMLingua-1 BERTScore-F1 | contexts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RECORDS.glob(f"compress_*_r*_n{n}.json")):
+        rec = json.loads(path.read_text())
+        old = RECORDS / f"compress_{rec['task']}_r{rec['rate']}_n{sub}_c128.json"
+        ours = rec["methods"].get("default")
+        if "llmlingua" in rec["methods"] or ours is None or not old.exists():
+            continue
+        lingua = json.loads(old.read_text())["llmlingua"]
+        first = ours["per_example"][:sub]
+        lines.append(
+            f"| {rec['task']} | {rec['rate']} | {statistics.fmean(x['rate'] for x in first):.3f} "
+            f"| {statistics.fmean(x['f1'] for x in first):.3f} | {lingua['mean_rate']:.3f} "
+            f"({lingua['mean_abs_error']:.3f}) | {lingua['bertscore_f1']['mean']:.3f} | first {sub} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    return table
+
+
 def run_filters_part(args) -> None:
     sys.path.insert(0, str(ROOT))
     try:
@@ -451,6 +479,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.table:
         write_markdown_table(args.n)
+        first_contexts_table(args.n)
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DAMOC_NO_PROGRESS", "1")
