@@ -53,7 +53,7 @@ class LayerPruneConfig(StrictModel):
     refine_steps: int = Field(200, ge=0)
     refine_lr: float = Field(1e-3, gt=0.0)
     verify: bool = True
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _one_amount(self) -> LayerPruneConfig:
