@@ -156,7 +156,14 @@ def test_read_only_output_as_a_real_non_root_user(tiny_dirs):
     ]
     if os.geteuid() == 0:
         cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
-    env = {**os.environ, "HOME": str(root), "PYTHONPATH": os.pathsep.join(sys.path)}
+    import damoc
+
+    src = str(Path(damoc.__file__).parents[1])
+    env = {
+        **os.environ,
+        "HOME": str(root),
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+    }
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
         _check_rejected(proc.returncode, proc.stdout, proc.stderr, "not writable")
@@ -240,3 +247,27 @@ def test_validate_and_the_cli_agree_on_numbers(run_cli, ws, tmp_path, flag, key,
     code, out, err = run_cli("select", path, flag, str(value), "-o", tmp_path / "run")
     assert _check_rejected(code, out, err, f"proxy.{key}").split(": ", 2)[-1] == line.split(": ", 2)[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_broken_candidate_is_recorded_with_the_load_report(run_cli, ws, tmp_path):
+    """In select a candidate that does not load fails in its worker: one line in the record and the table,
+    the library's whole load report in the record and in worker.log, exit 3 and a last line that says so."""
+    import yaml
+
+    from damoc.select.records import Leaderboard
+
+    job = yaml.safe_load(Path(ws["select_unknown_key"]).read_text())
+    job.pop("modle")
+    job.update(candidates=[ws["hidden"]], baselines=False)
+    job["run"] = {"run_dir": str(tmp_path / "run"), "threads": 1, "progress_s": 0}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    code, out, err = run_cli("select", path)
+    assert code == 3, err[-3000:]
+    assert out.strip().splitlines()[-1].startswith("1 of 1 units failed")
+    rec = Leaderboard.model_validate_json((tmp_path / "run" / "leaderboard.json").read_text()).records[0]
+    assert rec.status == "failed" and "\n" not in rec.error
+    assert "config.json implies" in rec.error and "model.safetensors" in rec.error
+    assert "LOAD REPORT" in rec.error_detail and "MISMATCH" in rec.error_detail
+    log = next((tmp_path / "run" / "candidates").glob("*/worker.log")).read_text()
+    assert "LOAD REPORT" in log and "MISMATCH" in log

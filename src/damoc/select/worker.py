@@ -289,15 +289,19 @@ def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord
 def failure_detail(exc: BaseException) -> str:
     """The whole account of a failure: the traceback, and what the library reported (a model's load report,
     kept by :class:`~damoc.model.arch.ModelLoadError`), for the log and the record."""
+    from damoc.io.redact import redact
+
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
     detail = str(getattr(exc, "detail", "") or "").strip()
-    return f"{trace}\n\n{detail}" if detail else trace
+    return redact(f"{trace}\n\n{detail}" if detail else trace)
 
 
 def one_line(exc: BaseException) -> str:
+    from damoc.io.redact import redact
+
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first
+    return redact(f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first)
 
 
 def run_job(job: CandidateJob) -> list[UnitRecord]:
