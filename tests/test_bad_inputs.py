@@ -10,6 +10,7 @@ fail for root too, and are a class of their own.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -271,3 +272,13 @@ def test_broken_candidate_is_recorded_with_the_load_report(run_cli, ws, tmp_path
     assert "LOAD REPORT" in rec.error_detail and "MISMATCH" in rec.error_detail
     log = next((tmp_path / "run" / "candidates").glob("*/worker.log")).read_text()
     assert "LOAD REPORT" in log and "MISMATCH" in log
+
+
+def test_eval_says_when_it_scores_fewer_rows_than_asked(run_cli, ws, tmp_path):
+    code, out, err = run_cli(
+        "eval", ws["model"], "--general", "none", "--domain", ws["good"], "--samples", "2", "--length", "16",
+        "--task-samples", "100", "-o", tmp_path / "e.json",
+    )  # fmt: skip
+    assert code == 0, err
+    n = json.loads((tmp_path / "e.json").read_text())["n_task"]
+    assert 0 < n < 100 and f"scored {n} dev rows" in err and "fewer than --task-samples 100" in err

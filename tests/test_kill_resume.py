@@ -81,9 +81,16 @@ def run_processes(marker: str) -> list[int]:
     return out
 
 
-def wait_gone(marker: str, timeout_s: float = 15.0) -> list[int]:
+def wait_gone(marker: str, lock: dict | None = None, timeout_s: float = 15.0) -> list[int]:
+    """The processes of the run still alive after ``timeout_s``: those whose command line names it, and the
+    workers ``lock`` records (a dying process may have lost its command line before it is gone)."""
+    from damoc.select.lock import live_workers
+
+    def alive() -> list[int]:
+        return sorted(set(run_processes(marker)) | set(live_workers(lock or {})))
+
     t0 = time.monotonic()
-    while (left := run_processes(marker)) and time.monotonic() - t0 < timeout_s:
+    while (left := alive()) and time.monotonic() - t0 < timeout_s:
         time.sleep(0.05)
     return left
 
@@ -129,7 +136,7 @@ def kill_parent_at(job: Path, run: Path, pause: str, marker: Path, *extra: str) 
     seen["lock"] = json.loads(lock.read_text()) if lock.exists() else None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    seen["orphans"] = wait_gone(str(run))
+    seen["orphans"] = wait_gone(str(run), seen["lock"])
     return seen
 
 
@@ -208,11 +215,14 @@ def test_kills_at_three_points_then_resume_equal_an_uninterrupted_run(
         assert UnitRecord.load(path).finished_at == rec.finished_at
 
 
-def test_resume_refuses_while_a_worker_of_the_previous_run_is_alive(tmp_path):
+def test_resume_refuses_while_a_worker_of_the_previous_run_is_alive(tmp_path, monkeypatch):
     import socket
 
+    import damoc.select.lock as lock_module
     from damoc.errors import DamocError
     from damoc.select.lock import lock_path, process_id, run_lock
+
+    monkeypatch.setattr(lock_module, "WORKER_EXIT_GRACE_S", 1.0)
 
     run = tmp_path / "run"
     dead = subprocess.run(
@@ -226,8 +236,10 @@ def test_resume_refuses_while_a_worker_of_the_previous_run_is_alive(tmp_path):
                 {"host": socket.gethostname(), "pid": int(dead.stdout), "workers": [process_id(worker.pid)]}
             )
         )
+        t0 = time.monotonic()
         with pytest.raises(DamocError, match=f"worker pid {worker.pid} .* still running"), run_lock(run):
             pass
+        assert time.monotonic() - t0 >= 1.0  # it gave the worker time to end first
     finally:
         worker.kill()
         worker.wait()
@@ -285,3 +297,21 @@ def test_the_lock_is_never_empty(tmp_path):
     with pytest.raises(DamocError, match="cannot be read"), run_lock(run):
         pass
     assert lock_path(run).exists()
+
+
+def test_a_dead_but_unreaped_worker_does_not_block(tmp_path):
+    """A killed worker whose parent is gone may stay a zombie until something reaps it: it is not alive."""
+    import socket
+
+    from damoc.select.lock import lock_path, process_id, run_lock
+
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    while (Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]) != "Z":
+        time.sleep(0.02)
+    try:
+        record = {"host": socket.gethostname(), "pid": 2**22 + 1, "workers": [process_id(zombie.pid)]}
+        lock_path(tmp_path / "run").write_text(json.dumps(record))
+        with run_lock(tmp_path / "run"):
+            pass
+    finally:
+        zombie.wait()

@@ -16,6 +16,7 @@ import json
 import os
 import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,31 +25,42 @@ from damoc.errors import DamocError
 
 _HELD: dict[str, dict] = {}  # lock path -> its content, for the locks this process holds
 
+# Seconds a new run waits for the workers of a killed one to finish exiting before it refuses to start.
+WORKER_EXIT_GRACE_S = 15.0
+
 
 def lock_path(run: Path) -> Path:
     run = Path(os.path.realpath(Path(run).expanduser()))
     return run.parent / f".{run.name}.lock"
 
 
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the original."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields 3... of /proc/PID/stat (Linux): state first; None where there is no /proc."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[-1].split()[19]  # field 22 of /proc/PID/stat
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid from the original."""
+    stat = _stat(pid)
+    return stat[19] if stat else None  # field 22
 
 
 def _alive(pid: int, started: str | None = None) -> bool:
+    """The process runs (a zombie, dead but not yet reaped, does not), and is the one started at ``started``."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         pass
-    if started is not None:
-        now = _start_time(pid)
-        return now is None or now == started
+    stat = _stat(pid)
+    if stat is not None and stat[0] in ("Z", "X"):
+        return False
+    if started is not None and stat is not None:
+        return stat[19] == started
     return True
 
 
@@ -122,6 +134,10 @@ def _refuse_if_busy(path: Path, run: Path, me: dict) -> None:
             f"run directory {run} is in use by another damoc select (pid {pid} on {host}); "
             f"wait for it, or remove {path} if that run is gone"
         )
+    # a worker of a killed run is killed with it, but ending a process that holds gigabytes takes a moment
+    deadline = time.monotonic() + WORKER_EXIT_GRACE_S
+    while host == me["host"] and live_workers(owner) and time.monotonic() < deadline:
+        time.sleep(0.1)
     if host == me["host"] and (workers := live_workers(owner)):
         raise DamocError(
             f"run directory {run}: worker pid {', '.join(map(str, workers))} of an ended damoc select is still "
