@@ -1,4 +1,4 @@
-"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (SPEC section 7)."""
+"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (docs/calibrated.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _list_methods(family: str) -> None:
 
     for e in METHODS.entries():
         if (e.family or "prune") == family:
-            typer.echo(f"{e.name:10s} {e.help}")
+            typer.echo(f"{e.name:10s} {e.help}  ({e.where})")
 
 
 def _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size) -> dict:

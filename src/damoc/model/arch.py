@@ -15,6 +15,9 @@ import torch
 from torch import nn
 
 from damoc.errors import DamocError
+from damoc.hf import quiet_load
+from damoc.hf import text_config as text_config  # re-exported: model code imports it from here
+from damoc.zoo import resolve_zoo_model
 
 LOG = logging.getLogger(__name__)
 
@@ -56,13 +59,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return _get_attr(model, find_layers_path(model))
 
 
-def text_config(config):
-    """The config that holds ``num_hidden_layers`` (the text sub-config for multimodal models)."""
-    if hasattr(config, "get_text_config"):
-        return config.get_text_config()
-    return config
-
-
 def is_model_dir(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "config.json").is_file()
@@ -75,23 +71,7 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return p
     if p.exists():
         raise DamocError(f"{p} is not a model directory (no config.json)")
-    from damoc.zoo import resolve_zoo_model  # lazy: the zoo pulls in pip and gguf
-
     return resolve_zoo_model(str(name_or_path))
-
-
-@contextlib.contextmanager
-def _quiet_load():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 class ModelLoadError(DamocError):
@@ -176,7 +156,7 @@ def model_files_problem(path: Path) -> str | None:
     from transformers import AutoConfig
 
     try:
-        with _quiet_load():
+        with quiet_load():
             AutoConfig.from_pretrained(str(path))
     except Exception as exc:
         return _first_line(exc)
@@ -269,7 +249,7 @@ def load_tokenizer(name_or_path: str | Path):
 
     path = resolve_model(name_or_path)
     try:
-        with _quiet_load():
+        with quiet_load():
             tok = AutoTokenizer.from_pretrained(str(path))
     except DamocError:
         raise

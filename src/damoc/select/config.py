@@ -6,14 +6,15 @@ Every number the pipeline uses is a field here with its default; a YAML job file
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
+from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
+from damoc.io.hashing import digest
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
@@ -64,7 +65,7 @@ class DataSettings(StrictModel):
 
 
 class CalibratedSettings(StrictModel):
-    """Optional cross-calibrated compression of each candidate after layer removal (SPEC 7).
+    """Optional cross-calibrated compression of each candidate after layer removal (docs/calibrated.md).
 
     The domain calibration text is the proxy's own training subset (before token compression); the
     general text is the bundled SQuAD paragraphs unless set. Hessians mix as (1-α) H_general + α H_domain.
@@ -185,9 +186,31 @@ class RunSettings(StrictModel):
         return v
 
 
-@JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
 class SelectConfig(JobConfig):
-    """A selection run (``damoc select``)."""
+    """A selection run (``damoc select``; docs/selection.md).
+
+    Sample YAML (``examples/select_demo.yaml`` is a complete one)::
+
+        job: select
+        task: {path: pubmedqa, max_rows: 260, dev_size: 60}
+        candidates: [smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b]
+        data: {filter: random, budget: 12, compress_rate: 0.5}
+        model: {layer_fraction: 0.0}
+        proxy: {method: lora, epochs: 3.0}
+        eval: {metric: answer_bpb, dev_rows: 20}
+        run: {run_dir: runs/select_demo}
+
+    Fields:
+        task: the task and its dev split (TaskSettings)
+        candidates: the models to rank: zoo names, local Hugging Face directories or cached HF ids
+        data: the data stages, run once for every candidate (DataSettings)
+        model: the per-candidate model compression (ModelSettings)
+        proxy: the proxy fine-tune, the same for every candidate (FinetuneConfig)
+        eval: how every candidate is scored on the dev rows (SelectEval)
+        validate: the ground truth, full fine-tunes of the uncompressed candidates (ValidateSettings)
+        run: where and how the work runs (RunSettings)
+        seed: seed of the data stages, the shots and the work units
+    """
 
     job: Literal["select"] = "select"
     task: TaskSettings
@@ -221,8 +244,6 @@ class SelectConfig(JobConfig):
 
     @model_validator(mode="after")
     def _metric(self):
-        from damoc.evaluate.metrics import METRICS
-
         for name in [self.eval.metric, *self.eval.extra_metrics]:
             if name not in METRICS:
                 METRICS.get(name)  # raises the helpful unknown-name error
@@ -272,5 +293,4 @@ def config_hash(obj: Any) -> str:
 
     A field added later with a default leaves the hash, and so a resumable run's records, as they were.
     """
-    data = {"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from damoc.model.calibrated.config import QuantSpec
-from damoc.model.calibrated.methods import METHODS, LayerResult, QuantPayload
+from damoc.model.calibrated.methods import LayerResult, QuantPayload
 from damoc.model.calibrated.obs import Rounder, damped_inverse_cholesky, handle_dead_inputs, obs_sweep
 from damoc.model.calibrated.quant import group_index, minmax_params, quantize_codes
 
@@ -70,7 +70,6 @@ class _QuantRounder(Rounder):
         return (self.scale * (code - self.zero))[:, 0]
 
 
-@METHODS.register("gptq", family="quantize", help="OBS quantization with error feedback (Hessian-based)")
 def gptq(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec) -> LayerResult:
     zero_mask = (w.detach() == 0) if spec.keep_zeros else None
     w32, h32 = handle_dead_inputs(w.detach().float(), h.float())

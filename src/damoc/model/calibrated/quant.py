@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from damoc.model.calibrated.config import QuantSpec
-from damoc.model.calibrated.methods import METHODS, LayerResult, QuantPayload
+from damoc.model.calibrated.methods import LayerResult, QuantPayload
 
 
 def minmax_params(x: torch.Tensor, bits: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +50,6 @@ def group_index(n_in: int, group: int, perm: torch.Tensor | None = None) -> torc
     return (pos // group).to(torch.int32)
 
 
-@METHODS.register("rtn", family="quantize", help="round-to-nearest per group (no calibration; baseline)")
 def rtn(w: torch.Tensor, h: torch.Tensor | None, spec: QuantSpec) -> LayerResult:
     wf = w.detach().float()
     rows, cols = wf.shape

@@ -10,13 +10,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
 from damoc.select.lock import note_worker
 from damoc.select.orphans import PARENT_ENV
 from damoc.select.records import UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, failed_record, read_progress
+
+if TYPE_CHECKING:
+    from damoc.select.config import RunSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -24,10 +27,22 @@ OnDone = Callable[[UnitSpec, UnitRecord], None]
 
 
 class Backend(Protocol):
+    """A backend is built from the job's ``run:`` settings and runs every candidate's job."""
+
+    @classmethod
+    def from_run(cls, run: RunSettings) -> Backend: ...
+
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None: ...
 
 
-BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
+# Every backend ``run.backend`` can name (docs/selection.md, "Where candidates run").
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend",
+    [
+        Entry("local", "damoc.select.backends.local:LocalBackend"),
+        Entry("ray", "damoc.select.backends.ray_backend:RayBackend"),
+    ],
+)
 
 
 def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:

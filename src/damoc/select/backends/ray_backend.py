@@ -19,11 +19,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from damoc.errors import require
 from damoc.select.backends.base import (
-    BACKENDS,
     OnDone,
     exit_reason,
     finish_job,
@@ -33,6 +32,9 @@ from damoc.select.backends.base import (
 )
 from damoc.select.records import UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, read_progress
+
+if TYPE_CHECKING:
+    from damoc.select.config import RunSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -196,11 +198,10 @@ def write_back(job: CandidateJob, result: dict[str, Any]) -> None:
         fh.write(result["log"])
 
 
-@BACKENDS.register(
-    "ray", help="one Ray task per candidate on a cluster (--address), scheduled by its CPU/GPU request"
-)
 @dataclass
 class RayBackend:
+    """One Ray task per candidate on a cluster (or a local Ray instance), scheduled by its CPU/GPU request."""
+
     address: str | None = None
     jobs: int | None = None  # candidates in flight at most; None: as many as the cluster's resources allow
     cpus_per_candidate: float = 1.0
@@ -210,6 +211,22 @@ class RayBackend:
     max_retries: int = 1  # re-runs of a candidate whose node or Ray worker died (not of one that failed)
     runtime_env: dict[str, Any] | None = None  # e.g. {"pip": ["damoc[ray]"]} where damoc is not installed
     cancel_grace_s: float = 10.0  # on Ctrl-C: time for cancelled tasks to stop their workers
+
+    @classmethod
+    def from_run(cls, run: RunSettings) -> RayBackend:
+        names = (
+            "address",
+            "cpus_per_candidate",
+            "gpus_per_candidate",
+            "timeout_s",
+            "progress_s",
+            "max_retries",
+        )
+        return cls(
+            jobs=run.jobs if "jobs" in run.model_fields_set else None,  # else Ray schedules by resources
+            runtime_env=run.runtime_env,
+            **{name: getattr(run, name) for name in names},
+        )
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         ray = require("ray", "ray")
