@@ -177,6 +177,9 @@ class RunSettings(StrictModel):
     # seconds between progress lines of a running candidate (fine-tune steps, scoring batches) in its
     # worker.log, its progress.json and the terminal; 0 = none
     progress_s: float = Field(60.0, ge=0)
+    # seconds of fine-tuning between saves of its state beside the unit's record (a killed run's --resume
+    # continues a long fine-tune from there, not from step 0); null = no saves
+    checkpoint_every_s: float | None = Field(600.0, gt=0)
 
     @field_validator("jobs")
     @classmethod

@@ -27,6 +27,7 @@ from damoc.errors import DamocError
 from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
 from damoc.select.config import ModelSettings, SelectEval
 from damoc.select.records import Method, MetricScore, UnitRecord, now_iso
+from damoc.train.checkpoint import remove as remove_checkpoint
 from damoc.train.finetune import FinetuneConfig
 
 LOG = logging.getLogger("damoc.select.worker")  # also when run as __main__ (python -m)
@@ -50,6 +51,8 @@ class UnitSpec(StrictModel):
     train_target: Literal["answer", "label"] = "answer"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None
+    # seconds between saves of the fine-tune's state (RunSettings.checkpoint_every_s); None = no saves
+    checkpoint_every_s: float | None = 600.0
     seed: int = 0
     cache_key: str | None = None
     spec_hash: str | None = None
@@ -229,7 +232,16 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
         if not pairs:
             raise DamocError(f"no training rows for the {spec.method} fine-tune")
         t0 = time.perf_counter()
-        result = finetune(model, tok, pairs, spec.finetune or FinetuneConfig(), desc="fine-tune")
+        every = spec.checkpoint_every_s
+        result = finetune(
+            model,
+            tok,
+            pairs,
+            spec.finetune or FinetuneConfig(),
+            desc="fine-tune",
+            checkpoint=checkpoint_path(spec) if every else None,
+            checkpoint_every_s=every or 0.0,
+        )
         model = result.model
         rec.stage_s["finetune"] = time.perf_counter() - t0
         rec.n_train, rec.train_steps, rec.train_tokens = len(pairs), result.steps, result.tokens
@@ -263,6 +275,11 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     rec.peak_rss_mb, rec.peak_gpu_mb = peak_rss_mb(), peak_gpu_mb()
     rec.finished_at = now_iso()
     return rec
+
+
+def checkpoint_path(spec: UnitSpec) -> Path:
+    """Where the unit's fine-tune keeps its state while it runs (beside the record)."""
+    return Path(spec.record_path).with_suffix(".finetune.pt")
 
 
 def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord:
@@ -331,6 +348,8 @@ def run_job(job: CandidateJob) -> list[UnitRecord]:
                 sys.stderr.write(rec.error_detail + "\n")  # worker.log keeps the whole account
                 sys.stderr.flush()
             rec.save(spec.record_path)
+            if rec.status == "ok":  # the fine-tune's saved state is no longer needed
+                remove_checkpoint(checkpoint_path(spec))
             out.append(rec)
             LOG.info(
                 "%s / %s: %s score=%s (%.1f s)",
