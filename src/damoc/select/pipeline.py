@@ -365,6 +365,7 @@ def _unit(
         train_target=target,  # type: ignore[arg-type]
         device=cfg.run.device,
         threads=cfg.run.threads,
+        checkpoint_every_s=cfg.run.checkpoint_every_s,
         seed=cfg.seed,
     )
     if method == "proxy":
@@ -429,7 +430,7 @@ def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage
 
 def attach_spec_hashes(units: list[UnitSpec], stage: DataStage) -> None:
     """Each unit's settings hash (its records are reused on resume only while it matches)."""
-    skip = {"record_path", "device", "threads", "spec_hash"}
+    skip = {"record_path", "device", "threads", "checkpoint_every_s", "spec_hash"}
     for i, u in enumerate(units):
         payload = u.model_dump(mode="json", exclude=skip, exclude_defaults=True)
         payload["data"] = stage.record.config_hash if u.method == "proxy" else stage.record.fingerprint
