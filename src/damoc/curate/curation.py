@@ -121,7 +121,8 @@ def sae_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) ->
     """Signatures from an SAE: one given (``sae_path``), one from the cache, or one trained on the pool.
 
     Time is recorded per part (``activations_s``: the model's forward passes; ``train_s``: the SAE
-    steps; ``encode_s``: the signatures) in the report's ``sae`` entry.
+    steps; ``encode_s``: the signatures; each also as process CPU time, ``*_cpu_s``) in the report's
+    ``sae`` entry.
     """
     from damoc.curate.activations import residual_activations, resolve_layer
     from damoc.curate.sae_cache import SAECache
@@ -140,9 +141,9 @@ def sae_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) ->
     pool_sigs = hit.signatures if hit is not None and hit.signatures is not None else None
     texts = list(seeds) if pool_sigs is not None else list(pool) + list(seeds)
     info: dict = {"layer": layer, "source": "file" if given else ("cache" if hit else "trained")}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     acts = residual_activations(ctx.model, ctx.tok, texts, layer, cfg.max_length, cfg.batch_size)
-    info["activations_s"] = time.perf_counter() - t0
+    info["activations_s"], info["activations_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     info["activation_tokens"] = int(sum(len(a) for a in acts))
     d_model = acts[0].shape[1]
     if sae is not None and sae.cfg.d_model != d_model:
@@ -154,20 +155,26 @@ def sae_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) ->
         if len(train) > cfg.max_train_tokens:
             g = torch.Generator().manual_seed(cfg.sae.seed)
             train = train[torch.randperm(len(train), generator=g)[: cfg.max_train_tokens]]
+        c0 = time.process_time()
         sae, stats = train_sae(train, cfg.sae)
         info.update(train_tokens=len(train), train_s=stats.train_wall_s, **stats.to_dict())
+        info["train_cpu_s"] = time.process_time() - c0  # steps and the stats pass
     elif hit is not None:
         info.update({k: v for k, v in hit.loaded.info.items() if k not in info}, cache_key=key)
     else:
         info.update(path=str(cfg.sae_path), format=given.format, file_info=given.info)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sigs = row_signatures(sae, acts)
-    info["encode_s"] = time.perf_counter() - t0
+    info["encode_s"], info["encode_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
     if pool_sigs is None:
         pool_sigs, seed_sigs = sigs[: len(pool)], sigs[len(pool) :]
         if key is not None and hit is None:
             info["cache_key"] = key
-            cached = {k: v for k, v in info.items() if k not in ("source", "activations_s", "encode_s")}
+            cached = {
+                k: v
+                for k, v in info.items()
+                if k not in ("source", "activations_s", "encode_s", "activations_cpu_s", "encode_cpu_s")
+            }
             cache.put(key, sae, {**cached, "model": str(ctx.model_name)}, pool_sigs)
     else:
         seed_sigs = sigs
