@@ -141,3 +141,65 @@ def test_effective_batch_shrinks_for_large_vocabularies():
     assert effective_batch(model(49152), cfg, 256) == 8  # small vocabulary: as asked
     assert effective_batch(model(262144), cfg, 256) == 3  # Gemma-3: 3000 MiB // (256 × 262144 × 12 B)
     assert effective_batch(model(262144), cfg, 4096) == 1  # never below one
+
+
+def _choice_examples():
+    from damoc.io.tasks import Example
+
+    opts = ["red apple", "green pear", "blue plum"]
+    return [
+        Example(id=str(i), question=f"Which fruit is number {i}?", answer=opts[i % 3], meta={"options": opts})
+        for i in range(6)
+    ]
+
+
+def test_option_acc_picks_the_most_likely_option_per_byte(tiny):
+    from damoc.evaluate.likelihood import answer_scores
+    from damoc.evaluate.scoring import EvalConfig, score_examples
+
+    model, tok = tiny
+    ex = _choice_examples()
+    s = score_examples(model, tok, ex, EvalConfig(metric="option_acc"))
+    # the same choice made by hand from the options' answer likelihoods
+    for e, pred in zip(ex, s.predictions, strict=True):
+        opts = e.meta["options"]
+        ref = answer_scores(model, tok, [e.prompt()] * len(opts), opts)
+        per_byte = [r.nll / r.n_bytes for r in ref]
+        assert pred == opts[per_byte.index(min(per_byte))]
+    assert s.per_example == [float(p == e.answer) for p, e in zip(s.predictions, ex, strict=True)]
+    assert s.value == pytest.approx(sum(s.per_example) / 6) and s.higher_is_better
+    summed = score_examples(model, tok, ex, EvalConfig(metric="option_acc", option_norm="none"))
+    for e, pred in zip(ex, summed.predictions, strict=True):
+        ref = answer_scores(model, tok, [e.prompt()] * 3, e.meta["options"])
+        assert pred == e.meta["options"][min(range(3), key=lambda j: ref[j].nll)]
+
+
+def test_option_acc_needs_options_holding_the_answer(tiny):
+    from damoc.evaluate.scoring import EvalConfig, score_examples
+    from damoc.io.tasks import Example
+
+    model, tok = tiny
+    cfg = EvalConfig(metric="option_acc")
+    with pytest.raises(DamocError, match="no list of at least two options in field 'options'"):
+        score_examples(model, tok, [Example(id="0", question="q", answer="a")], cfg)
+    bad = Example(id="1", question="q", answer="a", meta={"options": ["b", "c"]})
+    with pytest.raises(DamocError, match="its answer is not one of its options"):
+        score_examples(model, tok, [bad], cfg)
+
+
+def test_generation_stops_a_row_once_its_answer_line_is_complete():
+    import torch
+
+    from damoc.evaluate.scoring import _LineDone
+    from damoc.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    prompt = tok("Q: x\nA:")["input_ids"]
+    rows = ["\n\nParis", "\n\nParis\nand more", " Paris\n", ""]
+    ids = [prompt + tok(r, add_special_tokens=False)["input_ids"] for r in rows]
+    width = max(len(i) for i in ids)
+    pad = tok.pad_token_id
+    # right-pad after the prompt so every row's new tokens start at the prompt's end
+    batch = torch.tensor([i + [pad] * (width - len(i)) for i in ids])
+    done = _LineDone(tok, len(prompt))(batch, None)
+    assert done.tolist() == [False, True, True, False]

@@ -7,11 +7,14 @@ recorded while the others finish, and the reports. Later tests resume it and reu
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
 
 from damoc.select.records import Leaderboard, UnitRecord
+
+DATA = Path(__file__).parent / "data"
 
 
 def _user_task(path, n=36):
@@ -306,17 +309,10 @@ def test_validate_command_accepts_example_jobs(run_cli, job):
 @pytest.mark.parametrize("example", ["select_small_models", "select_demo"])
 def test_examples_proxy_matches_the_benchmarks_rows12_lf0_ep3_bf16_setting(example):
     """Both examples run the proxy that met the selection targets; the demo scores fewer dev rows."""
-    import sys
-
     from damoc.config import load_job
 
-    sys.path.insert(0, "benchmarks")
-    try:
-        import selection as bench
-    finally:
-        sys.path.remove("benchmarks")
     job = load_job(f"examples/{example}.yaml")
-    measured = bench.domain_config("pubmedqa", True, 1, "rows12_lf0_ep3_bf16", [1e-5, 5e-5])
+    measured = load_job(DATA / "select_measured_rows12_lf0_ep3_bf16.yaml")  # the benchmark's setting, frozen
     from damoc.select.cache import SPEED_ONLY_FIELDS
 
     speed = set(SPEED_ONLY_FIELDS)  # the example takes the product's faster path: the same computation
@@ -680,3 +676,42 @@ def test_worker_reads_rows_with_unicode_line_separators(tmp_path):
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     got = read_examples(path)
     assert [e.id for e in got] == ["a", "b"] and got[0].question == text
+
+
+def test_extra_metrics_are_scored_by_every_unit(qa_file, tmp_path, tiny_dirs):
+    """One fine-tune, several scores: each unit's record keeps the extra metric's value and per-row scores,
+    and a truth asked for with an extra metric does not reuse a cached truth made without it."""
+    from damoc.select.config import SelectConfig
+    from damoc.select.pipeline import run_select
+
+    def cfg(extra):
+        return SelectConfig.model_validate(
+            {
+                "task": {"path": str(qa_file), "dev_size": 6},
+                "candidates": [str(tiny_dirs["llama"])],
+                "data": {"budget": 4, "compress_rate": None},
+                "model": {"layer_fraction": 0.0},
+                "proxy": {"max_steps": 1, "max_length": 64},
+                "eval": {"metric": "label_acc", "dev_rows": 6, "max_length": 64, "extra_metrics": extra},
+                "validate": {
+                    "enabled": True,
+                    "finetune": {"max_steps": 1, "max_length": 64},
+                    "cache_dir": str(tmp_path / "gt"),
+                },
+                "baselines": False,
+                "run": {"run_dir": str(tmp_path / f"run{len(extra)}"), "threads": 1},
+            }
+        )
+
+    plain = run_select(cfg([]))
+    board = run_select(cfg(["answer_bpb"]))
+    for rec in board.records:
+        assert rec.status == "ok" and set(rec.extra) == {"answer_bpb"}
+        bpb = rec.extra["answer_bpb"]
+        assert len(bpb.per_example) == 6 and bpb.higher_is_better is False and bpb.value > 0
+        assert len(rec.per_example) == 6 and rec.metric == "label_acc"
+    full = [r for r in board.records if r.method == "full"]
+    assert full and not full[0].cached  # the plain run's truth had no answer_bpb: not reused
+    assert all(not r.extra for r in plain.records)
+    with pytest.raises(ValueError, match="repeats the main metric"):
+        SelectConfig.model_validate({**cfg([]).dump(), "eval": {"metric": "f1", "extra_metrics": ["f1"]}})

@@ -1,4 +1,4 @@
-"""Task metrics (SPEC 11): registered by name, with the direction that is better and what they need.
+"""Task metrics (docs/metrics.md): registered by name, with the direction that is better and what they need.
 
 The text math lives here (SQuAD-normalised exact match and token F1, ROUGE-L); scoring a model
 (`damoc.evaluate.scoring`) turns a metric's *kind* into model calls.
@@ -6,7 +6,9 @@ The text math lives here (SQuAD-normalised exact match and token F1, ROUGE-L); s
 Kinds:
 - ``likelihood``: teacher-forced answer likelihood (cheap and stable for small models);
 - ``generation``: short greedy decoding, compared with the gold answer;
-- ``label``: the label whose likelihood is highest, compared with the gold label.
+- ``label``: the label whose likelihood is highest, compared with the gold label;
+- ``options``: multiple choice with each example's own options: the option whose likelihood (per byte by
+  default) is highest, compared with the gold answer.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Literal
 from damoc.errors import DamocError
 from damoc.registry import Registry
 
-MetricKind = Literal["likelihood", "generation", "label"]
+MetricKind = Literal["likelihood", "generation", "label", "options"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,14 @@ _add(
         higher_is_better=True,
         needs_labels=True,
         help="accuracy of the most likely label (e.g. yes/no/maybe) given the prompt",
+    )
+)
+_add(
+    Metric(
+        "option_acc",
+        "options",
+        higher_is_better=True,
+        help="multiple choice: accuracy of the most likely of each example's own options (eval.options_field)",
     )
 )
 _add(

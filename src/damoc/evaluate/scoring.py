@@ -2,6 +2,7 @@
 
 - likelihood metrics: batched teacher-forced answer NLL (``answer_scores``), pooled over examples;
 - label accuracy: the label with the highest likelihood after the prompt;
+- option accuracy (multiple choice): each example's own options scored by likelihood after the prompt;
 - generation metrics: batched greedy decoding (left-padded), cut at the first new line, then EM/F1/ROUGE-L.
 """
 
@@ -34,10 +35,15 @@ class EvalConfig(StrictModel):
     shot_context_chars: int = 300  # few-shot: each shot's context is cut to this many characters
     few_shot_max_length: int = 768  # few-shot prompts are longer
     alias_field: str | None = None  # meta field holding extra accepted answers (a list), e.g. answer_spans
+    options_field: str = "options"  # option_acc: meta field holding each example's options (a list)
+    # option_acc: how an option's likelihood is compared across options of different lengths: "byte" sums
+    # its NLL and divides by its UTF-8 bytes (no bias towards short options, same for every tokenizer),
+    # "none" compares the summed NLL
+    option_norm: Literal["byte", "none"] = "byte"
     logits_budget_mb: int = 3000  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
-    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded). On a CPU with AVX512-BF16
-    # the three zoo models scored PubMedQA's dev rows in 0.46-0.58x the wall time of fp32, their answer
-    # bits/byte moved by under 0.1% (benchmarks/RESULTS.md, selection, session 12).
+    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded); faster only where the
+    # hardware runs bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX), emulated and slower elsewhere.
+    # Its speed and score shift on the zoo models: benchmarks/results/selection.md.
     precision: Literal["fp32", "bf16"] = "fp32"
 
 
@@ -64,9 +70,14 @@ def target(example: Example, metric: Metric) -> str:
     return example.answer
 
 
-def check_metric_fits(metric_name: str, examples: Sequence[Example]) -> Metric:
+def check_metric_fits(
+    metric_name: str, examples: Sequence[Example], options_field: str = "options"
+) -> Metric:
     """The metric, or a one-line error when the task cannot be scored with it."""
     metric = get_metric(metric_name)
+    if metric.kind == "options":
+        for e in examples:
+            example_options(e, options_field)
     if metric.needs_labels:
         missing = sum(1 for e in examples if e.label is None)
         if missing:
@@ -77,6 +88,20 @@ def check_metric_fits(metric_name: str, examples: Sequence[Example]) -> Metric:
         if len({e.label for e in examples}) < 2 and len(examples) > 1:
             raise DamocError(f"metric '{metric.name}' needs at least two distinct labels in the task")
     return metric
+
+
+def example_options(example: Example, options_field: str) -> list[str]:
+    """The options of a multiple-choice example (its gold answer among them), or a one-line error."""
+    opts = example.meta.get(options_field)
+    if not isinstance(opts, list) or len(opts) < 2:
+        raise DamocError(
+            f"example '{example.id}' has no list of at least two options in field '{options_field}' "
+            f"(metric option_acc; set eval.options_field)"
+        )
+    opts = [str(o) for o in opts]
+    if example.answer not in opts:
+        raise DamocError(f"example '{example.id}': its answer is not one of its options")
+    return opts
 
 
 def shot_text(example: Example, metric: Metric, context_chars: int) -> str:
@@ -138,6 +163,36 @@ def _labels(model, tok, prompts, golds, labels: Sequence[str], cfg: EvalConfig, 
     return sum(per) / len(per), per, preds, _pair_tokens(tok, flat_p, flat_a, max_length)
 
 
+def _options(model, tok, prompts, examples, cfg: EvalConfig, max_length: int):
+    """Per example, the most likely of its own options (NLL per byte, or summed; ``cfg.option_norm``)."""
+    opts = [example_options(e, cfg.options_field) for e in examples]
+    flat_p = [p for p, o in zip(prompts, opts, strict=True) for _ in o]
+    flat_a = [a for o in opts for a in o]
+    bs = effective_batch(model, cfg, max_length)
+    scores = answer_scores(model, tok, flat_p, flat_a, bs, max_length, desc="options")
+    preds, start = [], 0
+    for o in opts:
+        row = scores[start : start + len(o)]
+        start += len(o)
+        cost = [s.nll / max(1, s.n_bytes) if cfg.option_norm == "byte" else s.nll for s in row]
+        preds.append(o[min(range(len(o)), key=cost.__getitem__)])
+    per = [float(p == e.answer) for p, e in zip(preds, examples, strict=True)]
+    return sum(per) / len(per), per, preds, _pair_tokens(tok, flat_p, flat_a, max_length)
+
+
+class _LineDone:
+    """Stops a row once its answer line is complete: a new line after some non-blank text (leading blank
+    lines are skipped: the text kept is ``strip()``-ed first). The kept text is unchanged; a batch of short
+    answers just no longer runs to ``max_new_tokens``."""
+
+    def __init__(self, tok, width: int):
+        self.tok, self.width = tok, width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tok.batch_decode(input_ids[:, self.width :], skip_special_tokens=True)
+        return torch.tensor([("\n" in t.lstrip()) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+
 @torch.no_grad()
 def generate_greedy(
     model,
@@ -167,6 +222,7 @@ def generate_greedy(
             do_sample=False,
             pad_token_id=pad,
             eos_token_id=tok.eos_token_id,
+            stopping_criteria=[_LineDone(tok, width)] if stop_at_newline else None,
         )
         new = gen[:, width:].cpu()
         tokens += int(mask.sum()) + int((new != pad).sum())
@@ -198,7 +254,7 @@ def score_examples(
     cfg = cfg or EvalConfig()
     if not examples:
         raise DamocError("no examples to score")
-    metric = check_metric_fits(cfg.metric, examples)
+    metric = check_metric_fits(cfg.metric, examples, cfg.options_field)
     max_length = cfg.few_shot_max_length if shots else cfg.max_length
     prompts = build_prompts(examples, metric, shots, cfg.shot_context_chars)
     t0 = time.perf_counter()
@@ -234,6 +290,8 @@ def _score(model, tok, examples, prompts, metric: Metric, cfg: EvalConfig, max_l
         golds = [target(e, metric) for e in examples]
         labs = sorted(set(labels) if labels else set(golds))
         value, per, preds, tokens = _labels(model, tok, prompts, golds, labs, cfg, max_length)
+    elif metric.kind == "options":
+        value, per, preds, tokens = _options(model, tok, prompts, examples, cfg, max_length)
     else:
         bs = effective_batch(model, cfg, max_length)
         preds, tokens = generate_greedy(

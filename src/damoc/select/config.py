@@ -6,14 +6,15 @@ Every number the pipeline uses is a field here with its default; a YAML job file
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
+from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
+from damoc.io.hashing import digest
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
@@ -57,7 +58,7 @@ class DataSettings(StrictModel):
 
 
 class CalibratedSettings(StrictModel):
-    """Optional cross-calibrated compression of each candidate after layer removal (SPEC 7).
+    """Optional cross-calibrated compression of each candidate after layer removal (docs/calibrated.md).
 
     The domain calibration text is the proxy's own training subset (before token compression); the
     general text is the bundled SQuAD paragraphs unless set. Hessians mix as (1-α) H_general + α H_domain.
@@ -108,6 +109,9 @@ class SelectEval(EvalConfig):
 
     dev_rows: int | None = 64  # dev rows scored; the task must hold at least this many
     few_shot_k: int = 2  # shots (from the training split) for the few-shot baseline
+    # more metrics scored on the same dev rows by every unit (e.g. the task metric beside answer_bpb):
+    # one fine-tune, several scores; the leaderboard ranks by ``metric``, the records keep every score
+    extra_metrics: list[str] = Field(default_factory=list)
     train_target: Literal["auto", "answer", "label"] = "auto"  # auto: the label for label metrics
 
 
@@ -151,10 +155,14 @@ class RunSettings(StrictModel):
 
     run_dir: str = "runs/select"
     backend: Literal["local", "ray"] = "local"
-    jobs: int = 1  # candidates run at once
+    jobs: int = 1  # candidates run at once (backend ray: a cap only when set; Ray schedules by resources)
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
-    cpus_per_candidate: float = 1.0
-    gpus_per_candidate: float = 0.0
+    cpus_per_candidate: float = 1.0  # backend ray: CPUs each candidate's task asks for
+    # backend ray: GPUs each candidate's task asks for; null: 1 when the cluster has GPUs, else 0
+    gpus_per_candidate: float | None = Field(None, ge=0)
+    max_retries: int = Field(1, ge=0)  # backend ray: re-runs of a task whose node or Ray worker died
+    # backend ray: Ray's runtime_env for the run, e.g. {pip: ["damoc[ray]"]} where damoc is not installed
+    runtime_env: dict[str, Any] | None = None
     gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch threads per worker; null = the torch default
@@ -171,9 +179,31 @@ class RunSettings(StrictModel):
         return v
 
 
-@JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
 class SelectConfig(JobConfig):
-    """A selection run (``damoc select``)."""
+    """A selection run (``damoc select``; docs/selection.md).
+
+    Sample YAML (``examples/select_demo.yaml`` is a complete one)::
+
+        job: select
+        task: {path: pubmedqa, max_rows: 260, dev_size: 60}
+        candidates: [smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b]
+        data: {filter: random, budget: 12, compress_rate: 0.5}
+        model: {layer_fraction: 0.0}
+        proxy: {method: lora, epochs: 3.0}
+        eval: {metric: answer_bpb, dev_rows: 20}
+        run: {run_dir: runs/select_demo}
+
+    Fields:
+        task: the task and its dev split (TaskSettings)
+        candidates: the models to rank: zoo names, local Hugging Face directories or cached HF ids
+        data: the data stages, run once for every candidate (DataSettings)
+        model: the per-candidate model compression (ModelSettings)
+        proxy: the proxy fine-tune, the same for every candidate (FinetuneConfig)
+        eval: how every candidate is scored on the dev rows (SelectEval)
+        validate: the ground truth, full fine-tunes of the uncompressed candidates (ValidateSettings)
+        run: where and how the work runs (RunSettings)
+        seed: seed of the data stages, the shots and the work units
+    """
 
     job: Literal["select"] = "select"
     task: TaskSettings
@@ -207,10 +237,11 @@ class SelectConfig(JobConfig):
 
     @model_validator(mode="after")
     def _metric(self):
-        from damoc.evaluate.metrics import METRICS
-
-        if self.eval.metric not in METRICS:
-            METRICS.get(self.eval.metric)  # raises the helpful unknown-name error
+        for name in [self.eval.metric, *self.eval.extra_metrics]:
+            if name not in METRICS:
+                METRICS.get(name)  # raises the helpful unknown-name error
+        if self.eval.metric in self.eval.extra_metrics:
+            raise ValueError(f"eval.extra_metrics repeats the main metric '{self.eval.metric}'")
         return self
 
     def dump(self) -> dict[str, Any]:
@@ -252,5 +283,4 @@ def config_hash(obj: Any) -> str:
 
     A field added later with a default leaves the hash, and so a resumable run's records, as they were.
     """
-    data = {"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH})

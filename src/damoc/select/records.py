@@ -34,6 +34,15 @@ class Record(BaseModel):
         return cls.model_validate(read_json(path))
 
 
+class MetricScore(Record):
+    """A unit's score by one more metric (``eval.extra_metrics``) on the same dev rows."""
+
+    value: float
+    higher_is_better: bool
+    per_example: list[float] = Field(default_factory=list)
+    predictions: list[str] | None = None
+
+
 class UnitRecord(Record):
     """One candidate scored by one method (the proxy, a baseline, or the full fine-tune)."""
 
@@ -63,6 +72,7 @@ class UnitRecord(Record):
     train_loss_last: float | None = None
     per_example: list[float] = Field(default_factory=list)
     predictions: list[str] | None = None
+    extra: dict[str, MetricScore] = Field(default_factory=dict)  # eval.extra_metrics, by name
     device: str = "cpu"
     host: str = ""
     pid: int = 0

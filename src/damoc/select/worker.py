@@ -26,7 +26,7 @@ from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
 from damoc.select.config import ModelSettings, SelectEval
-from damoc.select.records import Method, UnitRecord, now_iso
+from damoc.select.records import Method, MetricScore, UnitRecord, now_iso
 from damoc.train.finetune import FinetuneConfig
 
 LOG = logging.getLogger("damoc.select.worker")  # also when run as __main__ (python -m)
@@ -242,11 +242,22 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     shots = read_examples(spec.shots_path) if spec.method == "few_shot" and spec.shots_path else []
     t0 = time.perf_counter()
     score = score_examples(model, tok, dev, spec.eval, shots=shots, labels=spec.labels)
-    rec.stage_s["eval"] = time.perf_counter() - t0
     rec.score, rec.higher_is_better, rec.n_dev = score.value, score.higher_is_better, score.n_examples
     rec.eval_tokens = score.tokens
     rec.per_example = score.per_example
     rec.predictions = score.predictions
+    for name in spec.eval.extra_metrics:
+        extra = score_examples(
+            model, tok, dev, spec.eval.model_copy(update={"metric": name}), shots=shots, labels=spec.labels
+        )
+        rec.eval_tokens += extra.tokens
+        rec.extra[name] = MetricScore(
+            value=extra.value,
+            higher_is_better=extra.higher_is_better,
+            per_example=extra.per_example,
+            predictions=extra.predictions,
+        )
+    rec.stage_s["eval"] = time.perf_counter() - t0
     rec.wall_s = time.perf_counter() - t_all
     rec.cpu_s = time.process_time() - cpu0
     rec.peak_rss_mb, rec.peak_gpu_mb = peak_rss_mb(), peak_gpu_mb()
