@@ -17,6 +17,9 @@ ranking on the whole (bounded) training split, with Kendall τ, top-1 and cost (
 --candidates):
 
     python benchmarks/data_level_filters.py --ranking --tasks pubmedqa --methods random,kcenter,dsir,perplexity
+
+A ``--tasks`` name that is a selection-suite task (``benchmarks/suite/``) reads the suite's training split
+from the data cache; otherwise it is a damoc task (built-in name or file).
 """
 
 from __future__ import annotations
@@ -218,10 +221,14 @@ def run_ranking(args) -> None:
     from damoc.config import parse_config
     from damoc.select.filter_compare import FilterRankingConfig, run_filter_ranking
 
+    suite = Path(os.environ.get("DAMOC_DATA_CACHE", Path.home() / ".cache" / "damoc" / "data")) / "suite"
     for task in args.tasks.split(","):
+        # a selection-suite task name reads the suite's training split (benchmarks/suite/run.py data writes it)
+        path = suite / task / "train.jsonl" if (suite / task / "train.jsonl").is_file() else Path(task)
+        label = task if path.name == "train.jsonl" and path.parent.name == task else path.stem
         select = {
             "job": "select",
-            "task": {"path": task, "max_rows": args.max_rows, "dev_size": args.dev_rows, "seed": args.seed},
+            "task": {"path": str(path), "max_rows": args.max_rows, "dev_size": args.dev_rows, "seed": args.seed},
             "candidates": args.candidates.split(","),
             "data": {"compress_rate": None},
             "model": {"layer_fraction": 0.0},
@@ -231,7 +238,7 @@ def run_ranking(args) -> None:
             "run": {"threads": args.threads, "progress_s": 120},
             "seed": args.seed,
         }  # fmt: skip
-        name = f"{task}-train{args.max_rows - args.dev_rows}-b{args.budget:g}-s{args.seed}"
+        name = f"{label}-train{args.max_rows - args.dev_rows}-b{args.budget:g}-s{args.seed}"
         cfg = parse_config(
             FilterRankingConfig,
             {

@@ -71,6 +71,7 @@ class CurateJob(CurationSettings, JobConfig):
     out: str  # a .jsonl file; the report goes beside it as <stem>.report.json
     overwrite: bool = False
     save_sae: str | None = None  # also write the SAE the sae method used into this directory
+    # the layout save_sae writes: damoc's (sae.safetensors + sae_config.json) or sae-lens's
     save_sae_format: Literal["damoc", "sae-lens"] = "damoc"
 
 
