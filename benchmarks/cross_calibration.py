@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +137,143 @@ def table(rows: list[dict], refs: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---------------------------------------------------------------- α chosen on validation text
+
+
+def _sparsity(model) -> float:
+    import torch
+
+    from damoc.model.arch import decoder_layers
+
+    zeros = total = 0
+    for layer in decoder_layers(model):
+        for mod in layer.modules():
+            if isinstance(mod, torch.nn.Linear):
+                zeros += int((mod.weight == 0).sum())
+                total += mod.weight.numel()
+    return zeros / max(1, total)
+
+
+def _eval_cfg(a, domain: str):
+    from damoc.evaluate.report_eval import EvalConfig
+
+    return EvalConfig(domain=domain, samples=a.eval_samples, length=a.length, task_samples=a.task_samples,
+                      max_length=a.max_length)  # fmt: skip
+
+
+def alpha_search_run(a, model: str, method: str, pattern: str) -> dict:
+    """Every α of the grid, calibrated with a validation part held out; α chosen on validation perplexity,
+    then every α evaluated on the held-out evaluation text (the choice never sees it)."""
+    import gc
+
+    import torch
+
+    from damoc.evaluate.perplexity import sequence_perplexity
+    from damoc.evaluate.report_eval import evaluate_model
+    from damoc.model.calibrated.alpha_search import (
+        AlphaPoint,
+        AlphaSearchConfig,
+        choose_alpha,
+        validation_windows,
+    )
+    from damoc.model.calibrated.config import CalibrationConfig, PruneSpec
+    from damoc.model.calibrated.pipeline import compress_model
+    from damoc.model.calibrated.run import calibration_sequences, load_model_quietly, mixing_weights
+
+    tag = f"{model}-{a.domain}"
+    rec_dir = RECORDS / "alpha_val" / tag
+    rec_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{method}-{pattern.replace(':', 'of')}"
+    search = AlphaSearchConfig(alphas=a.alphas, val_size=a.val_size, samples=a.val_samples, length=a.length,
+                               general_tolerance=a.general_tolerance)  # fmt: skip
+    spec = PruneSpec(pattern=None if pattern == "unstructured" else pattern)
+    base = CalibrationConfig(domain=a.domain, samples=a.samples, length=a.length, val_size=a.val_size)
+    points, evals = [], {}
+    windows = None
+    dense_path = rec_dir / "dense.json"
+    for alpha in search.alphas:
+        path = rec_dir / f"{name}-a{alpha:g}.json"
+        if path.is_file():
+            rec = json.loads(path.read_text())
+        else:
+            torch.manual_seed(0)
+            m, tok = load_model_quietly(model)
+            if windows is None:
+                windows = validation_windows(tok, base, search)
+            if not dense_path.is_file():
+                val = {k: sequence_perplexity(m, w, 8).perplexity for k, w in windows.items()}
+                ev = evaluate_model(m, tok, _eval_cfg(a, a.domain), model).__dict__
+                dense_path.write_text(json.dumps({"val": val, "eval": ev}, indent=2) + "\n")
+            cfg = base.model_copy(update={"alpha": alpha})
+            t0 = time.perf_counter()
+            res = compress_model(
+                m, calibration_sequences(tok, cfg), mixing_weights(cfg), method, spec, cfg.batch_size
+            )
+            wall = time.perf_counter() - t0
+            val = {k: sequence_perplexity(m, w, 8).perplexity for k, w in windows.items()}
+            ev = evaluate_model(m, tok, _eval_cfg(a, a.domain), model).__dict__
+            rec = {"alpha": alpha, "method": method, "pattern": pattern, "sparsity": res.sparsity,
+                   "compress_s": wall, "val": val, "eval": ev, "calibration": cfg.model_dump()}  # fmt: skip
+            if alpha == 0.0 and a.lora_baseline:
+                rec["lora"] = lora_baseline(a, m, tok, cfg)
+            path.write_text(json.dumps(rec, indent=2) + "\n")
+            del m
+            gc.collect()
+        points.append(AlphaPoint(alpha, rec["val"]["general"], rec["val"]["domain"], rec["compress_s"]))
+        evals[alpha] = rec
+    choice = choose_alpha(points, search.general_tolerance)
+    out = {"model": model, "domain": a.domain, "method": method, "pattern": pattern, "choice": choice.to_dict(),
+           "search": search.model_dump(), "dense": json.loads(dense_path.read_text()) if dense_path.is_file() else None,
+           "points": {str(k): v for k, v in evals.items()}}  # fmt: skip
+    (rec_dir / f"{name}.choice.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def lora_baseline(a, model, tok, calib_cfg) -> dict:
+    """The training-based alternative: the general-only pruned model fine-tuned with LoRA on the same domain
+    calibration text (its first ``samples`` texts, cut to ``length`` tokens), then evaluated like the others."""
+    from damoc.evaluate.report_eval import evaluate_model
+    from damoc.model.calibrated.general_text import load_source_texts
+    from damoc.train.finetune import FinetuneConfig, finetune
+
+    texts = load_source_texts(a.domain, "calib", calib_cfg.dev_size, calib_cfg.seed, calib_cfg.val_size)
+    texts = [t for t in texts if t.strip()][: a.samples]
+    ft = FinetuneConfig(method="lora", epochs=a.lora_epochs, batch_size=4, max_length=a.length, lr=a.lora_lr,
+                        head_positions="all")  # fmt: skip
+    t0 = time.perf_counter()
+    res = finetune(model, tok, [("", t) for t in texts], ft, desc="domain LoRA")
+    wall = time.perf_counter() - t0
+    ev = evaluate_model(res.model, tok, _eval_cfg(a, a.domain), "general-only + domain LoRA").__dict__
+    return {"finetune": ft.model_dump(), "texts": len(texts), "steps": res.steps, "tokens": res.tokens,
+            "train_s": wall, "eval": ev, "sparsity_after_merge": _sparsity(res.model)}  # fmt: skip
+
+
+def alpha_table(choice: dict) -> str:
+    def f(x, nd=2):
+        return "–" if x is None else f"{x:.{nd}f}"
+
+    dense = choice.get("dense") or {}
+    lines = [
+        "| run | val general ppl | val domain ppl | eval general ppl | eval domain ppl | eval task bits/byte |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    if dense:
+        d, e = dense["val"], dense["eval"]
+        lines.append(
+            f"| dense | {f(d['general'])} | {f(d['domain'])} | {f(e['general_ppl'])} | {f(e['domain_ppl'])} | {f(e['task_bpb'], 3)} |"
+        )
+    for k, rec in choice["points"].items():
+        mark = " **(chosen on val)**" if float(k) == choice["choice"]["alpha"] else ""
+        v, e = rec["val"], rec["eval"]
+        lines.append(f"| α={float(k):g}{mark} | {f(v['general'])} | {f(v['domain'])} | {f(e['general_ppl'])} | "
+                     f"{f(e['domain_ppl'])} | {f(e['task_bpb'], 3)} |")  # fmt: skip
+        if "lora" in rec:
+            e = rec["lora"]["eval"]
+            lines.append(f"| α=0 + domain LoRA (merged) | – | – | {f(e['general_ppl'])} | {f(e['domain_ppl'])} | "
+                         f"{f(e['task_bpb'], 3)} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["smollm2-135m"])
@@ -170,7 +308,39 @@ def main() -> None:
     ap.add_argument(
         "--tag", default="", help="records under <model>-<tag>/ (e.g. a different --samples), not <model>/"
     )
+    ap.add_argument(
+        "--alpha-search", action="store_true", help="choose α on a validation part (see alpha_search_run)"
+    )
+    ap.add_argument("--alphas", nargs="+", type=float, default=[0.0, 0.25, 0.5, 0.75, 1.0])
+    ap.add_argument("--val-size", type=float, default=0.2, help="validation share of each calibration part")
+    ap.add_argument("--val-samples", type=int, default=8, help="validation windows per source")
+    ap.add_argument("--general-tolerance", type=float, default=0.02)
+    ap.add_argument("--lora-baseline", action="store_true", help="also general-only + a domain LoRA")
+    ap.add_argument("--lora-epochs", type=float, default=4.0)
+    ap.add_argument("--lora-lr", type=float, default=2e-4)
+    ap.add_argument("--threads", type=int, default=None)
     a = ap.parse_args()
+    if a.alpha_search:
+        import torch
+
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        for model in a.models:
+            for method in a.methods:
+                for pattern in a.patterns:
+                    out = alpha_search_run(a, model, method, pattern)
+                    md = (
+                        f"## {model}, {a.domain}, {method} {pattern}\n\n{out['choice']['reason']}\n\n"
+                        + alpha_table(out)
+                    )
+                    (
+                        RECORDS
+                        / "alpha_val"
+                        / f"{model}-{a.domain}"
+                        / f"{method}-{pattern.replace(':', 'of')}.md"
+                    ).write_text(md)
+                    print(md)
+        return
     alphas = {**ALPHAS, **{f"cross-a{x:g}": x for x in a.extra_alphas}}
     for model in a.models:
         rec_dir = RECORDS / (f"{model}-{a.tag}" if a.tag else model)

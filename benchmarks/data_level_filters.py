@@ -11,6 +11,15 @@ Records are cached per (task, method, settings) in benchmarks/records/data_filte
 
     python benchmarks/data_level_filters.py                          # both tasks, every filter
     python benchmarks/data_level_filters.py --tasks pubmedqa --methods kcenter,dsir --rows 300
+
+Ranking stability (``--ranking``): the candidates' proxy ranking on each filter's subset against the
+ranking on the whole (bounded) training split, with Kendall τ, top-1 and cost (damoc filter --compare
+--candidates):
+
+    python benchmarks/data_level_filters.py --ranking --tasks pubmedqa --methods random,kcenter,dsir,perplexity
+
+A ``--tasks`` name that is a selection-suite task (``benchmarks/suite/``) reads the suite's training split
+from the data cache; otherwise it is a damoc task (built-in name or file).
 """
 
 from __future__ import annotations
@@ -201,6 +210,60 @@ def render(records: list[dict[str, Any]], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+RANKING = RECORDS / "ranking"
+
+
+def run_ranking(args) -> None:
+    """Each filter's proxy ranking of the candidates against the whole training split's (and a truth's);
+    the sweeps live in ``--run-dir`` (resumable), the report is copied to records/data_filters/ranking/."""
+    import shutil
+
+    from damoc.config import parse_config
+    from damoc.select.filter_compare import FilterRankingConfig, run_filter_ranking
+
+    suite = Path(os.environ.get("DAMOC_DATA_CACHE", Path.home() / ".cache" / "damoc" / "data")) / "suite"
+    for task in args.tasks.split(","):
+        # a selection-suite task name reads the suite's training split (benchmarks/suite/run.py data writes it)
+        path = suite / task / "train.jsonl" if (suite / task / "train.jsonl").is_file() else Path(task)
+        label = task if path.name == "train.jsonl" and path.parent.name == task else path.stem
+        select = {
+            "job": "select",
+            "task": {"path": str(path), "max_rows": args.max_rows, "dev_size": args.dev_rows, "seed": args.seed},
+            "candidates": args.candidates.split(","),
+            "data": {"compress_rate": None},
+            "model": {"layer_fraction": 0.0},
+            "proxy": {"method": "lora", "epochs": args.epochs, "batch_size": 4, "max_length": 256,
+                      "lr": 2e-4, "precision": args.precision},
+            "eval": {"dev_rows": args.dev_rows, "max_length": 256, "batch_size": 8, "precision": args.precision},
+            "run": {"threads": args.threads, "progress_s": 120},
+            "seed": args.seed,
+        }  # fmt: skip
+        name = f"{label}-train{args.max_rows - args.dev_rows}-b{args.budget:g}-s{args.seed}"
+        cfg = parse_config(
+            FilterRankingConfig,
+            {
+                "select": select,
+                "filters": args.methods.split(","),
+                "budget": args.budget,
+                "filter_options": {"embedder": args.embedder} if args.embedder != "auto" else {},
+                "truth": args.truth,
+                "out": str(Path(args.run_dir) / name),
+            },
+        )
+        rep = run_filter_ranking(cfg, resume=True)
+        RANKING.mkdir(parents=True, exist_ok=True)
+        out = Path(cfg.out)
+        for f, dest in (
+            ("ranking.json", f"{name}.json"),
+            ("ranking.md", f"{name}.md"),
+            ("ranking.png", f"{name}.png"),
+        ):
+            if (out / f).is_file():
+                shutil.copyfile(out / f, RANKING / dest)
+        print((RANKING / f"{name}.md").read_text())
+        print(f"whole-set sweep {rep.rows[0].cost_s:.0f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", default=",".join(TASKS))
@@ -213,10 +276,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on shared cores)")
     ap.add_argument("--fresh", action="store_true", help="ignore cached records")
     ap.add_argument("--no-write", action="store_true", help="do not rewrite the results Markdown")
+    ap.add_argument("--ranking", action="store_true", help="rank --candidates on each filter's subset")
+    ap.add_argument("--candidates", default="smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b")
+    ap.add_argument("--budget", type=float, default=12, help="--ranking: rows each filter keeps")
+    ap.add_argument("--max-rows", type=int, default=90, help="--ranking: task rows read (train + dev)")
+    ap.add_argument("--dev-rows", type=int, default=30, help="--ranking: held-out dev rows scored")
+    ap.add_argument("--epochs", type=float, default=3.0, help="--ranking: proxy LoRA epochs")
+    ap.add_argument("--precision", default="fp32", help="--ranking: proxy and scoring precision (fp32/bf16)")
+    ap.add_argument("--truth", default=None, help="--ranking: truth scores file, leaderboard or records dir")
+    ap.add_argument("--run-dir", default="runs/filter_ranking", help="--ranking: where the sweeps live")
+    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DAMOC_NO_PROGRESS", "1")
     torch.set_num_threads(args.threads)
+    if args.ranking:
+        if args.methods is None:
+            raise SystemExit("error: --ranking needs --methods")
+        run_ranking(args)
+        return
     records = run_filter_timing(
         args.tasks.split(","),
         rows=args.rows,

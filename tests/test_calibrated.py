@@ -398,3 +398,79 @@ def test_packed_windows_start_with_bos_only_when_the_tokenizer_adds_it(bos):
     assert int((seqs == 2).sum()) == (4 if bos else 0)  # BOS only in front, never inside the stream
     body = seqs[:, 1:] if bos else seqs
     assert int((body == 1).sum()) >= 1  # EOS still joins the texts
+
+
+# ---------------------------------------------------------------- α on a validation part
+
+
+@pytest.mark.parametrize("source", ["general", "pubmedqa"])
+def test_validation_part_is_carved_from_the_calibration_part(source):
+    from damoc.errors import DamocError
+    from damoc.model.calibrated.general_text import load_source_texts
+
+    calib0 = load_source_texts(source, "calib")
+    dev = load_source_texts(source, "dev")
+    calib = load_source_texts(source, "calib", val_size=0.25)
+    val = load_source_texts(source, "val", val_size=0.25)
+    assert sorted(calib + val) == sorted(calib0)  # val_size 0 keeps the old calibration part
+    assert not set(val) & set(calib) and not set(val) & set(dev)
+    assert abs(len(val) - 0.25 * len(calib0)) <= 1
+    with pytest.raises(DamocError, match="val_size > 0"):
+        load_source_texts(source, "val")
+
+
+def test_choose_alpha_known_answers():
+    from damoc.model.calibrated.alpha_search import AlphaPoint, choose_alpha
+
+    pts = [
+        AlphaPoint(0.0, 100.0, 80.0),
+        AlphaPoint(0.25, 101.0, 70.0),
+        AlphaPoint(0.5, 101.9, 65.0),
+        AlphaPoint(0.75, 103.0, 60.0),  # best domain, but 3% worse on general text
+        AlphaPoint(1.0, 120.0, 59.0),
+    ]
+    assert choose_alpha(pts, 0.02).alpha == 0.5
+    assert choose_alpha(pts, 0.05).alpha == 0.75
+    assert choose_alpha(pts, 1.0).alpha == 1.0
+    assert choose_alpha(pts, 0.0).alpha == 0.0  # only α=0 keeps general perplexity
+    tie = [AlphaPoint(0.0, 100.0, 70.0), AlphaPoint(0.5, 100.0, 70.0)]
+    assert choose_alpha(tie, 0.02).alpha == 0.0
+    no_ref = [AlphaPoint(0.5, 90.0, 50.0), AlphaPoint(1.0, 99.0, 40.0)]  # the reference is the lowest general
+    assert choose_alpha(no_ref, 0.02).alpha == 0.5
+
+
+def test_search_alpha_measures_on_validation_text_only(monkeypatch):
+    import damoc.model.calibrated.alpha_search as search
+    from damoc.model.calibrated.config import PruneCalibratedJob
+    from damoc.model.calibrated.general_text import load_source_texts
+    from damoc.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    job = PruneCalibratedJob(
+        model="unused", out="unused", method="wanda",
+        calibration={"domain": "pubmedqa", "samples": 2, "length": 32},
+    )  # fmt: skip
+    cfg = search.AlphaSearchConfig(alphas=[1.0, 0.0], samples=2, length=32)
+    seen_parts = []
+    real = search.validation_windows
+
+    def spy(tok_, calibration, cfg_):
+        seen_parts.append(calibration.val_size)
+        return real(tok_, calibration, cfg_)
+
+    monkeypatch.setattr(search, "validation_windows", spy)
+    points = []
+    choice = search.search_alpha(
+        job,
+        cfg,
+        lambda: (tiny_model("llama", n_layers=2, seed=0), tok),
+        lambda p, m, t: points.append(p.alpha),
+    )
+    assert points == [0.0, 1.0] and seen_parts == [0.2] and choice.alpha in (0.0, 1.0)
+    assert [p.alpha for p in choice.points] == [0.0, 1.0]
+    assert all(p.general_ppl > 0 and p.domain_ppl > 0 for p in choice.points)
+    ref = search.choose_alpha(choice.points, cfg.general_tolerance)
+    assert choice.alpha == ref.alpha
+    # the calibration part the search used holds none of the validation texts
+    val = set(load_source_texts("pubmedqa", "val", val_size=0.2))
+    assert not val & set(load_source_texts("pubmedqa", "calib", val_size=0.2))

@@ -89,7 +89,7 @@ def test_cli_curate_writes_rows_and_report(mixed_files, tiny_dirs, tmp_path, run
     code, stdout, err = run_cli(
         "curate", "--pool", mixed_files["pool"], "--seeds", mixed_files["seeds"], "--model", tiny_dirs["llama"],
         "--top", "12", "--out", out, "--expansion", "2", "--k", "4", "--sae-steps", "20", "--max-length", "48",
-        "--compare", "tfidf,random",
+        "--compare", "tfidf,random", "--sae-cache", tmp_path / "sae_cache",
     )  # fmt: skip
     assert code == 0, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -166,7 +166,13 @@ def test_finescope_recipe_end_to_end(tiny_dirs, tmp_path, run_cli):
         "seeds": str(mixed_files["seeds"]),
         "eval": str(mixed_files["eval"]),
         "out": str(tmp_path / "run"),
-        "curate": {"top": 8, "compare": ["random"], "max_length": 48, "sae": {**SMALL_SAE, "steps": 20}},
+        "curate": {
+            "top": 8,
+            "compare": ["random"],
+            "max_length": 48,
+            "sae": {**SMALL_SAE, "steps": 20},
+            "sae_cache": str(tmp_path / "sae_cache"),
+        },
         "prune": {"ratio": 0.3, "samples": 4, "max_length": 64},
         "distill": {"generation": {"max_new_tokens": 4}, "finetune": {"max_steps": 2, "max_length": 96}},
         "score": {"eval_rows": 6, "max_length": 96},

@@ -94,10 +94,64 @@ def test_zero_weight_units_are_pruned_first():
         assert (m.model.layers[0].mlp.gate_proj.weight.abs().sum(1) > 0).all()
 
 
+def _llama_as_phi3(llama):
+    """A Phi-3 model computing the same function as ``llama``: q/k/v and gate/up concatenated."""
+    phi = tiny_model("phi3", len(llama.model.layers), seed=9, rms_norm_eps=llama.config.rms_norm_eps)
+    sd = {}
+    for k, v in llama.state_dict().items():
+        sd[k] = v
+    for i in range(len(llama.model.layers)):
+        p = f"model.layers.{i}."
+        sd[p + "self_attn.qkv_proj.weight"] = torch.cat(
+            [sd.pop(p + f"self_attn.{n}_proj.weight") for n in ("q", "k", "v")]
+        )
+        sd[p + "mlp.gate_up_proj.weight"] = torch.cat(
+            [sd.pop(p + f"mlp.{n}_proj.weight") for n in ("gate", "up")]
+        )
+    phi.load_state_dict(sd)
+    return phi
+
+
+@pytest.mark.parametrize("unit", ["query_heads", "kv_groups"])
+def test_phi3_fused_projections_prune_like_the_split_layout(unit, tmp_path):
+    """Phi-3 (fused qkv_proj, gate_up_proj) holding a Llama's weights prunes to the same function, and the
+    saved checkpoint reloads with the in-memory pruned model's logits."""
+    tok = tiny_tokenizer()
+    llama = tiny_model("llama", 3, seed=4)
+    phi = _llama_as_phi3(llama)
+    ids = tok(TEXTS[:3], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        assert torch.allclose(phi(**ids).logits, llama(**ids).logits, atol=1e-5)
+    cfg = StructuredPruneConfig(ratio=0.3, attention_unit=unit)
+    rep_l = structured_prune(llama, tok, TEXTS, cfg)
+    rep_p = structured_prune(phi, tok, TEXTS, cfg)
+    assert rep_p.kept_heads == rep_l.kept_heads and rep_p.params_after == rep_l.params_after
+    assert rep_p.intermediate_size == rep_l.intermediate_size and abs(rep_p.ratio_achieved - 0.3) < 0.01
+    conf = phi.config
+    for layer in phi.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        assert (
+            a.qkv_proj.out_features
+            == (conf.num_attention_heads + 2 * conf.num_key_value_heads) * conf.head_dim
+        )
+        assert m.gate_up_proj.out_features == 2 * conf.intermediate_size == 2 * m.down_proj.in_features
+    with torch.no_grad():
+        logits = phi(**ids).logits
+        assert torch.allclose(logits, llama(**ids).logits, atol=1e-5)
+    save_pruned(phi, tok, rep_p, tmp_path / "phi")
+    again, _ = load_model(tmp_path / "phi")
+    assert type(again).__name__ == "Phi3ForCausalLM"
+    with torch.no_grad():
+        assert torch.allclose(again(**ids).logits, logits, atol=1e-5)
+
+
 def test_unsupported_layout_and_unreachable_ratio():
     tok = tiny_tokenizer()
-    with pytest.raises(DamocError, match="separate q/k/v/o"):
-        structured_prune(tiny_model("phi3", 2), tok, TEXTS, StructuredPruneConfig(ratio=0.2))
+    odd = tiny_model("llama", 2)
+    for layer in odd.model.layers:
+        layer.mlp = torch.nn.Sequential(torch.nn.Linear(32, 32))
+    with pytest.raises(DamocError, match="separate q/k/v/o and gate/up/down projections, or Phi-3"):
+        structured_prune(odd, tok, TEXTS, StructuredPruneConfig(ratio=0.2))
     with pytest.raises(DamocError, match="prunable"):
         structured_prune(tiny_model("llama", 2), tok, TEXTS, StructuredPruneConfig(ratio=0.95))
 

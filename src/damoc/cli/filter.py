@@ -57,8 +57,33 @@ def filter_cmd(
     ),
     method: str = typer.Option(None, "--method", "-m", help="The filter to run (see --list)."),
     compare: str = typer.Option(
-        None, "--compare", help="Comma-separated filters to run on the same pool: time and overlap."
+        None,
+        "--compare",
+        help="Comma-separated filters to run on the same pool: time and overlap; with --candidates, the "
+        "proxy ranking of the candidates on each filter's subset against the whole training split's.",
     ),
+    candidates: str = typer.Option(
+        None,
+        "--candidates",
+        help="With --compare: comma-separated models (zoo names or directories) to rank on each subset.",
+    ),
+    truth: Path = typer.Option(
+        None,
+        "--truth",
+        help="With --candidates: true scores ({'scores': {...}, 'higher_is_better': ...}), a validated "
+        "leaderboard.json, or a directory of full fine-tune records.",
+    ),
+    select_job: Path = typer.Option(
+        None,
+        "--select-job",
+        help="With --candidates: a 'select' job whose proxy, model, eval and run settings the sweeps use "
+        "(default: every layer kept, 3 LoRA epochs, no token compression).",
+    ),
+    dev_rows: int = typer.Option(
+        None, "--dev-rows", help="With --candidates: dev rows scored (default: all)."
+    ),
+    threads: int = typer.Option(None, "--threads", help="With --candidates: torch threads per worker."),
+    resume: bool = typer.Option(False, "--resume", help="With --candidates: continue a comparison's --out."),
     budget: float = typer.Option(
         0.1, "--budget", "-b", help="Rows to keep: a fraction in (0, 1) or a row count."
     ),
@@ -107,6 +132,21 @@ def filter_cmd(
         return
     if not task:
         raise DamocError("give a TASK (file or built-in name), or --list")
+    fields = {
+        "id": id_field or None,
+        "question": question_field,
+        "answer": answer_field,
+        "context": context_field or None,
+        "label": label_field or None,
+    }
+    if candidates or truth or select_job:
+        if not candidates or not compare:
+            raise DamocError("--truth and --select-job go with --compare and --candidates")
+        _ranking_compare(
+            task, compare, candidates, budget, out, seed, fields, dev_size, max_rows, dev_rows, threads,
+            _parse_options(option), truth, select_job, resume,
+        )  # fmt: skip
+        return
     from damoc.config import parse_config
     from damoc.data.filters.config import FilterJob
     from damoc.data.filters.job import run_filter_job
@@ -121,13 +161,7 @@ def filter_cmd(
             "budget": budget,
             "out": out,
             "seed": seed,
-            "fields": {
-                "id": id_field or None,
-                "question": question_field,
-                "answer": answer_field,
-                "context": context_field or None,
-                "label": label_field or None,
-            },
+            "fields": fields,
             "dev_size": dev_size,
             "max_rows": max_rows,
             "target": str(target) if target else None,
@@ -166,6 +200,93 @@ def filter_cmd(
                 f"{(1.0 if o.method == r.method else comp.overlap[r.method][o.method]):8.3f}" for o in ok
             )
             typer.echo(f"{r.method:16} {r.family:13} {r.wall_s:8.2f} {cells}")
-        typer.echo("(overlap = Jaccard of kept rows; ranking agreement is computed by `damoc select`)")
+        typer.echo("(overlap = Jaccard of kept rows; add --candidates for the ranking agreement)")
     for p in res.written or []:
         typer.echo(f"wrote {p}")
+
+
+def _ranking_compare(
+    task: str,
+    compare: str,
+    candidates: str,
+    budget: float,
+    out: Path | None,
+    seed: int,
+    fields: dict,
+    dev_size: float,
+    max_rows: int | None,
+    dev_rows: int | None,
+    threads: int | None,
+    options: dict,
+    truth: Path | None,
+    select_job: Path | None,
+    resume: bool,
+) -> None:
+    """``--compare`` with ``--candidates``: one proxy sweep per filter against the whole-split sweep."""
+    from damoc.config import load_job, parse_config
+    from damoc.select.config import SelectConfig
+    from damoc.select.filter_compare import WHOLE, FilterRankingConfig, run_filter_ranking
+
+    if out is None:
+        raise DamocError("--out DIR is needed to keep the comparison's runs")
+    cands = [c.strip() for c in candidates.split(",") if c.strip()]
+    task_settings = {
+        "path": task,
+        "fields": fields,
+        "dev_size": int(dev_size) if dev_size >= 1 else dev_size,
+        "max_rows": max_rows,
+        "seed": seed,
+    }
+    if select_job is not None:
+        base = load_job(select_job)
+        if not isinstance(base, SelectConfig):
+            raise DamocError(f"{select_job}: a '{base.job}' job; --select-job takes a 'select' job")
+        data = base.dump()
+        data.update(task=task_settings, candidates=cands, seed=seed)
+    else:
+        data = {
+            "job": "select",
+            "task": task_settings,
+            "candidates": cands,
+            "data": {"compress_rate": None},
+            "model": {"layer_fraction": 0.0},
+            "proxy": {"method": "lora", "epochs": 3.0},
+            "eval": {"dev_rows": dev_rows},
+            "seed": seed,
+        }
+    if dev_rows is not None:
+        data.setdefault("eval", {})["dev_rows"] = dev_rows
+    if threads is not None:
+        data.setdefault("run", {})["threads"] = threads
+    cfg = parse_config(
+        FilterRankingConfig,
+        {
+            "select": data,
+            "filters": [m.strip() for m in compare.split(",") if m.strip()],
+            "budget": budget,
+            "filter_options": options,
+            "truth": str(truth) if truth else None,
+            "out": str(out),
+        },
+        where="filter --compare",
+    )
+    rep = run_filter_ranking(cfg, resume=resume)
+    whole = rep.row(WHOLE)
+    typer.echo(
+        f"reference: all {whole.rows} training rows -> {' > '.join(whole.ranking)} ({whole.cost_s:.0f} s)"
+    )
+    for r in rep.rows:
+        if r.method == WHOLE:
+            continue
+        if r.error and not r.scores:
+            typer.echo(f"{r.method:16} failed: {r.error}")
+            continue
+        tau = r.vs_whole.kendall if r.vs_whole else None
+        hit = "-" if r.vs_whole is None else ("hit" if r.vs_whole.top1_hit else "miss")
+        t = (
+            ""
+            if r.vs_truth is None
+            else f"  truth tau {r.vs_truth.kendall}  top-1 {'hit' if r.vs_truth.top1_hit else 'miss'}"
+        )
+        typer.echo(f"{r.method:16} {' > '.join(r.ranking):50} tau {tau}  top-1 {hit}  {r.cost_s:.0f} s{t}")
+    typer.echo(f"wrote {out}/ranking.json, ranking.md, ranking.png")

@@ -41,6 +41,26 @@ def curate_cmd(
     domain_field: str = typer.Option(
         "domain", "--domain-field", help="Pool column with a known domain (precision)."
     ),
+    text_view: str = typer.Option(
+        "text",
+        "--text-view",
+        help="Text of each row scored: text (question+context+answer), prompt, question.",
+    ),
+    sae: str = typer.Option(
+        None,
+        "--sae",
+        help="Use this trained SAE instead of training one: a damoc SAE directory or a sae-lens one "
+        "(cfg.json + sae_weights.safetensors).",
+    ),
+    sae_cache: str = typer.Option(
+        "~/.cache/damoc/sae",
+        "--sae-cache",
+        help="Keep trained SAEs here by (model, layer, pool, settings) and reuse them; 'none' = off.",
+    ),
+    save_sae: Path = typer.Option(None, "--save-sae", help="Also write the SAE used into this directory."),
+    save_sae_format: str = typer.Option(
+        "damoc", "--save-sae-format", help="Layout of --save-sae: damoc or sae-lens."
+    ),
     job: Path = typer.Option(None, "--job", help="A YAML 'curate' job instead of the options above."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
 ) -> None:
@@ -69,6 +89,11 @@ def curate_cmd(
             "reduce": reduce,
             "max_length": max_length,
             "domain_field": domain_field,
+            "text_view": text_view,
+            "sae_path": sae,
+            "sae_cache": None if sae_cache.strip().lower() in ("", "none") else sae_cache,
+            "save_sae": str(save_sae) if save_sae else None,
+            "save_sae_format": save_sae_format,
             "overwrite": overwrite,
             "sae": {"expansion": expansion, "k": k, "steps": sae_steps},
         }
@@ -91,6 +116,12 @@ def curate_cmd(
         )
     if rep.random_expected_precision is not None:
         typer.echo(f"  domain '{rep.target_domain}' share of the pool: {rep.random_expected_precision:.3f}")
+    if rep.sae:
+        names = {"activations_s": "model forward", "train_s": "SAE steps", "encode_s": "signatures"}
+        parts = ", ".join(f"{v} {rep.sae[k]:.1f}s" for k, v in names.items() if k in rep.sae)
+        typer.echo(f"  SAE ({rep.sae.get('source')}, layer {rep.sae.get('layer')}): {parts}")
+    if cfg.save_sae and curated.sae is not None:
+        typer.echo(f"  SAE written to {cfg.save_sae} ({cfg.save_sae_format} layout)")
 
 
 @prune_app.command("structured")

@@ -28,6 +28,15 @@ class CurationSettings(StrictModel):
     batch_size: int = Field(8, ge=1)
     max_train_tokens: int = Field(100_000, ge=16)  # SAE training tokens (sampled from the pool)
     sae: SAETrainConfig = SAETrainConfig()
+    # a trained SAE to use instead of training one: a directory in damoc's layout (sae.safetensors +
+    # sae_config.json) or sae-lens's (cfg.json + sae_weights.safetensors); its layer is used when
+    # ``layer`` is None and the files name one
+    sae_path: str | None = None
+    # trained SAEs (and the pool's signatures) are kept here by (model, layer, pool, settings); null = off
+    sae_cache: str | None = "~/.cache/damoc/sae"
+    # the text of each row that is scored: text (question, context and answer), prompt (question and
+    # context), question
+    text_view: Literal["text", "prompt", "question"] = "text"
     domain_field: str = "domain"  # pool column holding a known domain label, for precision
     target_domain: str | None = None  # default: the most common domain among the seeds
     seed: int = Field(0, ge=0)
@@ -61,6 +70,9 @@ class CurateJob(CurationSettings, JobConfig):
     model: str | None = None  # needed by the sae method
     out: str  # a .jsonl file; the report goes beside it as <stem>.report.json
     overwrite: bool = False
+    save_sae: str | None = None  # also write the SAE the sae method used into this directory
+    # the layout save_sae writes: damoc's (sae.safetensors + sae_config.json) or sae-lens's
+    save_sae_format: Literal["damoc", "sae-lens"] = "damoc"
 
 
 class ScoreSettings(StrictModel):

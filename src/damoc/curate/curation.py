@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from damoc.errors import DamocError
 from damoc.registry import Registry
 
 LOG = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class CurateContext:
     model: object = None
     tok: object = None
     cfg: object = None  # damoc.curate.config.CurationSettings
+    model_name: str | None = None  # how the model was named (zoo name or directory): the SAE cache key
     artifacts: dict = field(default_factory=dict)  # e.g. SAE stats, for the report
 
 
@@ -84,34 +86,102 @@ Scorer = Callable[[Sequence[str], Sequence[str], CurateContext], np.ndarray]
 CURATORS: Registry[Scorer] = Registry("curation method")
 
 
+@torch.no_grad()
+def row_signatures(sae, acts: Sequence[torch.Tensor], chunk: int = 4096) -> torch.Tensor:
+    """Mean latent activation of each row's tokens, ``(rows, width)``, encoding ``chunk`` tokens at a time."""
+    rows = torch.cat([torch.full((len(a),), i, dtype=torch.long) for i, a in enumerate(acts)])
+    flat = torch.cat(list(acts))
+    sums = torch.zeros(len(acts), sae.cfg.width)
+    for i in range(0, len(flat), chunk):
+        sums.index_add_(0, rows[i : i + chunk], sae.encode(flat[i : i + chunk]))
+    counts = torch.tensor([max(1, len(a)) for a in acts], dtype=torch.float32)
+    return sums / counts[:, None]
+
+
+def _pool_cache_key(ctx: CurateContext, layer: int, pool: Sequence[str]) -> str | None:
+    from damoc.curate.sae_cache import cache_key, model_fingerprint, texts_hash
+
+    cfg = ctx.cfg
+    if not cfg.sae_cache or not ctx.model_name:
+        return None
+    fp = model_fingerprint(ctx.model_name)
+    if fp is None:
+        return None
+    settings = {
+        "max_length": cfg.max_length,
+        "max_train_tokens": cfg.max_train_tokens,
+        "drop_first": 1,
+        "sae": cfg.sae.model_dump(exclude={"stats_tokens"}),
+    }
+    return cache_key(fp, layer, texts_hash(list(pool)), settings)
+
+
 @CURATORS.register("sae", help="TopK SAE on one layer's residual stream; mean latent signature (FineScope)")
 def sae_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) -> np.ndarray:
+    """Signatures from an SAE: one given (``sae_path``), one from the cache, or one trained on the pool.
+
+    Time is recorded per part (``activations_s``: the model's forward passes; ``train_s``: the SAE
+    steps; ``encode_s``: the signatures; each also as process CPU time, ``*_cpu_s``) in the report's
+    ``sae`` entry.
+    """
     from damoc.curate.activations import residual_activations, resolve_layer
+    from damoc.curate.sae_cache import SAECache
+    from damoc.curate.sae_io import load_sae
     from damoc.curate.train_sae import train_sae
 
     cfg = ctx.cfg
     if ctx.model is None:
         raise ValueError("the sae method needs a model")
-    layer = resolve_layer(ctx.model, cfg.layer)
-    texts = list(pool) + list(seeds)
+    given = load_sae(cfg.sae_path) if cfg.sae_path else None
+    layer = resolve_layer(ctx.model, cfg.layer if cfg.layer is not None or given is None else given.layer)
+    cache = SAECache(cfg.sae_cache)
+    key = None if given is not None else _pool_cache_key(ctx, layer, pool)
+    hit = cache.get(key) if key else None
+    sae = given.sae if given is not None else (hit.loaded.sae if hit is not None else None)
+    pool_sigs = hit.signatures if hit is not None and hit.signatures is not None else None
+    texts = list(seeds) if pool_sigs is not None else list(pool) + list(seeds)
+    info: dict = {"layer": layer, "source": "file" if given else ("cache" if hit else "trained")}
+    t0, c0 = time.perf_counter(), time.process_time()
     acts = residual_activations(ctx.model, ctx.tok, texts, layer, cfg.max_length, cfg.batch_size)
-    train = torch.cat(acts[: len(pool)])
-    if len(train) > cfg.max_train_tokens:
-        g = torch.Generator().manual_seed(cfg.sae.seed)
-        train = train[torch.randperm(len(train), generator=g)[: cfg.max_train_tokens]]
-    sae, stats = train_sae(train, cfg.sae)
-    with torch.no_grad():
-        sigs = torch.stack([mean_signature(sae.encode(a)) for a in acts])
-    w = idf_weights(sigs[: len(pool)]) if cfg.idf else torch.ones(sigs.shape[1])
-    sigs = sigs * w
-    ctx.artifacts["sae"] = {
-        "layer": layer,
-        "train_tokens": len(train),
-        **stats.to_dict(),
-        **sae.cfg.to_dict(),
-    }
+    info["activations_s"], info["activations_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    info["activation_tokens"] = int(sum(len(a) for a in acts))
+    d_model = acts[0].shape[1]
+    if sae is not None and sae.cfg.d_model != d_model:
+        raise DamocError(
+            f"the SAE reads {sae.cfg.d_model}-wide activations, layer {layer} of the model gives {d_model}"
+        )
+    if sae is None:
+        train = torch.cat(acts[: len(pool)])
+        if len(train) > cfg.max_train_tokens:
+            g = torch.Generator().manual_seed(cfg.sae.seed)
+            train = train[torch.randperm(len(train), generator=g)[: cfg.max_train_tokens]]
+        c0 = time.process_time()
+        sae, stats = train_sae(train, cfg.sae)
+        info.update(train_tokens=len(train), train_s=stats.train_wall_s, **stats.to_dict())
+        info["train_cpu_s"] = time.process_time() - c0  # steps and the stats pass
+    elif hit is not None:
+        info.update({k: v for k, v in hit.loaded.info.items() if k not in info}, cache_key=key)
+    else:
+        info.update(path=str(cfg.sae_path), format=given.format, file_info=given.info)
+    t0, c0 = time.perf_counter(), time.process_time()
+    sigs = row_signatures(sae, acts)
+    info["encode_s"], info["encode_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    if pool_sigs is None:
+        pool_sigs, seed_sigs = sigs[: len(pool)], sigs[len(pool) :]
+        if key is not None and hit is None:
+            info["cache_key"] = key
+            cached = {
+                k: v
+                for k, v in info.items()
+                if k not in ("source", "activations_s", "encode_s", "activations_cpu_s", "encode_cpu_s")
+            }
+            cache.put(key, sae, {**cached, "model": str(ctx.model_name)}, pool_sigs)
+    else:
+        seed_sigs = sigs
+    w = idf_weights(pool_sigs) if cfg.idf else torch.ones(pool_sigs.shape[1])
+    ctx.artifacts["sae"] = {**info, **sae.cfg.to_dict()}
     ctx.artifacts["sae_module"] = sae
-    return similarity_scores(sigs[: len(pool)], sigs[len(pool) :], cfg.reduce, cfg.center).numpy()
+    return similarity_scores(pool_sigs * w, seed_sigs * w, cfg.reduce, cfg.center).numpy()
 
 
 def _sim_settings(ctx: CurateContext) -> tuple[Reduce, bool]:
@@ -195,6 +265,7 @@ __all__ = [
     "idf_weights",
     "mean_signature",
     "precision",
+    "row_signatures",
     "run_method",
     "similarity_scores",
     "top_m",

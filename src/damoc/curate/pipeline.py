@@ -7,6 +7,7 @@ import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from damoc.curate.config import CurateJob, CurationSettings
 from damoc.curate.curation import CURATORS, CurateContext, expected_random_precision, run_method
@@ -53,6 +54,7 @@ class Curated:
     examples: list[Example]
     scores: list[float]
     report: CurationReport
+    sae: Any = None  # the SAE the sae method used (trained, cached or given), when it ran
 
     def rows(self) -> list[dict]:
         return [
@@ -75,8 +77,20 @@ def _domain(ex: Example, field_name: str) -> str | None:
     return None if v is None else str(v)
 
 
+def row_text(ex: Example, view: str) -> str:
+    """The text of a row that curation scores (``CurationSettings.text_view``)."""
+    if view == "question":
+        return ex.question
+    return ex.prompt() if view == "prompt" else ex.text()
+
+
 def curate_examples(
-    pool: list[Example], seeds: list[Example], cfg: CurationSettings, model=None, tok=None
+    pool: list[Example],
+    seeds: list[Example],
+    cfg: CurationSettings,
+    model=None,
+    tok=None,
+    model_name: str | None = None,
 ) -> Curated:
     """Score ``pool`` against ``seeds`` with ``cfg.method`` (plus ``cfg.compare``) and keep the top ``cfg.top``."""
     for name in [cfg.method, *cfg.compare]:
@@ -95,9 +109,9 @@ def curate_examples(
         seed_domains = [d for d in (_domain(s, cfg.domain_field) for s in seeds) if d is not None]
         target = Counter(seed_domains).most_common(1)[0][0] if seed_domains else None
     known = target is not None and any(d is not None for d in domains)
-    pool_texts = [e.text() for e in kept]
-    seed_texts = [s.text() for s in seeds]
-    ctx = CurateContext(model=model, tok=tok, cfg=cfg)
+    pool_texts = [row_text(e, cfg.text_view) for e in kept]
+    seed_texts = [row_text(s, cfg.text_view) for s in seeds]
+    ctx = CurateContext(model=model, tok=tok, cfg=cfg, model_name=model_name)
     results = {}
     for name in dict.fromkeys([cfg.method, *cfg.compare]):
         LOG.info("curation: scoring %d rows with '%s'", len(kept), name)
@@ -125,7 +139,12 @@ def curate_examples(
         selected_ids=[kept[i].id for i in primary.selected],
         settings=cfg.model_dump(),
     )
-    return Curated([kept[i] for i in primary.selected], [primary.scores[i] for i in primary.selected], report)
+    return Curated(
+        [kept[i] for i in primary.selected],
+        [primary.scores[i] for i in primary.selected],
+        report,
+        ctx.artifacts.get("sae_module"),
+    )
 
 
 def report_path(out: str | Path) -> Path:
@@ -135,17 +154,27 @@ def report_path(out: str | Path) -> Path:
 
 def run_curate(job: CurateJob) -> Curated:
     """Load files (and the model when the sae method is used), curate, write rows and report."""
+    from damoc.curate.sae_io import load_sae
+
     out = Path(job.out)
     if out.suffix != ".jsonl":
         raise DamocError(f"--out must be a .jsonl file, got {out}")
     if out.exists() and not job.overwrite:
         raise DamocError(f"{out} exists (pass --overwrite to replace it)")
+    if job.save_sae:
+        from damoc.io.files import check_output_dir
+
+        if "sae" not in [job.method, *job.compare]:
+            raise DamocError("--save-sae needs the sae method (in --method or --compare)")
+        check_output_dir(job.save_sae, job.overwrite)
     pool = load_examples(job.pool)
     seeds = load_examples(job.seeds)
     settings = CurationSettings.model_validate(job.model_dump(include=set(CurationSettings.model_fields)))
     for name in [settings.method, *settings.compare]:
         CURATORS.entry(name)
     check_inputs(len(pool), len(seeds[: settings.max_seeds]), settings)
+    if settings.sae_path and "sae" in [settings.method, *settings.compare]:
+        load_sae(settings.sae_path)  # a bad SAE directory fails before the model loads
     model = tok = None
     if "sae" in [settings.method, *settings.compare]:
         if not job.model:
@@ -153,7 +182,23 @@ def run_curate(job: CurateJob) -> Curated:
         from damoc.model.arch import load_model
 
         model, tok = load_model(job.model)
-    curated = curate_examples(pool, seeds, settings, model, tok)
+    curated = curate_examples(pool, seeds, settings, model, tok, job.model)
     write_jsonl_atomic(out, curated.rows())
     write_json_atomic(report_path(out), curated.report.to_dict())
+    if job.save_sae and curated.sae is not None:
+        save_sae_as(curated, job)
     return curated
+
+
+def save_sae_as(curated: Curated, job: CurateJob) -> None:
+    """Write the SAE a curation used, in damoc's layout or sae-lens's (``job.save_sae_format``)."""
+    from damoc.curate.sae_io import export_sae_lens, save_sae
+
+    info = {k: v for k, v in (curated.report.sae or {}).items() if isinstance(v, str | int | float | bool)}
+    info["model"] = job.model
+    if job.save_sae_format == "sae-lens":
+        layer = info.get("layer")
+        hook = f"blocks.{layer}.hook_resid_post" if isinstance(layer, int) else None
+        export_sae_lens(curated.sae, job.save_sae, job.model, hook, overwrite=job.overwrite)
+    else:
+        save_sae(curated.sae, job.save_sae, info, overwrite=job.overwrite)

@@ -308,7 +308,7 @@ def _curate_stage(job: FinescopeJob, pool, seeds, source, tok, cache: StageCache
     hit = cache.get("curate", key)
     if hit is not None:
         return _curated_from(hit, pool)
-    cur = curate_examples(pool, seeds, job.curate, source, tok)
+    cur = curate_examples(pool, seeds, job.curate, source, tok, str(job.model))
     cache.put(
         "curate",
         key,

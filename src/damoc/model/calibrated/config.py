@@ -40,6 +40,13 @@ class CalibrationConfig(StrictModel):
         lt=1.0,
         description="Fraction of each source held out for evaluation (never calibrated on).",
     )
+    val_size: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Fraction of each source's calibration part held out for validation (choosing α): "
+        "neither calibrated nor evaluated on; 0 = none.",
+    )
 
     @model_validator(mode="after")
     def _needs_a_source(self) -> CalibrationConfig:

@@ -31,7 +31,7 @@ def calibration_sequences(tok, cfg: CalibrationConfig) -> dict[str, torch.Tensor
     for name, src in (("general", cfg.general), ("domain", cfg.domain)):
         if not src:
             continue
-        texts = load_source_texts(src, "calib", cfg.dev_size, cfg.seed)
+        texts = load_source_texts(src, "calib", cfg.dev_size, cfg.seed, cfg.val_size)
         out[name] = pack_sequences(tok, texts, cfg.samples, cfg.length, cfg.seed, what=f"{name} text '{src}'")
     return out
 

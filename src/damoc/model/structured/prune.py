@@ -1,7 +1,8 @@
 """Plan uniform per-layer sizes for a target parameter ratio, pick the units to keep, slice the model.
 
 The math (:func:`plan_sizes`, :func:`keep_top`, :func:`keep_query_heads`) takes numbers and tensors;
-:func:`structured_prune` does the plumbing (gradients, slicing modules, updating the config).
+:func:`structured_prune` does the plumbing (gradients, slicing modules through the layer's layout in
+``groups``, updating the config).
 """
 
 from __future__ import annotations
@@ -18,13 +19,7 @@ from torch import nn
 from damoc.errors import DamocError
 from damoc.model.arch import decoder_layers, text_config
 from damoc.model.structured.config import StructuredPruneConfig
-from damoc.model.structured.groups import (
-    AttentionShape,
-    LayerModules,
-    attention_shape,
-    head_rows,
-    layer_modules,
-)
+from damoc.model.structured.groups import AttentionShape, LayerModules, attention_shape, layer_modules
 from damoc.model.structured.importance import IMPORTANCE, LayerScores, accumulate_gradients, group_scores
 
 LOG = logging.getLogger(__name__)
@@ -107,65 +102,19 @@ def keep_query_heads(
     return groups, torch.cat(heads)
 
 
-def slice_linear(
-    lin: nn.Linear, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None
-) -> nn.Linear:
-    """A new Linear with only ``rows`` (outputs) and ``cols`` (inputs) of ``lin``."""
-    w = lin.weight.data
-    if rows is not None:
-        w = w.index_select(0, rows.to(w.device))
-    if cols is not None:
-        w = w.index_select(1, cols.to(w.device))
-    new = nn.Linear(w.shape[1], w.shape[0], bias=lin.bias is not None, device=w.device, dtype=w.dtype)
-    new.weight.data.copy_(w)
-    if lin.bias is not None:
-        b = lin.bias.data if rows is None else lin.bias.data.index_select(0, rows.to(w.device))
-        new.bias.data.copy_(b)
-    return new
-
-
-def prune_layer(
-    mods: LayerModules,
-    shape: AttentionShape,
-    groups: torch.Tensor,
-    heads: torch.Tensor,
-    channels: torch.Tensor,
-) -> None:
-    """Slice one layer in place to the kept KV groups, query heads and MLP channels."""
-    hd = shape.head_dim
-    q = head_rows(heads, hd)
-    kv = head_rows(groups, hd)
-    a, m = mods.attn, mods.mlp
-    a.q_proj = slice_linear(a.q_proj, rows=q)
-    a.k_proj = slice_linear(a.k_proj, rows=kv)
-    a.v_proj = slice_linear(a.v_proj, rows=kv)
-    a.o_proj = slice_linear(a.o_proj, cols=q)
-    if hasattr(a, "num_key_value_groups"):
-        a.num_key_value_groups = len(heads) // len(groups)
-    m.gate_proj = slice_linear(m.gate_proj, rows=channels)
-    m.up_proj = slice_linear(m.up_proj, rows=channels)
-    m.down_proj = slice_linear(m.down_proj, cols=channels)
-    for attr in ("intermediate_size",):
-        if hasattr(m, attr):
-            setattr(m, attr, len(channels))
-
-
 def unit_costs(mods: LayerModules, shape: AttentionShape, n_layers: int) -> UnitCosts:
-    def bias(lin: nn.Linear) -> int:
-        return 1 if lin.bias is not None else 0
-
-    a, m = mods.attn, mods.mlp
+    """Parameters one unit removes from one layer, from the layer's logical projection sizes."""
+    size = mods.logical_sizes()
     hd = shape.head_dim
-    head = hd * (a.q_proj.in_features + bias(a.q_proj)) + hd * a.o_proj.out_features
-    kv = hd * (a.k_proj.in_features + bias(a.k_proj) + a.v_proj.in_features + bias(a.v_proj))
-    ch = (
-        m.gate_proj.in_features
-        + bias(m.gate_proj)
-        + m.up_proj.in_features
-        + bias(m.up_proj)
-        + m.down_proj.out_features
-    )
-    return UnitCosts(n_layers, head, kv, ch, shape, m.gate_proj.out_features)
+
+    def row(name: str) -> int:  # one output row of a projection: its inputs and its bias
+        _, n_in, bias = size[name]
+        return n_in + int(bias)
+
+    head = hd * row("q_proj") + hd * size["o_proj"][0]
+    kv = hd * (row("k_proj") + row("v_proj"))
+    ch = row("gate_proj") + row("up_proj") + size["down_proj"][0]
+    return UnitCosts(n_layers, head, kv, ch, shape, size["gate_proj"][0])
 
 
 def count_params(model: nn.Module) -> int:
@@ -198,9 +147,9 @@ class PruneReport:
 
 
 def _check_uniform(mods_list: Sequence[LayerModules], model_type: str) -> None:
-    first = {n: tuple(lin.weight.shape) for n, lin in mods_list[0].linears().items()}
+    first = mods_list[0].logical_sizes()
     for i, mods in enumerate(mods_list[1:], 1):
-        shapes = {n: tuple(lin.weight.shape) for n, lin in mods.linears().items()}
+        shapes = mods.logical_sizes()
         if shapes != first:
             raise DamocError(f"layer {i} of this '{model_type}' model has different sizes from layer 0")
 
@@ -210,11 +159,7 @@ def _layer_scores(
     mods: LayerModules, shape: AttentionShape, method: str, gen: torch.Generator
 ) -> LayerScores:
     score = IMPORTANCE.get(method)
-    elem: dict[str, torch.Tensor | None] = {}
-    for name, lin in mods.linears().items():
-        elem[f"{name}.weight"] = score.fn(lin.weight, lin.weight.grad, gen)
-        elem[f"{name}.bias"] = None if lin.bias is None else score.fn(lin.bias, lin.bias.grad, gen)
-    return group_scores(elem, shape)
+    return group_scores(mods.element_scores(lambda w, g: score.fn(w, g, gen)), shape)
 
 
 def structured_prune(
@@ -229,9 +174,9 @@ def structured_prune(
     conf = text_config(model.config)
     model_type = str(getattr(conf, "model_type", "?"))
     layers = decoder_layers(model)
-    mods_list = [layer_modules(layer, model_type) for layer in layers]
-    _check_uniform(mods_list, model_type)
     shape = attention_shape(conf)
+    mods_list = [layer_modules(layer, model_type, shape) for layer in layers]
+    _check_uniform(mods_list, model_type)
     costs = unit_costs(mods_list[0], shape, len(layers))
     before = count_params(model)
     plan = plan_sizes(costs, before, cfg)
@@ -254,7 +199,7 @@ def structured_prune(
         for lin in mods.linears().values():
             for p in lin.parameters():
                 p.grad = None
-        prune_layer(mods, shape, groups, heads, channels)
+        mods.prune(shape, groups, heads, channels)
         kept_heads.append(heads.tolist())
     for p in model.parameters():
         p.grad = None
