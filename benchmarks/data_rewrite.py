@@ -1,4 +1,4 @@
-"""The data level, rewriting (SPEC 4): compressed PubMedQA contexts rewritten by a zoo chat model.
+"""The data level, rewriting: compressed PubMedQA contexts rewritten by a zoo chat model.
 
 ``--n`` distinct PubMedQA contexts (with their questions) are compressed at ``--rate`` with our
 compressor (``budget="prompt"``, scorer ``--scorer``, fidelity check off, as in ``data_level.py``),

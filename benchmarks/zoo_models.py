@@ -3,7 +3,7 @@
     python benchmarks/zoo_models.py [NAME ...] [--n-texts 32] [--max-length 256]
 
 Loss: mean next-token cross-entropy (nats/token) on the first ``n_texts`` contexts of the bundled
-PubMedQA set, each cut to ``max_length`` tokens (per token, as in SPEC section 9; bits per byte
+PubMedQA set, each cut to ``max_length`` tokens (per token; bits per byte
 would compare across tokenizers but doubles the time on a shared CPU). Writes benchmarks/records/zoo/<name>.json and prints a table. Models are fetched if absent.
 """
 
