@@ -174,6 +174,68 @@ class RunSettings(StrictModel):
         return v
 
 
+class ConfidenceSettings(StrictModel):
+    """How sure the leaderboard is: a paired-bootstrap interval for every adjacent pair of each ranking
+    (the proxy's, each baseline's, the ground truth's), over the dev rows (damoc.evaluate.paired).
+
+    ```yaml
+    confidence:
+      level: 0.95     # coverage of each interval; a pair whose interval holds 0 is "tied within noise"
+      n_boot: 2000    # bootstrap draws per pair
+      seed: 0         # the resampling's seed
+    ```
+    """
+
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    n_boot: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class AdaptiveSettings(StrictModel):
+    """Adaptive proxy budget: successive halving over proxy size with paired-interval elimination
+    (damoc.select.adaptive). Every candidate starts on a small proxy; after each round the candidates
+    whose interval against the round's leader excludes zero (clearly worse) are dropped, and the others go
+    on to a proxy ``growth`` times larger, up to the run's own proxy (``data.budget`` rows, ``proxy.epochs``,
+    ``eval.dev_rows``), which the last round runs. The rounds stop early once the leader is separated from
+    every other candidate, or when the next round would not fit the budget.
+
+    ```yaml
+    adaptive:
+      enabled: null        # null: on with min_candidates or more candidates; true / false to force
+      min_candidates: 4
+      start_rows: 4        # proxy training rows in round 0 (then × growth per round)
+      start_epochs: 1.0    # proxy epochs in round 0
+      start_dev_rows: 10   # dev rows scored in round 0
+      growth: 2.0          # each resource grows by this factor per round, up to the full proxy's
+      rounds: 3            # rounds at most; the last one runs the full proxy
+      level: 0.95          # a candidate is dropped when its paired interval against the leader excludes 0
+      keep_fraction: null  # also keep at most this share of the candidates per round (plain halving)
+      budget_s: null       # stop before a round whose estimated cost would pass this many unit-seconds
+      max_train_tokens: null  # the same, in proxy fine-tune tokens
+    ```
+    """
+
+    enabled: bool | None = None
+    min_candidates: int = Field(4, ge=2)
+    start_rows: int = Field(4, ge=1)
+    start_epochs: float = Field(1.0, gt=0.0)
+    start_dev_rows: int = Field(10, ge=2)
+    growth: float = Field(2.0, gt=1.0)
+    rounds: int = Field(3, ge=1)
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    keep_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    # summed wall seconds of the proxy units (what the report's cost counts), not the clock: a resumed run
+    # counts the rounds it already has
+    budget_s: float | None = Field(None, gt=0.0)
+    max_train_tokens: int | None = Field(None, gt=0)
+
+    def active(self, n_candidates: int) -> bool:
+        """Whether a run with ``n_candidates`` candidates runs the adaptive rounds."""
+        if n_candidates < 2:
+            return False
+        return self.enabled if self.enabled is not None else n_candidates >= self.min_candidates
+
+
 @JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
 class SelectConfig(JobConfig):
     """A selection run (``damoc select``)."""
@@ -190,6 +252,8 @@ class SelectConfig(JobConfig):
     # fraction of it (damoc.select.checks; needs the baselines); null: no check
     compression_check: float | None = Field(0.0, ge=0.0)
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    adaptive: AdaptiveSettings = Field(default_factory=AdaptiveSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     seed: int = 0
 

@@ -580,10 +580,13 @@ def _run_locked(
     attach_cache_keys(cfg, units, stage)
     attach_spec_hashes(units, stage)
     cache = GroundTruthCache(cfg.validate_.cache_dir)
+    adaptive = cfg.adaptive.active(len(cfg.candidates)) and stage.record.proxy_ready
     todo = []
     for u in units:
         if methods is not None and u.method not in methods:
             continue
+        if adaptive and u.method == "proxy":
+            continue  # the adaptive rounds run these
         if resume and _done(u, retry_failed) is not None:
             LOG.info("resume: %s / %s already done", u.candidate, u.method)
             continue
@@ -608,11 +611,30 @@ def _run_locked(
         if spec.method == "full":
             cache.put(rec)
 
-    if todo:
+    def run_units(specs: list[UnitSpec]) -> None:
         with _sigterm_as_interrupt():
-            make_backend(cfg).run(group_jobs(cfg, todo, run), on_done)
-    records = [rec for u in units if (rec := _current(u)) is not None]
-    board = build_leaderboard(cfg, stage.record, records, run)
+            make_backend(cfg).run(group_jobs(cfg, specs, run), on_done)
+
+    rounds = None
+    if adaptive:  # the proxy in rounds of growing size, clear losers dropped (damoc.select.adaptive)
+        from damoc.select.adaptive_run import run_adaptive
+
+        rounds = run_adaptive(
+            cfg,
+            [u for u in units if u.method == "proxy"],
+            run,
+            stage.proxy_train,
+            stage.dev,
+            stage.record.n_proxy_train,
+            run_units if methods is None or "proxy" in methods else None,
+            lambda u: _done(u, retry_failed),
+        )
+    if todo:
+        run_units(todo)
+    records = [
+        rec for u in units if (rec := _current(u)) is not None and not (rounds and u.method == "proxy")
+    ]
+    board = build_leaderboard(cfg, stage.record, records, run, rounds)
     write_reports(board, run)
     return board
 
