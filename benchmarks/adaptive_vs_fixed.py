@@ -1,0 +1,422 @@
+"""Adaptive vs fixed proxy, and how well the leaderboard's intervals are calibrated, against ground truths.
+
+Two questions:
+
+1. **Does the adaptive proxy find the same top-1 as the fixed proxy at a lower cost?** For each task of
+   the selection suite (``benchmarks/suite``: its task configs and its cached, committed ground truths),
+   run the fixed proxy (an experiment file of the suite, adaptive off) and the adaptive proxy (the same
+   settings as its ceiling, adaptive on) side by side, and judge both picks against the truth: a pick is
+   right when it is the truth's best or tied with it within noise (the truth's own paired interval).
+2. **Are the intervals calibrated?** Among the pairs a proxy's report calls separated (interval excluding
+   zero), how often does the truth order them the same way? Pairs the truth cannot separate are counted
+   apart.
+
+    python benchmarks/adaptive_vs_fixed.py suite --tasks wikidata social_iqa    # runs both proxies per task
+    python benchmarks/adaptive_vs_fixed.py suite --tasks wikidata --fixed-from-suite  # the fixed proxy's
+        # records from the suite's own method run of the experiment (no second fixed run)
+    python benchmarks/adaptive_vs_fixed.py calibration   # question 2 on the committed three-model selection
+        # records (benchmarks/records/selection: per-row proxy scores and ground truths; no model runs)
+
+Records go to ``benchmarks/records/adaptive_vs_fixed/`` and the page to
+``benchmarks/results/adaptive_vs_fixed.md``; costs are the proxy sweeps' summed unit wall and CPU seconds
+(data stages included) and their fine-tune tokens (these do not depend on the machine's load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+import sys
+from itertools import combinations
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+RECORDS = HERE / "records" / "adaptive_vs_fixed"
+PAGE = HERE / "results" / "adaptive_vs_fixed.md"
+RUNS = ROOT / "runs" / "adaptive_vs_fixed"
+SELECTION = HERE / "records" / "selection"
+
+
+# --- truth and proxy pairs ------------------------------------------------------------------------------
+
+
+def verdict(d) -> int:
+    """+1: a is better, -1: b is better, 0: tied within noise (a PairedDifference)."""
+    if not d.separated:
+        return 0
+    return 1 if d.a_ahead else -1
+
+
+def judge_pairs(proxy: dict[str, int], truth: dict[str, int]) -> dict[str, int]:
+    """Counts over the pairs the proxy calls separated: truth agrees / disagrees / ties them."""
+    out = {"called": 0, "agree": 0, "disagree": 0, "truth_tied": 0, "tied_by_proxy": 0}
+    for pair, v in proxy.items():
+        if v == 0:
+            out["tied_by_proxy"] += 1
+            continue
+        out["called"] += 1
+        t = truth[pair]
+        out["agree" if t == v else ("truth_tied" if t == 0 else "disagree")] += 1
+    return out
+
+
+def add(total: dict[str, int], part: dict[str, int]) -> None:
+    for k, v in part.items():
+        total[k] = total.get(k, 0) + v
+
+
+def agreement_line(c: dict[str, int]) -> str:
+    resolved = c["agree"] + c["disagree"]
+    share = f"{c['agree'] / resolved:.2f}" if resolved else "—"
+    return (
+        f"{c['called']} pairs called separated: the truth agrees on {c['agree']}, disagrees on "
+        f"{c['disagree']}, ties {c['truth_tied']} (agreement among the truth's resolved pairs {share}); "
+        f"{c['tied_by_proxy']} pairs called tied"
+    )
+
+
+# --- calibration on the committed three-model selection records -------------------------------------
+
+
+def _truth_per_row() -> dict[tuple[str, float], list[float]]:
+    out = {}
+    for f in glob.glob(str(SELECTION / "groundtruth" / "*.json")):
+        d = json.loads(Path(f).read_text())
+        if d["status"] == "ok" and d.get("per_example"):
+            out[(d["candidate"], round(d["score"], 12))] = d["per_example"]
+    return out
+
+
+def calibration(level: float, n_boot: int) -> dict:
+    """Interval calibration of the proxies in ``per_row.json`` against their runs' ground truths."""
+    from damoc.evaluate.paired import paired_difference
+
+    per_row = json.loads((SELECTION / "per_row.json").read_text())
+    truth_rows = _truth_per_row()
+
+    def diff(a, b, nbytes):
+        bits = lambda per: [p * max(1, n) for p, n in zip(per, nbytes, strict=True)]  # noqa: E731
+        return paired_difference(bits(a), bits(b), nbytes, higher_is_better=False, n_boot=n_boot, level=level)
+
+    runs, total = {}, {}
+    truth_cache: dict[str, dict] = {}
+    for name, run in sorted(per_row.items()):
+        nbytes = run["bytes"]
+        cands = sorted(run["proxy"])
+        key = json.dumps(sorted(run["truth"].items()))
+        if key not in truth_cache:
+            t_rows = {c: truth_rows[(c, round(s, 12))] for c, s in run["truth"].items()}
+            truth_cache[key] = {
+                f"{a}|{b}": verdict(diff(t_rows[a], t_rows[b], nbytes)) for a, b in combinations(cands, 2)
+            }
+        truth = truth_cache[key]
+        proxy = {
+            f"{a}|{b}": verdict(diff(run["proxy"][a], run["proxy"][b], nbytes))
+            for a, b in combinations(cands, 2)
+        }
+        counts = judge_pairs(proxy, truth)
+        runs[name] = {"proxy": proxy, "truth": truth, "counts": counts}
+        add(total, counts)
+    seeds = _seed_groups(per_row, truth_cache, diff)
+    by_setting: dict[str, dict[str, int]] = {}
+    for name, r in runs.items():
+        add(by_setting.setdefault(setting_of(name), {}), r["counts"])
+    return {
+        "level": level,
+        "n_boot": n_boot,
+        "runs": runs,
+        "total": total,
+        "by_setting": by_setting,
+        "seeds": seeds,
+        "truths": len(truth_cache),
+    }
+
+
+def setting_of(run: str) -> str:
+    """A selection run's proxy setting, without its domain, training size and seed (``lf0_ep3``)."""
+    parts = [p for p in run.split("@")[1:] if not re.fullmatch(r"n\d+", p)]
+    name = parts[0] if parts else "base"
+    for suffix in ("_s1", "_s2"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _seed_groups(per_row: dict, truth_cache: dict, diff) -> dict:
+    """Runs made under seeds 0, 1, 2 of one setting: their three-seed intervals (rows and seeds resampled)."""
+    from damoc.evaluate.paired import paired_difference
+
+    groups = {}
+    for name in per_row:
+        if name.endswith("_s1") and name[:-3] in per_row and f"{name[:-3]}_s2" in per_row:
+            base = name[:-3]
+            groups[base] = [base, name, f"{base}_s2"]
+        elif name.endswith("@base_s1"):
+            base = name[: -len("@base_s1")]
+            if base in per_row and f"{base}@base_s2" in per_row:
+                groups[base] = [base, name, f"{base}@base_s2"]
+    out, total = {}, {}
+    for base, names in sorted(groups.items()):
+        nbytes = per_row[names[0]]["bytes"]
+        cands = sorted(per_row[names[0]]["proxy"])
+        truth = truth_cache[json.dumps(sorted(per_row[names[0]]["truth"].items()))]
+        bits = {
+            c: [[p * max(1, n) for p, n in zip(per_row[x]["proxy"][c], nbytes, strict=True)] for x in names]
+            for c in cands
+        }
+        proxy = {}
+        for a, b in combinations(cands, 2):
+            d = paired_difference(bits[a], bits[b], nbytes, higher_is_better=False, n_boot=2000)
+            proxy[f"{a}|{b}"] = verdict(d)
+        counts = judge_pairs(proxy, truth)
+        out[base] = {"runs": names, "proxy": proxy, "counts": counts}
+        add(total, counts)
+    return {"groups": out, "total": total}
+
+
+# --- adaptive vs fixed on the suite ---------------------------------------------------------------------
+
+
+def _suite():
+    """The selection suite's modules (``benchmarks/suite``), or a clear exit when this checkout lacks them."""
+    try:
+        from suite import analyze, run  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise SystemExit(
+            f"the selection suite (benchmarks/suite) is needed for this command: {exc}"
+        ) from None
+    return run, analyze
+
+
+def proxy_cost(board) -> dict[str, float]:
+    proxy = [r for r in board.records if r.method == "proxy"]
+    return {
+        "wall_s": board.data.wall_s + sum(r.wall_s for r in proxy),
+        "cpu_s": board.data.cpu_s + sum(r.cpu_s for r in proxy),
+        "train_tokens": sum(r.train_tokens for r in proxy),
+        "units": len(proxy),
+    }
+
+
+def _truth_verdicts(truth: dict, dev_bytes: list[int], settings) -> dict[str, int]:
+    from damoc.select.confidence import compare
+
+    cands = sorted(truth)
+    return {
+        f"{a}|{b}": verdict(compare([truth[a]], [truth[b]], dev_bytes, settings))
+        for a, b in combinations(cands, 2)
+    }
+
+
+def _proxy_verdicts(board, dev_bytes: list[int], settings) -> dict[str, int]:
+    """Every pair of a board's proxy: compared on the dev rows (adaptive: in the last round both ran)."""
+    from damoc.select.confidence import compare
+
+    recs: dict[str, dict[int, object]] = {}
+    for r in board.records:
+        if r.method == "proxy" and r.status == "ok":
+            recs.setdefault(r.candidate, {})[r.n_dev] = r
+    out = {}
+    for a, b in combinations(sorted(recs), 2):
+        shared = sorted(set(recs[a]) & set(recs[b]))
+        if shared:
+            n = shared[-1]
+            out[f"{a}|{b}"] = verdict(compare([recs[a][n]], [recs[b][n]], dev_bytes, settings))
+    return out
+
+
+def _top1(pick: str | None, truth_scores: dict[str, float], truth_v: dict[str, int], hib: bool) -> dict:
+    best = max(truth_scores, key=truth_scores.get) if hib else min(truth_scores, key=truth_scores.get)
+    tied = pick == best or truth_v.get(f"{min(pick, best)}|{max(pick, best)}", None) == 0 if pick else False
+    return {"pick": pick, "truth_best": best, "exact": pick == best, "within_noise": bool(tied)}
+
+
+def run_suite(args) -> None:
+    from damoc.select.confidence import answer_bytes
+    from damoc.select.pipeline import load_checked_task, run_select
+    from damoc.select.records import Leaderboard
+
+    run, analyze = _suite()
+    over = run.experiment(args.experiment)
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    for task in args.tasks:
+        truth = analyze.truth_records(task)
+        cands = run.load_yaml(run.HERE / "defaults.yaml")["candidates"]
+        if len(truth) < len(cands):
+            print(f"{task}: the ground truth has {sorted(truth)} of {cands}; skipped")
+            continue
+        boards = {}
+        for mode in ("fixed", "adaptive"):
+            adaptive = {"enabled": mode == "adaptive", **({} if mode == "fixed" else args.adaptive)}
+            cfg = run.task_config(
+                task, {**over, "adaptive": adaptive}, RUNS / task / f"{args.experiment}@{mode}", truth=False
+            )
+            if mode == "fixed" and args.fixed_from_suite:
+                cfg.run.run_dir = str(run.RUNS / task / args.experiment)
+                boards[mode] = Leaderboard.model_validate_json(
+                    (Path(cfg.run.run_dir) / "leaderboard.json").read_text()
+                )
+                continue
+            boards[mode] = run_select(cfg, resume=True, methods=["proxy"], retry_failed=True)
+        _, dev = load_checked_task(cfg)
+        dev_bytes = answer_bytes(dev)
+        settings = cfg.confidence
+        hib = boards["fixed"].higher_is_better
+        truth_v = _truth_verdicts(truth, dev_bytes, settings)
+        scores = {c: float(r.score) for c, r in truth.items()}
+        out = {
+            "task": task,
+            "experiment": args.experiment,
+            "metric": boards["fixed"].metric,
+            "truth": scores,
+            "truth_pairs": truth_v,
+        }
+        for mode, board in boards.items():
+            proxy_v = _proxy_verdicts(board, dev_bytes, settings)
+            out[mode] = {
+                "ranking": [r.candidate for r in board.rows if r.rank is not None],
+                "top1": _top1(board.best(), scores, truth_v, hib),
+                "cost": proxy_cost(board),
+                "pairs": proxy_v,
+                "calibration": judge_pairs(proxy_v, truth_v),
+                "adaptive": None
+                if board.adaptive is None
+                else board.adaptive.model_dump(mode="json", exclude={"rounds"}),
+                "rounds": None
+                if board.adaptive is None
+                else [[(e.candidate, e.status, e.score) for e in r.entries] for r in board.adaptive.rounds],
+            }
+        (RECORDS / f"{task}@{args.experiment}.json").write_text(json.dumps(out, indent=1) + "\n")
+        f, a = out["fixed"], out["adaptive"]
+        print(
+            f"{task}: fixed picks {f['top1']['pick']} ({'right' if f['top1']['within_noise'] else 'wrong'}), "
+            f"{f['cost']['wall_s']:.0f} s; adaptive picks {a['top1']['pick']} "
+            f"({'right' if a['top1']['within_noise'] else 'wrong'}), {a['cost']['wall_s']:.0f} s"
+        )
+    write_page(args.level)
+
+
+# --- the page --------------------------------------------------------------------------------------------
+
+
+def write_page(level: float = 0.95, n_boot: int = 2000) -> str:
+    cal = calibration(level, n_boot)
+    (RECORDS).mkdir(parents=True, exist_ok=True)
+    (RECORDS / "calibration_selection.json").write_text(json.dumps(cal, indent=1) + "\n")
+    suite = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*@*.json"))]
+    lines = ["# Adaptive vs fixed proxy; interval calibration", ""]
+    lines += ["## Adaptive vs fixed proxy on the selection suite", ""]
+    if not suite:
+        lines += [
+            "No suite task has a complete ground truth and both proxies run yet "
+            "(`python benchmarks/adaptive_vs_fixed.py suite --tasks ...`).",
+            "",
+        ]
+    else:
+        lines += [
+            "| task | experiment | fixed: pick (right?) | adaptive: pick (right?) | fixed cost s / CPU s / tokens | "
+            "adaptive cost s / CPU s / tokens | adaptive rounds, stop |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        hits = {"fixed": 0, "adaptive": 0}
+        cost = {"fixed": 0.0, "adaptive": 0.0}
+        for s in suite:
+            cells = []
+            for mode in ("fixed", "adaptive"):
+                t = s[mode]["top1"]
+                hits[mode] += t["within_noise"]
+                cost[mode] += s[mode]["cost"]["cpu_s"]
+                cells.append(f"{t['pick']} ({'yes' if t['within_noise'] else 'no'})")
+            costs = [
+                f"{s[m]['cost']['wall_s']:.0f} / {s[m]['cost']['cpu_s']:.0f} / {s[m]['cost']['train_tokens']}"
+                for m in ("fixed", "adaptive")
+            ]
+            ad = s["adaptive"]["adaptive"] or {}
+            rounds = len(s["adaptive"]["rounds"] or [])
+            lines.append(
+                f"| {s['task']} | {s['experiment']} | {cells[0]} | {cells[1]} | {costs[0]} | {costs[1]} | "
+                f"{rounds}, {ad.get('stop', '—')} |"
+            )
+        lines += [
+            "",
+            f"Top-1 within noise: fixed {hits['fixed']}/{len(suite)}, adaptive {hits['adaptive']}/{len(suite)}; "
+            f"summed CPU seconds: fixed {cost['fixed']:.0f}, adaptive {cost['adaptive']:.0f}.",
+            "",
+        ]
+        tot = {"fixed": {}, "adaptive": {}}
+        for s in suite:
+            for m in tot:
+                add(tot[m], s[m]["calibration"])
+        lines += [
+            f"- fixed proxy: {agreement_line(tot['fixed'])}",
+            f"- adaptive proxy: {agreement_line(tot['adaptive'])}",
+            "",
+        ]
+    lines += [
+        "## Interval calibration on the committed three-model selection records",
+        "",
+        "`python benchmarks/adaptive_vs_fixed.py calibration` (no model runs): the 49 proxy runs of "
+        "`benchmarks/records/selection/per_row.json` (three zoo models, five domains, several proxy settings "
+        f"and seeds, 60 dev rows) against their ground truths ({cal['truths']} distinct truths, each resolved "
+        f"by its own {level:.0%} paired interval over the same dev rows). Each run's three pairs are compared "
+        "by the leaderboard's paired bootstrap.",
+        "",
+        "| proxies | pairs | called separated | truth agrees | truth disagrees | truth tied | agreement (resolved) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = [("every run, one seed each", cal["total"])]
+    rows += [(f"setting `{k}`", v) for k, v in sorted(cal["by_setting"].items())]
+    rows += [("three seeds pooled per setting", cal["seeds"]["total"])]
+    for label, c in rows:
+        resolved = c["agree"] + c["disagree"]
+        lines.append(
+            f"| {label} | {c['called'] + c['tied_by_proxy']} | {c['called']} | {c['agree']} | {c['disagree']} | "
+            f"{c['truth_tied']} | {c['agree'] / resolved:.2f} |"
+            if resolved
+            else f"| {label} | — | — | — | — | — | — |"
+        )
+    lines += [
+        "",
+        'Reading: "agreement (resolved)" is the share of the pairs a report calls separated that the truth '
+        "orders the same way, among the pairs the truth itself separates; pairs the truth ties are shown "
+        "apart (no order can be right or wrong about them). Limits: the runs share nine truths (five domains "
+        "at one to three training sizes), so their pairs are not independent; an interval over dev rows "
+        "covers which rows were scored, not how the proxy's own training draw (rows, initialisation) moves "
+        "the ranking: the three-seed row covers that too.",
+        "",
+    ]
+    text = "\n".join(lines)
+    PAGE.parent.mkdir(parents=True, exist_ok=True)
+    PAGE.write_text(text)
+    return text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("suite", help="adaptive vs fixed on suite tasks (runs models)")
+    s.add_argument("--tasks", nargs="+", required=True, help="suite task names (benchmarks/suite/tasks.py)")
+    s.add_argument(
+        "--experiment", default="proxy_rows12_lf0_ep3", help="the suite experiment of the fixed proxy"
+    )
+    s.add_argument(
+        "--fixed-from-suite", action="store_true", help="take the fixed proxy from the suite's own run"
+    )
+    s.add_argument("--level", type=float, default=0.95)
+    c = sub.add_parser("calibration", help="interval calibration on the committed selection records")
+    c.add_argument("--level", type=float, default=0.95)
+    c.add_argument("--n-boot", type=int, default=2000)
+    args = ap.parse_args()
+    if args.cmd == "suite":
+        args.adaptive = {}
+        run_suite(args)
+    else:
+        print(write_page(args.level, args.n_boot))
+
+
+if __name__ == "__main__":
+    main()
