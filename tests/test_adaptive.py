@@ -241,3 +241,20 @@ def test_ray_backend_reaches_the_same_decisions(adaptive_run, cands, tmp_path):
     ref = {e.candidate: e.score for e in local.entries}
     for c, e in r0.items():  # same seed, same round-0 units: the same scores as the local backend's
         assert e.score == pytest.approx(ref[c], rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("flag", "match"),
+    [
+        (["--level", "1.5"], "confidence.level"),
+        (["--budget-s", "-3"], "adaptive.budget_s"),
+        (["--max-train-tokens", "0"], "adaptive.max_train_tokens"),
+    ],
+)
+def test_bad_adaptive_and_confidence_flags_are_one_line(run_cli, tmp_path, qa_file, tiny_dirs, flag, match):
+    run = tmp_path / "bad_run"
+    code, out, err = run_cli(
+        "select", "-t", qa_file, "-c", tiny_dirs["llama"], "-o", run, "--adaptive", *flag
+    )
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1, err
+    assert not run.exists()

@@ -4,8 +4,9 @@ Run directory::
 
     config.yaml               the config used
     data/                     train/dev splits, filtered/compressed subsets, shots, data.json
-    candidates/<slug>/        <method>.json records, <method>.log, <method>.spec.json
-    leaderboard.json          typed Leaderboard (records, ranking agreement, cost)
+    candidates/<slug>/        <method>.json records (adaptive rounds: proxy@r<r>.json), worker.log, job.json
+    adaptive/round<r>/        adaptive proxy: each round's training and dev rows; adaptive.json its trail
+    leaderboard.json          typed Leaderboard (records, intervals, ranking agreement, cost)
     report.md, leaderboard.png
 
 Records are the unit of resume: ``resume=True`` reruns only the units without a successful record.
