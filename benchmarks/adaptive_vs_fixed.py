@@ -60,7 +60,7 @@ def judge_pairs(proxy: dict[str, int], truth: dict[str, int]) -> dict[str, int]:
             out["tied_by_proxy"] += 1
             continue
         out["called"] += 1
-        t = truth[pair]
+        t = truth.get(pair, 0)
         out["agree" if t == v else ("truth_tied" if t == 0 else "disagree")] += 1
     return out
 
@@ -205,27 +205,37 @@ def proxy_cost(board) -> dict[str, float]:
 def _truth_verdicts(truth: dict, dev_bytes: list[int], settings) -> dict[str, int]:
     from damoc.select.confidence import compare
 
-    cands = sorted(truth)
-    return {
-        f"{a}|{b}": verdict(compare([truth[a]], [truth[b]], dev_bytes, settings))
-        for a, b in combinations(cands, 2)
-    }
+    out = {}
+    for a, b in combinations(sorted(truth), 2):
+        d = compare([truth[a]], [truth[b]], dev_bytes, settings)
+        if d is None:
+            raise SystemExit(f"the ground truth of {a} or {b} has no per-row scores on these dev rows")
+        out[f"{a}|{b}"] = verdict(d)
+    return out
 
 
 def _proxy_verdicts(board, dev_bytes: list[int], settings) -> dict[str, int]:
-    """Every pair of a board's proxy: compared on the dev rows (adaptive: in the last round both ran)."""
+    """Every pair of a board's proxy, compared on the dev rows (adaptive: in the last round both ran)."""
     from damoc.select.confidence import compare
+    from damoc.select.records import UnitRecord
 
-    recs: dict[str, dict[int, object]] = {}
-    for r in board.records:
-        if r.method == "proxy" and r.status == "ok":
-            recs.setdefault(r.candidate, {})[r.n_dev] = r
+    recs: dict[str, dict[int, UnitRecord]] = {}
+    if board.adaptive is None:
+        for r in board.records:
+            if r.method == "proxy" and r.status == "ok":
+                recs.setdefault(r.candidate, {})[0] = r
+    else:
+        for rnd in board.adaptive.rounds:
+            for e in rnd.entries:
+                if e.status != "failed":
+                    path = Path(board.run_dir) / e.record
+                    recs.setdefault(e.candidate, {})[rnd.round] = UnitRecord.load(path)
     out = {}
     for a, b in combinations(sorted(recs), 2):
-        shared = sorted(set(recs[a]) & set(recs[b]))
-        if shared:
-            n = shared[-1]
-            out[f"{a}|{b}"] = verdict(compare([recs[a][n]], [recs[b][n]], dev_bytes, settings))
+        r = min(max(recs[a]), max(recs[b]))
+        d = compare([recs[a][r]], [recs[b][r]], dev_bytes, settings)
+        if d is not None:
+            out[f"{a}|{b}"] = verdict(d)
     return out
 
 
@@ -303,67 +313,47 @@ def run_suite(args) -> None:
 # --- the page --------------------------------------------------------------------------------------------
 
 
+def _share(c: dict[str, int]) -> str:
+    resolved = c["agree"] + c["disagree"]
+    return f"{c['agree'] / resolved:.2f}" if resolved else "—"
+
+
 def write_page(level: float = 0.95, n_boot: int = 2000) -> str:
+    """The results page from the records (the calibration is recomputed from the committed selection ones)."""
     cal = calibration(level, n_boot)
-    (RECORDS).mkdir(parents=True, exist_ok=True)
+    RECORDS.mkdir(parents=True, exist_ok=True)
     (RECORDS / "calibration_selection.json").write_text(json.dumps(cal, indent=1) + "\n")
     suite = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*@*.json"))]
-    lines = ["# Adaptive vs fixed proxy; interval calibration", ""]
-    lines += ["## Adaptive vs fixed proxy on the selection suite", ""]
-    if not suite:
-        lines += [
-            "No suite task has a complete ground truth and both proxies run yet "
-            "(`python benchmarks/adaptive_vs_fixed.py suite --tasks ...`).",
-            "",
-        ]
-    else:
-        lines += [
-            "| task | experiment | fixed: pick (right?) | adaptive: pick (right?) | fixed cost s / CPU s / tokens | "
-            "adaptive cost s / CPU s / tokens | adaptive rounds, stop |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        hits = {"fixed": 0, "adaptive": 0}
-        cost = {"fixed": 0.0, "adaptive": 0.0}
-        for s in suite:
-            cells = []
-            for mode in ("fixed", "adaptive"):
-                t = s[mode]["top1"]
-                hits[mode] += t["within_noise"]
-                cost[mode] += s[mode]["cost"]["cpu_s"]
-                cells.append(f"{t['pick']} ({'yes' if t['within_noise'] else 'no'})")
-            costs = [
-                f"{s[m]['cost']['wall_s']:.0f} / {s[m]['cost']['cpu_s']:.0f} / {s[m]['cost']['train_tokens']}"
-                for m in ("fixed", "adaptive")
-            ]
-            ad = s["adaptive"]["adaptive"] or {}
-            rounds = len(s["adaptive"]["rounds"] or [])
-            lines.append(
-                f"| {s['task']} | {s['experiment']} | {cells[0]} | {cells[1]} | {costs[0]} | {costs[1]} | "
-                f"{rounds}, {ad.get('stop', '—')} |"
-            )
-        lines += [
-            "",
-            f"Top-1 within noise: fixed {hits['fixed']}/{len(suite)}, adaptive {hits['adaptive']}/{len(suite)}; "
-            f"summed CPU seconds: fixed {cost['fixed']:.0f}, adaptive {cost['adaptive']:.0f}.",
-            "",
-        ]
-        tot = {"fixed": {}, "adaptive": {}}
-        for s in suite:
-            for m in tot:
-                add(tot[m], s[m]["calibration"])
-        lines += [
-            f"- fixed proxy: {agreement_line(tot['fixed'])}",
-            f"- adaptive proxy: {agreement_line(tot['adaptive'])}",
-            "",
-        ]
-    lines += [
+    rec = cal["by_setting"].get("lf0_ep3", {})
+    base = cal["by_setting"].get("base", {})
+    lines = [
+        "# Adaptive proxy and the leaderboard's intervals",
+        "",
+        f"**Current answer.** The leaderboard's {level:.0%} paired intervals over dev rows are calibrated for "
+        "the noise of the dev rows, not for a proxy's bias: on the committed three-model selection runs, among "
+        "the pairs an interval called separated, the full fine-tune agreed on "
+        f"{_share(cal['total'])} of those it resolved itself ({_share(rec)} for the every-layer 3-epoch proxy, "
+        f"{_share(base)} for the layer-removal default), short of the 0.90 aimed at. "
+        + (
+            "Adaptive vs fixed proxy on the suite: see the second table."
+            if suite
+            else "Adaptive vs fixed proxy on the selection suite: not measured yet (no suite task had a complete "
+            "ground truth for its four candidates when this page was written)."
+        ),
+        "",
+        "```",
+        "python benchmarks/adaptive_vs_fixed.py calibration        # no model runs, from the committed records",
+        "python benchmarks/adaptive_vs_fixed.py suite --tasks ...  # adaptive and fixed proxy per suite task",
+        "```",
+        "",
         "## Interval calibration on the committed three-model selection records",
         "",
-        "`python benchmarks/adaptive_vs_fixed.py calibration` (no model runs): the 49 proxy runs of "
-        "`benchmarks/records/selection/per_row.json` (three zoo models, five domains, several proxy settings "
-        f"and seeds, 60 dev rows) against their ground truths ({cal['truths']} distinct truths, each resolved "
-        f"by its own {level:.0%} paired interval over the same dev rows). Each run's three pairs are compared "
-        "by the leaderboard's paired bootstrap.",
+        "The 49 proxy runs of `benchmarks/records/selection/per_row.json` (SmolLM2-135M, Gemma-3-270M, "
+        "Qwen2.5-Coder-0.5B; five domains; several proxy settings and seeds; 60 dev rows, answer bits/byte) "
+        f"against their ground truths ({cal['truths']} distinct truths, each pair resolved by the truth's own "
+        f"{level:.0%} paired interval over the same dev rows). Each run's three pairs are compared by the "
+        f"leaderboard's paired bootstrap ({n_boot} draws). Record: "
+        "`benchmarks/records/adaptive_vs_fixed/calibration_selection.json`.",
         "",
         "| proxies | pairs | called separated | truth agrees | truth disagrees | truth tied | agreement (resolved) |",
         "|---|---|---|---|---|---|---|",
@@ -372,27 +362,77 @@ def write_page(level: float = 0.95, n_boot: int = 2000) -> str:
     rows += [(f"setting `{k}`", v) for k, v in sorted(cal["by_setting"].items())]
     rows += [("three seeds pooled per setting", cal["seeds"]["total"])]
     for label, c in rows:
-        resolved = c["agree"] + c["disagree"]
         lines.append(
             f"| {label} | {c['called'] + c['tied_by_proxy']} | {c['called']} | {c['agree']} | {c['disagree']} | "
-            f"{c['truth_tied']} | {c['agree'] / resolved:.2f} |"
-            if resolved
-            else f"| {label} | — | — | — | — | — | — |"
+            f"{c['truth_tied']} | {_share(c)} |"
         )
     lines += [
         "",
         'Reading: "agreement (resolved)" is the share of the pairs a report calls separated that the truth '
-        "orders the same way, among the pairs the truth itself separates; pairs the truth ties are shown "
-        "apart (no order can be right or wrong about them). Limits: the runs share nine truths (five domains "
-        "at one to three training sizes), so their pairs are not independent; an interval over dev rows "
-        "covers which rows were scored, not how the proxy's own training draw (rows, initialisation) moves "
-        "the ranking: the three-seed row covers that too.",
+        "orders the same way, among the pairs the truth itself separates; pairs the truth ties are shown apart "
+        "(no order is right or wrong about them). A proxy that ranks by something else than fine-tuning "
+        "ability (layer removal hurting one architecture more than another) is confidently wrong: its "
+        "intervals are narrow around a biased difference. The intervals say how sure the proxy is of its own "
+        "ranking; whether the proxy ranks like the full fine-tune is what the selection suite measures.",
+        "",
+        "Limits: the runs share nine truths (five domains at one to three training sizes), so their pairs are "
+        "not independent; an interval over dev rows does not cover the proxy's own training draw (rows, "
+        "initialisation): the three-seed row pools seeds 0-2 of a setting, which covers it.",
+        "",
+        "## Adaptive vs fixed proxy on the selection suite",
         "",
     ]
+    if not suite:
+        lines += ["No suite task with a complete ground truth has been run with both proxies yet.", ""]
+    else:
+        lines += _suite_table(suite)
     text = "\n".join(lines)
     PAGE.parent.mkdir(parents=True, exist_ok=True)
     PAGE.write_text(text)
     return text
+
+
+def _suite_table(suite: list[dict]) -> list[str]:
+    lines = [
+        "Each task's fixed proxy (the experiment named) and the adaptive proxy with that proxy as its last "
+        "round, run side by side; a pick is right when it is the truth's best or tied with it. Cost: the "
+        "proxy sweep's summed unit wall and CPU seconds (data stages included) and fine-tune tokens. Records: "
+        "`benchmarks/records/adaptive_vs_fixed/<task>@<experiment>.json`.",
+        "",
+        "| task | experiment | fixed: pick (right?) | adaptive: pick (right?) | fixed cost s / CPU s / tokens | "
+        "adaptive cost s / CPU s / tokens | adaptive rounds, stop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    hits = {"fixed": 0, "adaptive": 0}
+    cost = {"fixed": 0.0, "adaptive": 0.0}
+    tot: dict[str, dict[str, int]] = {"fixed": {}, "adaptive": {}}
+    for s in suite:
+        cells = []
+        for mode in ("fixed", "adaptive"):
+            t = s[mode]["top1"]
+            hits[mode] += t["within_noise"]
+            cost[mode] += s[mode]["cost"]["cpu_s"]
+            add(tot[mode], s[mode]["calibration"])
+            cells.append(f"{t['pick']} ({'yes' if t['within_noise'] else 'no'})")
+        costs = [
+            f"{s[m]['cost']['wall_s']:.0f} / {s[m]['cost']['cpu_s']:.0f} / {s[m]['cost']['train_tokens']}"
+            for m in ("fixed", "adaptive")
+        ]
+        ad = s["adaptive"]["adaptive"] or {}
+        rounds = len(s["adaptive"]["rounds"] or [])
+        lines.append(
+            f"| {s['task']} | {s['experiment']} | {cells[0]} | {cells[1]} | {costs[0]} | {costs[1]} | "
+            f"{rounds}, {ad.get('stop', '—')} |"
+        )
+    return lines + [
+        "",
+        f"Top-1 within noise: fixed {hits['fixed']}/{len(suite)}, adaptive {hits['adaptive']}/{len(suite)}; "
+        f"summed CPU seconds: fixed {cost['fixed']:.0f}, adaptive {cost['adaptive']:.0f}.",
+        "",
+        f"- fixed proxy: {agreement_line(tot['fixed'])}",
+        f"- adaptive proxy: {agreement_line(tot['adaptive'])}",
+        "",
+    ]
 
 
 def main() -> None:

@@ -52,10 +52,10 @@ def test_final_order_puts_later_rounds_first():
             ("e", 2.0, "dropped"),
             ("f", None, "failed"),
         ],
-        [("b", 0.9, "leader"), ("a", 0.95, "kept"), ("d", None, "failed")],
+        [("b", 0.9, "leader"), ("a", 0.95, "kept"), ("g", 1.5, "behind"), ("d", None, "failed")],
     ]
-    assert final_order(rounds, higher_is_better=False) == ["b", "a", "e", "c"]
-    assert final_order(rounds, higher_is_better=True)[:2] == ["a", "b"]
+    assert final_order(rounds, higher_is_better=False) == ["b", "a", "g", "e", "c"]
+    assert final_order(rounds, higher_is_better=True)[:3] == ["g", "a", "b"]
 
 
 def test_cost_estimates_scale_the_parts_that_grow():

@@ -97,7 +97,7 @@ def over_budget(spent: float, estimate: float, budget: float | None) -> bool:
 def final_order(rounds: list[list[tuple[str, float | None, str]]], higher_is_better: bool) -> list[str]:
     """The candidates best first: the last round's survivors by score, then the dropped ones, those who
     lasted longer first and by score within a round. ``rounds``: per round, (candidate, score, status)
-    with status ``leader``/``kept``/``dropped``/``failed``; failed candidates are left out."""
+    with status ``leader``/``kept``/``dropped``/``behind``/``failed``; failed candidates are left out."""
 
     def by_score(items):
         return sorted(items, key=lambda t: -t[1] if higher_is_better else t[1])
@@ -106,7 +106,7 @@ def final_order(rounds: list[list[tuple[str, float | None, str]]], higher_is_bet
     last = len(rounds) - 1
     for r in range(last, -1, -1):
         if r == last:
-            group = [t for t in rounds[r] if t[2] in ("leader", "kept", "dropped") and t[1] is not None]
+            group = [t for t in rounds[r] if t[2] != "failed" and t[1] is not None]
             # the last round's order is its scores' (a drop there only says the leader separated)
             out += [t[0] for t in by_score(group)]
         else:

@@ -129,7 +129,7 @@ def run_adaptive(
             )
             run_units(missing)
         recs = {sp.candidate: done(sp) for sp in specs}
-        entry_round = _decide(cfg, r, res, specs, recs, dev_bytes, run)
+        entry_round = _decide(cfg, r, res, specs, recs, dev_bytes, run, last=r == len(plan) - 1)
         for sp in specs:
             if recs[sp.candidate] is not None:
                 result.records[(r, sp.candidate)] = recs[sp.candidate]  # type: ignore[assignment]
@@ -141,18 +141,24 @@ def run_adaptive(
         if not alive:
             trail.stop, trail.note = "all_failed", f"every candidate failed in round {r}"
             break
+        if len(alive) == 1 and len(specs) > 1:
+            trail.stop = "separated"
+            trail.note = f"{alive[0]} separated from every other candidate in round {r}"
+            break
         if len(alive) == 1:
             trail.stop, trail.note = "separated", f"{alive[0]} is the only candidate left after round {r}"
             break
     else:
-        trail.stop, trail.note = "last_round", f"the last round (the full proxy, round {len(plan) - 1}) ran"
+        trail.stop = "last_round"
+        trail.note = f"the last round (the full proxy) ran without separating {', '.join(alive)}"
     _order(trail, cfg)
     write_json_atomic(run / TRAIL_FILE, trail.model_dump(mode="json"))
     return result
 
 
-def _decide(cfg, r: int, res: Resources, specs, recs, dev_bytes, run: Path) -> AdaptiveRound:
-    """Round ``r``'s entries: the leader, and each other candidate kept or dropped by its interval."""
+def _decide(cfg, r: int, res: Resources, specs, recs, dev_bytes, run: Path, last: bool) -> AdaptiveRound:
+    """Round ``r``'s entries: the leader, and each other candidate kept or dropped by its interval (in the
+    ``last`` planned round: kept or "behind")."""
     hib = get_metric(cfg.eval.metric).higher_is_better
     ok = {
         c: rec for c, rec in recs.items() if rec is not None and rec.status == "ok" and rec.score is not None
@@ -185,7 +191,7 @@ def _decide(cfg, r: int, res: Resources, specs, recs, dev_bytes, run: Path) -> A
     if order:
         entries[order[0]].status = "leader"
     for c in dropped:
-        entries[c].status = "dropped"
+        entries[c].status = "behind" if last else "dropped"
     failed = [
         RoundEntry(
             candidate=sp.candidate,

@@ -270,7 +270,9 @@ class RoundEntry(Record):
     """One candidate in one adaptive round."""
 
     candidate: str
-    status: Literal["leader", "kept", "dropped", "failed"]
+    # leader: the round's best score; kept: within noise of it, goes on; dropped: clearly behind it, goes
+    # no further; behind: clearly behind it in the last planned round (nothing follows to drop it from)
+    status: Literal["leader", "kept", "dropped", "behind", "failed"]
     score: float | None = None
     # how far behind the round's leader (metric units, > 0: worse), with its paired interval
     gap: float | None = None

@@ -252,17 +252,21 @@ def _terminal_confidence(board: Leaderboard) -> list[str]:
 def _terminal_trail(trail: AdaptiveTrail, board: Leaderboard) -> list[str]:
     out = [f"adaptive proxy: {len(trail.rounds)} of {len(trail.planned)} rounds; {trail.note}"]
     for rnd in trail.rounds:
-        dropped = [e for e in rnd.entries if e.status == "dropped"]
+        parts = []
+        for status in ("dropped", "behind"):
+            names = ", ".join(
+                f"{e.candidate} (behind by {_fmt(e.gap)} [{_signed(e.ci_low or 0)}, {_signed(e.ci_high or 0)}])"
+                for e in rnd.entries
+                if e.status == status
+            )
+            if names:
+                parts.append(f"{'dropped' if status == 'dropped' else 'clearly behind'} {names}")
         failed = [e.candidate for e in rnd.entries if e.status == "failed"]
-        what = ", ".join(
-            f"{e.candidate} (behind by {_fmt(e.gap)} [{_signed(e.ci_low or 0)}, {_signed(e.ci_high or 0)}])"
-            for e in dropped
-        )
+        if failed:
+            parts.append(f"failed {', '.join(failed)}")
         out.append(
             f"  round {rnd.round} ({rnd.rows} rows × {rnd.epochs:g} epochs, {rnd.dev_rows} dev rows, "
-            f"{rnd.wall_s:.0f} unit-s): "
-            + (f"dropped {what}" if dropped else "none dropped")
-            + (f"; failed {', '.join(failed)}" if failed else "")
+            f"{rnd.wall_s:.0f} unit-s): " + ("; ".join(parts) or "none dropped")
         )
     return out
 
