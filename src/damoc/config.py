@@ -1,13 +1,12 @@
 """Configs are data: pydantic models with unknown keys rejected, loaded from YAML.
 
-Each job kind (``select``, ``prune-layers``, ``filter``, ...) is a :class:`JobConfig` subclass that
-registers itself in :data:`JOBS`. A YAML job file names its kind in ``job:``; ``damoc validate``
-loads and checks it without running anything.
+Each job kind (``select``, ``prune-layers``, ``filter``, ...) is a :class:`JobConfig` subclass listed
+in :data:`JOBS`. A YAML job file names its kind in ``job:``; ``damoc validate`` loads and checks it
+without running anything.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from damoc.errors import DamocError
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
 
 
 class StrictModel(BaseModel):
@@ -25,31 +24,27 @@ class StrictModel(BaseModel):
 
 
 class JobConfig(StrictModel):
-    """A runnable job; subclasses add their fields and register with ``JOBS.register(name)``."""
+    """A runnable job; subclasses add their fields and are listed in :data:`JOBS` under their ``job`` name."""
 
     job: str
 
 
-JOBS: Registry[type[JobConfig]] = Registry("job kind")
-
-# Modules that define job configs; imported lazily so `damoc validate` knows every kind.
-JOB_MODULES = [
-    "damoc.model.config",
-    "damoc.data.filters.config",
-    "damoc.data.compress.config",
-    "damoc.select.config",
-    "damoc.model.calibrated.config",
-    "damoc.curate.config",
-]
-
-
-def _load_job_modules() -> None:
-    for mod in JOB_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name != mod:
-                raise
+# Every job kind a YAML file can name in ``job:`` (its module is imported when a file names it; its help
+# is the first line of its class docstring). docs/jobs.md lists them with their examples.
+JOBS: Registry[type[JobConfig]] = Registry(
+    "job kind",
+    [
+        Entry("select", "damoc.select.config:SelectConfig"),
+        Entry("filter", "damoc.data.filters.config:FilterJob"),
+        Entry("compress", "damoc.data.compress.config:CompressJob"),
+        Entry("rewrite", "damoc.data.compress.config:RewriteJob"),
+        Entry("prune-layers", "damoc.model.config:PruneLayersJob"),
+        Entry("prune-calibrated", "damoc.model.calibrated.config:PruneCalibratedJob"),
+        Entry("quantize", "damoc.model.calibrated.config:QuantizeJob"),
+        Entry("curate", "damoc.curate.config:CurateJob"),
+        Entry("finescope", "damoc.curate.config:FinescopeJob"),
+    ],
+)
 
 
 def format_validation_error(exc: ValidationError, where: str = "") -> str:
@@ -91,11 +86,9 @@ def load_job(path: str | Path) -> JobConfig:
     kind = data.get("job")
     if not kind:
         raise DamocError(f"{path}: missing 'job:' key (one of: {', '.join(sorted(job_kinds()))})")
-    _load_job_modules()
     cls = JOBS.get(str(kind))
     return parse_config(cls, data, where=str(path))
 
 
 def job_kinds() -> list[str]:
-    _load_job_modules()
     return JOBS.names()

@@ -1,4 +1,4 @@
-"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (SPEC section 7)."""
+"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (docs/calibrated.md)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _list_methods(family: str) -> None:
 
     for e in METHODS.entries():
         if (e.family or "prune") == family:
-            typer.echo(f"{e.name:10s} {e.help}")
+            typer.echo(f"{e.name:10s} {e.help}  ({e.where})")
 
 
 def _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size) -> dict:
@@ -53,7 +53,15 @@ def _summary(record, out: Path) -> None:
 
 
 def _run_job(
-    family: str, list_: bool, model, out, method: str, spec: dict, calibration: dict, overwrite: bool
+    family: str,
+    list_: bool,
+    model,
+    out,
+    method: str,
+    spec: dict,
+    calibration: dict,
+    overwrite: bool,
+    extra: dict | None = None,
 ):
     """List the family's methods, or parse the job (one-line errors) and run it, then print the summary."""
     if list_:
@@ -68,7 +76,7 @@ def _run_job(
         raise DamocError("give a MODEL and --out DIR (see --help)")
     cls, spec_key = (PruneCalibratedJob, "prune") if family == "prune" else (QuantizeJob, "quant")
     data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
-    job = parse_config(cls, {**data, "overwrite": overwrite})
+    job = parse_config(cls, {**data, **(extra or {}), "overwrite": overwrite})
     _summary(compress_job(job), out)
 
 
@@ -144,6 +152,18 @@ def quantize(
         "--static-groups",
         help="GPTQ: group scales/zeros from the original weights before the sweep (llm-compressor's way).",
     ),
+    symmetric: bool = typer.Option(
+        False, "--symmetric", help="Symmetric about zero, no zero points (default: asymmetric min-max)."
+    ),
+    keep_zeros: bool = typer.Option(
+        False, "--keep-zeros", help="Weights that are zero stay zero (quantize a pruned, e.g. 2:4, model)."
+    ),
+    format_: str = typer.Option(
+        "compressed-tensors",
+        "--format",
+        help="compressed-tensors: packed ints + quantization_config (vLLM, transformers); "
+        "dense: dequantized plain weights.",
+    ),
     batch_size: int = BATCH_OPT,
     seed: int = SEED_OPT,
     dev_size: float = DEV_OPT,
@@ -151,7 +171,7 @@ def quantize(
     overwrite: bool = OVERWRITE_OPT,
     list_: bool = typer.Option(False, "--list", help="List the quantization methods and exit."),
 ) -> None:
-    """Quantize weights (GPTQ) with cross-calibration; saves dequantized weights + packed ints side file."""
+    """Quantize weights (GPTQ) with cross-calibration; saves a compressed-tensors (pack-quantized) checkpoint."""
     _run_job(
         "quantize",
         list_,
@@ -164,9 +184,12 @@ def quantize(
             "act_order": act_order,
             "damp": damp,
             "static_groups": static_groups,
+            "symmetric": symmetric,
+            "keep_zeros": keep_zeros,
         },
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
+        {"format": format_},
     )
 
 

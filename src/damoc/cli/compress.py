@@ -1,4 +1,4 @@
-"""`damoc compress` and `damoc rewrite`: shorter training examples (SPEC sections 3 and 4)."""
+"""`damoc compress` and `damoc rewrite`: shorter training examples (docs/token_compression.md, docs/rewriting.md)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def _list_filters() -> None:
 
     for name in filter_names():
         entry = FILTERS.entry(name)
-        typer.echo(f"{entry.obj.code:3} {name:16} {entry.family:13} {entry.help}")
+        typer.echo(f"{entry.obj.code:3} {name:16} {entry.family:13} {entry.help}  ({entry.where})")
 
 
 @app.command("filter")

@@ -135,7 +135,7 @@ def select(
         from damoc.evaluate.metrics import METRICS
 
         for e in METRICS.entries():
-            typer.echo(f"{e.name:12s} {e.family:10s} {e.help}")
+            typer.echo(f"{e.name:12s} {e.family:10s} {e.help}  ({e.where})")
         return
     data: dict[str, Any] = read_yaml(job) if job else {"job": "select"}
     where = str(job) if job else "select"

@@ -41,9 +41,9 @@ class EvalConfig(StrictModel):
     # "none" compares the summed NLL
     option_norm: Literal["byte", "none"] = "byte"
     logits_budget_mb: int = 3000  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
-    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded). On a CPU with AVX512-BF16
-    # the three zoo models scored PubMedQA's dev rows in 0.46-0.58x the wall time of fp32, their answer
-    # bits/byte moved by under 0.1% (benchmarks/RESULTS.md, selection, session 12).
+    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded); faster only where the
+    # hardware runs bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX), emulated and slower elsewhere.
+    # Its speed and score shift on the zoo models: benchmarks/results/selection.md.
     precision: Literal["fp32", "bf16"] = "fp32"
 
 

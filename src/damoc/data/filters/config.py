@@ -17,12 +17,30 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig
+from damoc.config import JobConfig
+from damoc.data.filters.base import FILTERS
 from damoc.io.tasks import FieldMap
 
 
-@JOBS.register("filter", help="Select a subset of a task's rows with a data filter (or compare filters).")
 class FilterJob(JobConfig):
+    """Keep a budget of a task's rows with one filter, or compare several (``damoc filter``; docs/data_filters.md).
+
+    Sample YAML (``examples/filter.yaml``)::
+
+        job: filter
+        task: pubmedqa
+        method: kcenter
+        budget: 0.1
+        out: runs/pubmedqa.kcenter.jsonl
+        options: {start: medoid}
+
+    Fields:
+        method: the filter to run (damoc filter --list); give either method or compare
+        seed: seed of the dev split and of every random choice
+        fields: the task's column names (question, context, answer, label, id)
+        overwrite: replace existing outputs
+    """
+
     job: str = "filter"
     task: str  # file, directory or built-in task name
     method: str | None = None
@@ -61,8 +79,6 @@ class FilterJob(JobConfig):
     def _one_mode(self) -> FilterJob:
         if bool(self.method) == bool(self.compare):
             raise ValueError("give either method or compare")
-        from damoc.data.filters import FILTERS
-
         for name in [self.method] if self.method else list(self.compare or []):
             if name not in FILTERS:
                 FILTERS.entry(name)  # raises the helpful unknown-name error

@@ -10,11 +10,14 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
 from damoc.select.records import UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, failed_record, read_progress
+
+if TYPE_CHECKING:
+    from damoc.select.config import RunSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -22,10 +25,22 @@ OnDone = Callable[[UnitSpec, UnitRecord], None]
 
 
 class Backend(Protocol):
+    """A backend is built from the job's ``run:`` settings and runs every candidate's job."""
+
+    @classmethod
+    def from_run(cls, run: RunSettings) -> Backend: ...
+
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None: ...
 
 
-BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
+# Every backend ``run.backend`` can name (docs/selection.md, "Where candidates run").
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend",
+    [
+        Entry("local", "damoc.select.backends.local:LocalBackend"),
+        Entry("ray", "damoc.select.backends.ray_backend:RayBackend"),
+    ],
+)
 
 
 def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
@@ -40,8 +55,11 @@ def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
     return env
 
 
-def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.Popen, IO[bytes]]:
-    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log."""
+def start_worker(
+    job: CandidateJob, gpu: str | None = None, preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log;
+    ``preexec_fn`` runs in the child before the worker starts (the Ray backend ties its life to the task)."""
     job.save()
     Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
     job.progress_path.unlink(missing_ok=True)  # a line from an earlier run is not this run's progress
@@ -53,6 +71,7 @@ def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.
         stderr=subprocess.STDOUT,
         env=worker_env(threads, gpu),
         start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers it started
+        preexec_fn=preexec_fn,
     )
     return proc, log
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from damoc.evaluate.metrics import get_metric
+from damoc.select.adaptive_run import AdaptiveResult
 from damoc.select.checks import compression_check
 from damoc.select.confidence import adjacent_pairs, answer_bytes, pair_interval
 from damoc.select.config import SelectConfig
@@ -23,9 +23,6 @@ from damoc.select.records import (
     UnitRecord,
 )
 from damoc.select.worker import read_examples
-
-if TYPE_CHECKING:
-    from damoc.select.adaptive_run import AdaptiveResult
 
 BASELINES = ("zero_shot", "few_shot")
 

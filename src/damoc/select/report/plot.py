@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from damoc.errors import require
 from damoc.select.records import METHOD_TITLES, Leaderboard, PairInterval
 
 MARKERS = {"proxy": "o", "zero_shot": "s", "few_shot": "D", "full": "*"}
@@ -48,8 +49,6 @@ def _clip(x: float, rng: tuple[float, float]) -> float:
 
 def plot_leaderboard(board: Leaderboard, path: str | Path) -> Path:
     """Write the leaderboard plot to ``path`` (atomically)."""
-    from damoc.errors import require
-
     require("matplotlib", "plot")
     import matplotlib
 
