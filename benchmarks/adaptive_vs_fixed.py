@@ -286,25 +286,52 @@ def _top1(pick: str | None, truth_scores: dict[str, float], truth_v: dict[str, i
     return {"pick": pick, "truth_best": best, "exact": pick == best, "within_noise": bool(tied)}
 
 
+def _truths(analyze, task: str, truth_dir: Path | None) -> dict:
+    """The task's ground-truth records per candidate: the suite's committed cache, or ``truth_dir`` (a cache
+    directory where truths land before they are committed)."""
+    index = analyze.load_index()
+    if truth_dir is None:
+        return analyze.truth_records(task, index)
+    from damoc.select.cache import GroundTruthCache
+
+    cache = GroundTruthCache(truth_dir)
+    recs = {c: cache.get(k) for c, k in index[task]["keys"].items()}
+    return {c: r for c, r in recs.items() if r is not None and r.status == "ok"}
+
+
 def run_suite(args) -> None:
-    from damoc.select.confidence import answer_bytes
-    from damoc.select.pipeline import load_checked_task, run_select
+    from damoc.select.pipeline import run_select
     from damoc.select.records import Leaderboard
 
     run, analyze = _suite()
     over = run.experiment(args.experiment)
+    if args.dev_rows:
+        over = {**over, "eval": {**over.get("eval", {}), "dev_rows": args.dev_rows}}
     RECORDS.mkdir(parents=True, exist_ok=True)
     for task in args.tasks:
-        truth = analyze.truth_records(task)
-        cands = run.load_yaml(run.HERE / "defaults.yaml")["candidates"]
-        if len(truth) < len(cands):
-            print(f"{task}: the ground truth has {sorted(truth)} of {cands}; skipped")
+        truth = _truths(analyze, task, args.truth_dir)
+        cands = args.candidates or [
+            c for c in run.load_yaml(run.HERE / "defaults.yaml")["candidates"] if c in truth
+        ]
+        missing = [c for c in cands if c not in truth]
+        if len(cands) < 2:
+            print(f"{task}: the ground truth has {sorted(truth)}: fewer than two candidates; skipped")
             continue
+        if missing:  # the proxies still run (resumable), and the rerun after the truths land judges them
+            print(
+                f"{task}: no ground truth yet for {', '.join(missing)}: the proxies run, the picks are not judged"
+            )
+        truth = {c: truth[c] for c in cands if c in truth}
+        name = f"{args.experiment}" + (f"@dev{args.dev_rows}" if args.dev_rows else "")
         boards = {}
         for mode in ("fixed", "adaptive"):
-            adaptive = {"enabled": mode == "adaptive", **({} if mode == "fixed" else args.adaptive)}
+            # adaptive is forced on (below 4 candidates it is off by default)
+            adaptive = {"enabled": mode == "adaptive"}
             cfg = run.task_config(
-                task, {**over, "adaptive": adaptive}, RUNS / task / f"{args.experiment}@{mode}", truth=False
+                task,
+                {**over, "candidates": cands, "adaptive": adaptive},
+                RUNS / task / f"{name}@{mode}",
+                truth=False,
             )
             if mode == "fixed" and args.fixed_from_suite:
                 cfg.run.run_dir = str(run.RUNS / task / args.experiment)
@@ -312,16 +339,20 @@ def run_suite(args) -> None:
                     (Path(cfg.run.run_dir) / "leaderboard.json").read_text()
                 )
                 continue
+            print(f"{task}: {mode} proxy on {', '.join(cands)}", flush=True)
             boards[mode] = run_select(cfg, resume=True, methods=["proxy"], retry_failed=True)
-        _, dev = load_checked_task(cfg)
-        dev_bytes = answer_bytes(dev)
+        dev_bytes = analyze.load_index()[task]["answer_bytes"]  # every dev row the truths scored
         settings = cfg.confidence
         hib = boards["fixed"].higher_is_better
         truth_v = _truth_verdicts(truth, dev_bytes, settings)
         scores = {c: float(r.score) for c, r in truth.items()}
         out = {
             "task": task,
+            "truth_missing": missing,
             "experiment": args.experiment,
+            "dev_rows": boards["fixed"].data.n_dev,
+            "truth_dev_rows": len(dev_bytes),
+            "candidates": cands,
             "metric": boards["fixed"].metric,
             "truth": scores,
             "truth_pairs": truth_v,
@@ -330,7 +361,7 @@ def run_suite(args) -> None:
             proxy_v = _proxy_verdicts(board, dev_bytes, settings)
             out[mode] = {
                 "ranking": [r.candidate for r in board.rows if r.rank is not None],
-                "top1": _top1(board.best(), scores, truth_v, hib),
+                "top1": None if missing else _top1(board.best(), scores, truth_v, hib),
                 "cost": proxy_cost(board),
                 "pairs": proxy_v,
                 "calibration": judge_pairs(proxy_v, truth_v),
@@ -339,14 +370,20 @@ def run_suite(args) -> None:
                 else board.adaptive.model_dump(mode="json", exclude={"rounds"}),
                 "rounds": None
                 if board.adaptive is None
-                else [[(e.candidate, e.status, e.score) for e in r.entries] for r in board.adaptive.rounds],
+                else [
+                    [(e.candidate, e.status, e.score, e.ci_low, e.ci_high) for e in r.entries]
+                    for r in board.adaptive.rounds
+                ],
             }
-        (RECORDS / f"{task}@{args.experiment}.json").write_text(json.dumps(out, indent=1) + "\n")
+        (RECORDS / f"{task}@{name}.json").write_text(json.dumps(out, indent=1) + "\n")
         f, a = out["fixed"], out["adaptive"]
+        if missing:
+            print(f"{task}: fixed ranks {f['ranking']}, adaptive ranks {a['ranking']} (not judged)")
+            continue
         print(
             f"{task}: fixed picks {f['top1']['pick']} ({'right' if f['top1']['within_noise'] else 'wrong'}), "
-            f"{f['cost']['wall_s']:.0f} s; adaptive picks {a['top1']['pick']} "
-            f"({'right' if a['top1']['within_noise'] else 'wrong'}), {a['cost']['wall_s']:.0f} s"
+            f"{f['cost']['cpu_s']:.0f} CPU s; adaptive picks {a['top1']['pick']} "
+            f"({'right' if a['top1']['within_noise'] else 'wrong'}), {a['cost']['cpu_s']:.0f} CPU s"
         )
     write_page(args.level)
 
@@ -365,6 +402,7 @@ def write_page(level: float = 0.95, n_boot: int = 2000) -> str:
     RECORDS.mkdir(parents=True, exist_ok=True)
     (RECORDS / "calibration_selection.json").write_text(json.dumps(cal, indent=1) + "\n")
     suite = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*@*.json"))]
+    suite = [s for s in suite if not s.get("truth_missing")]  # judged once every candidate has its truth
     rec = cal["by_setting"].get("lf0_ep3", {})
     base = cal["by_setting"].get("base", {})
     lines = [
@@ -498,13 +536,19 @@ def main() -> None:
     s.add_argument(
         "--fixed-from-suite", action="store_true", help="take the fixed proxy from the suite's own run"
     )
+    s.add_argument(
+        "--candidates", nargs="+", help="a subset of the suite's candidates (default: those with a truth)"
+    )
+    s.add_argument(
+        "--dev-rows", type=int, help="score the proxies on the first N dev rows (the truths keep theirs)"
+    )
+    s.add_argument("--truth-dir", type=Path, help="a ground-truth cache directory (default: the suite's)")
     s.add_argument("--level", type=float, default=0.95)
     c = sub.add_parser("calibration", help="interval calibration on the committed selection records")
     c.add_argument("--level", type=float, default=0.95)
     c.add_argument("--n-boot", type=int, default=2000)
     args = ap.parse_args()
     if args.cmd == "suite":
-        args.adaptive = {}
         run_suite(args)
     else:
         print(write_page(args.level, args.n_boot))
