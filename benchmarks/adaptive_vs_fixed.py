@@ -515,8 +515,8 @@ def _suite_table(suite: list[dict]) -> list[str]:
         "and wall seconds (data stages included) and fine-tune tokens. Records: "
         "`benchmarks/records/adaptive_vs_fixed/<task>@<experiment>.json`.",
         "",
-        "| task | proxy dev rows | truth (task metric) | fixed: ranking (scores), pick right? | "
-        "adaptive: ranking, pick right? | fixed CPU s / wall s / tokens | adaptive CPU s / wall s / tokens |",
+        "| task | proxy dev rows | truth (task metric) | fixed: ranking; pick right? | "
+        "adaptive: ranking; pick right? | fixed CPU s / wall s / tokens | adaptive CPU s / wall s / tokens |",
         "|---|---|---|---|---|---|---|",
     ]
     tot: dict[str, dict[str, int]] = {"fixed": {}, "adaptive": {}}
@@ -554,6 +554,23 @@ def _suite_table(suite: list[dict]) -> list[str]:
                 ci = f" [{e[3]:+.3f}, {e[4]:+.3f}]" if len(e) > 4 and e[3] is not None else ""
                 parts.append(f"{cand} {status} {score if score is None else f'{score:.3f}'}{ci}")
             lines.append(f"  - {head}: " + "; ".join(parts))
+    run, _ = _suite()
+    every = run.load_yaml(run.HERE / "defaults.yaml")["candidates"]
+    left_out = sorted({c for s in suite for c in every if c not in s["candidates"]})
+    lines += [
+        "",
+        "Reading: a round's fixed cost (loading the model, preparing it, starting the worker, scoring even a "
+        "few dev rows by generation) does not shrink with the round's rows, so with a 12-row proxy whose "
+        "scoring dominates, every extra round adds close to a unit's fixed cost; the adaptive proxy pays off "
+        "when a clear loser is dropped early and the full proxy is much larger than round 0 (many training "
+        "rows or epochs, many dev rows, many candidates).",
+        "",
+        "Limits: "
+        + (f"{', '.join(left_out)} left out (no truth yet); " if left_out else "")
+        + "the proxies score the first dev rows only (the truths all of theirs) to keep each run to minutes; "
+        "one worker thread on a 2-core machine shared with other jobs (CPU seconds are less load-sensitive "
+        "than wall seconds); one proxy seed.",
+    ]
     return lines + [
         "",
         "Pairs the proxies call separated, judged against the truth (pairs whose two candidates have a truth):",
