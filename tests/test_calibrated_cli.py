@@ -133,10 +133,14 @@ def test_refuses_non_empty_output(run_cli, llama, tmp_path):
 def test_job_files_validate(run_cli, tmp_path):
     good = tmp_path / "job.yaml"
     good.write_text(
-        "job: prune-calibrated\nmodel: m\nout: o\nmethod: wanda\nprune: {pattern: '2:4'}\n"
+        "job: prune-calibrated\nmodel: smollm2-135m\nout: o\nmethod: wanda\nprune: {pattern: '2:4'}\n"
         "calibration: {domain: pubmedqa, alpha: 0.25}\n"
     )
     assert run_cli("validate", good)[0] == 0
+    missing = tmp_path / "missing.yaml"  # validate also checks that the model it names exists
+    missing.write_text(good.read_text().replace("smollm2-135m", "m"))
+    code, _, err = run_cli("validate", missing)
+    assert code == 2 and "'m' is not a model directory" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("job: quantize\nmodel: m\nout: o\nquant: {bits: 5}\n")
     code, _, err = run_cli("validate", bad)

@@ -8,7 +8,14 @@ import random
 import pytest
 
 from damoc.data.compress import CompressConfig, compress_examples, compress_text
-from damoc.data.compress.budget import chunk_budget, segment_floor, select_units, split_budget, unit_scores
+from damoc.data.compress.budget import (
+    chunk_budget,
+    closest_step,
+    segment_floor,
+    select_units,
+    split_budget,
+    unit_scores,
+)
 from damoc.data.compress.compressor import batch_size, plan_example, prepare_segments
 from damoc.data.compress.scoring import PrefixCache, cache_is_exact, next_token_nll, self_information
 from damoc.data.compress.units import find_spans, mark_keep, tokenize_segment
@@ -105,6 +112,13 @@ def test_select_units_keeps_forced_and_best_within_budget():
 
 
 # --- units and spans ------------------------------------------------------------------------------
+
+
+def test_closest_step_only_takes_a_word_that_closes_the_gap():
+    assert closest_step(5, [9, 4, 6]) == 1  # |5-4| = 1 beats |5-6| = 1 by order, and 9 would widen it
+    assert closest_step(3, [6, 7]) is None  # |3-6| = 3 is no better than 3
+    assert closest_step(3, [5]) == 0
+    assert closest_step(0, [1]) is None
 
 
 def test_units_cover_the_text_and_render_back(scorer):
@@ -229,7 +243,12 @@ def test_reusing_kept_keys_feeds_fewer_tokens_and_still_hits_the_rate(scorer):
         for reuse in (True, False):
             fed.clear()
             cfg = CompressConfig(
-                rate=0.5, fidelity_floor=None, chunk_tokens=24, batch_size=3, reuse_kept_keys=reuse
+                rate=0.5,
+                fidelity_floor=None,
+                chunk_tokens=24,
+                batch_size=3,
+                reuse_kept_keys=reuse,
+                info_weight=1.0,  # the scorer's self-information alone: every chunk is scored
             )
             out[reuse] = (compress_examples(exs, cfg, model, tok), sum(fed))
     finally:
@@ -247,7 +266,9 @@ def test_cache_is_exact_only_without_sliding_windows():
 def test_kv_cache_gives_the_same_compression(scorer):
     model, tok = scorer
     exs = _examples(6, seed=7, extractive=True)
-    cfg = CompressConfig(rate=0.4, fidelity_floor=None, chunk_tokens=24, batch_size=3, reuse_kept_keys=False)
+    cfg = CompressConfig(
+        rate=0.4, fidelity_floor=None, chunk_tokens=24, batch_size=3, reuse_kept_keys=False, info_weight=1.0
+    )
     n_chunks = sum(len(plan_example(e, prepare_segments(e, tok, cfg), cfg, 0.4).chunks) for e in exs)
     assert n_chunks >= 3 * len(exs)  # several cached steps per example
     with_cache = compress_examples(exs, cfg, model, tok, kv_cache=True)
@@ -272,7 +293,10 @@ def test_batch_size_defaults_to_one_on_cpu_and_batching_does_not_change_the_outp
     exs = _examples(6, seed=11)
     outs = [
         compress_examples(
-            exs, CompressConfig(rate=0.5, fidelity_floor=None, chunk_tokens=24, batch_size=b), model, tok
+            exs,
+            CompressConfig(rate=0.5, fidelity_floor=None, chunk_tokens=24, batch_size=b, info_weight=1.0),
+            model,
+            tok,
         )
         for b in (None, 4)
     ]
@@ -293,20 +317,28 @@ def test_next_token_nll_equals_cross_entropy():
 # --- the compressor ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rate", [0.5, 0.33])
-def test_hits_target_rate_on_average(scorer, rate):
+@pytest.mark.parametrize("rate, budget", [(0.5, "prompt"), (0.33, "prompt"), (0.4, "example")])
+def test_hits_target_rate_on_average(scorer, rate, budget):
     model, tok = scorer
     exs = _examples(8, seed=int(rate * 100))
-    res = compress_examples(exs, CompressConfig(rate=rate, fidelity_floor=None, chunk_tokens=64), model, tok)
-    errs = []
+    cfg = CompressConfig(rate=rate, budget=budget, fidelity_floor=None, chunk_tokens=64)
+    res = compress_examples(exs, cfg, model, tok)
+    fields = ("context", "question", "answer") if budget == "example" else ("context", "question")
+    errs, rates = [], []
     for o, c, rec in zip(exs, res.examples, res.records, strict=True):
-        n = sum(_count(tok, getattr(o, f)) for f in ("context", "question", "answer"))
-        k = sum(_count(tok, getattr(c, f)) for f in ("context", "question", "answer"))
+        n = sum(_count(tok, getattr(o, f)) for f in fields)
+        k = sum(_count(tok, getattr(c, f)) for f in fields)
         assert rec.kept_tokens == k and rec.original_tokens == n
+        rates.append(k / n)
         errs.append(abs(k / n - rate))
     assert sum(errs) / len(errs) <= 0.02
-    assert res.summary.mean_abs_error == pytest.approx(sum(errs) / len(errs))
-    assert res.summary.tokens_saved > 0
+    s = res.summary
+    assert s.budget_segments == list(fields)
+    assert s.achieved_rate == pytest.approx(sum(rates) / len(rates))  # the rate: mean over examples
+    assert s.mean_abs_error == pytest.approx(sum(errs) / len(errs))
+    assert s.tokens_saved > 0
+    ctx = [_count(tok, c.context) / _count(tok, o.context) for o, c in zip(exs, res.examples, strict=True)]
+    assert s.segment_rates["context"] == pytest.approx(sum(ctx) / len(ctx))
 
 
 def test_prompt_budget_counts_context_and_question(scorer):
@@ -370,14 +402,21 @@ def test_fidelity_backoff_then_kept_whole(scorer):
         calls.append(len(cands))
         return [0.5] * len(cands)
 
-    cfg = CompressConfig(rate=0.5, fidelity_floor=0.85, retry_step=0.25, max_retries=1)
+    cfg = CompressConfig(
+        rate=0.5,
+        fidelity_floor=0.85,
+        retry_step=0.25,
+        max_retries=1,
+        on_floor="back_off",
+        repair_info_weights=[],
+    )
     res = compress_examples(exs, cfg, model, tok, fidelity_fn=low)
     assert calls == [4, 4]  # first attempt, one milder retry
     for o, c, rec in zip(exs, res.examples, res.records, strict=True):
         assert rec.status == "kept_whole"
         assert [a.rate for a in rec.attempts] == [0.5, 0.75]
         assert c.context == o.context and c.question == o.question
-    assert res.summary.n_kept_whole == 4 and res.summary.final_rate == 1.0
+    assert res.summary.n_kept_whole == 4 and res.summary.achieved_rate == 1.0
 
 
 def test_fidelity_backoff_retry_succeeds(scorer):
@@ -387,13 +426,15 @@ def test_fidelity_backoff_retry_succeeds(scorer):
     def by_length(cands, refs):  # passes only texts that kept at least 70% of the characters
         return [0.9 if len(c) >= 0.7 * len(r) else 0.6 for c, r in zip(cands, refs, strict=True)]
 
-    cfg = CompressConfig(rate=0.5, fidelity_floor=0.85, retry_step=0.3)
+    cfg = CompressConfig(rate=0.5, fidelity_floor=0.85, retry_step=0.3, on_floor="back_off")
     res = compress_examples(exs, cfg, model, tok, fidelity_fn=by_length)
     for rec in res.records:
         assert rec.status == "retried"
         assert rec.fidelity == 0.9
         assert abs(rec.achieved_rate - 0.8) < 0.03
-        assert rec.error == pytest.approx(abs(rec.attempts[0].achieved_rate - 0.5))
+        assert rec.error == pytest.approx(abs(rec.achieved_rate - 0.5))  # the rate it ended at
+        # the asked rate, its re-selection at the same rate, then the milder rate
+        assert [a.rate for a in rec.attempts] == [0.5, 0.5, 0.8]
 
 
 def test_compress_text_keeps_given_strings(scorer):
@@ -443,7 +484,8 @@ def test_cli_compress_writes_examples_and_report(run_cli, qa_file, tiny_dirs, tm
     assert len(rows) == 10 and rows[0]["id"] == "q0"
     report = json.loads((tmp_path / "c.report.json").read_text())
     assert report["summary"]["n_examples"] == 10
-    assert report["summary"]["mean_abs_error"] <= 0.02
+    # 27-token prompts where a word is up to 9 tokens of the tiny tokenizer: within half a word
+    assert report["summary"]["mean_abs_error"] <= 0.05
     assert report["job"]["compress"]["rate"] == 0.5
     assert "tokens saved" in stdout
 

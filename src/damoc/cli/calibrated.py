@@ -77,6 +77,11 @@ def _run_job(
     cls, spec_key = (PruneCalibratedJob, "prune") if family == "prune" else (QuantizeJob, "quant")
     data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
     job = parse_config(cls, {**data, **(extra or {}), "overwrite": overwrite})
+    from damoc.io.outputs import check_output_dir
+    from damoc.model.arch import check_model
+
+    check_output_dir(job.out, job.overwrite)
+    check_model(job.model)
     _summary(compress_job(job), out)
 
 
@@ -209,11 +214,15 @@ def eval_(
     seed: int = SEED_OPT,
     dev_size: float = DEV_OPT,
     out: Path = typer.Option(None, "--out", "-o", help="Write the report as JSON here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Perplexity on held-out general and domain text, and the domain task score (bits/byte, label accuracy)."""
     from damoc.config import parse_config
+    from damoc.errors import DamocError
     from damoc.evaluate.report_eval import EvalConfig, evaluate_model, render_markdown
     from damoc.io.files import write_json_atomic
+    from damoc.io.outputs import check_output_file
+    from damoc.model.arch import check_model
     from damoc.model.calibrated.run import load_model_quietly
 
     cfg = parse_config(
@@ -231,8 +240,19 @@ def eval_(
             "dev_size": dev_size,
         },
     )
+    if not (cfg.general or cfg.domain or cfg.task):
+        raise DamocError("nothing to evaluate: give --general, --domain or --task")
+    if out is not None:
+        check_output_file(out, overwrite)
+    check_model(model)
     m, tok = load_model_quietly(model)
     report = evaluate_model(m, tok, cfg, name=str(model))
     if out is not None:
         write_json_atomic(out, report)
     typer.echo(render_markdown([report]), nl=False)
+    if report.task is not None and report.n_task < cfg.task_samples:
+        typer.echo(
+            f"note: scored {report.n_task} dev rows of task '{report.task}', fewer than --task-samples "
+            f"{cfg.task_samples} (the task holds out only {report.n_task}; raise --dev-size for more)",
+            err=True,
+        )

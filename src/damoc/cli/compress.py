@@ -21,6 +21,15 @@ def _fields(id_field, question_field, context_field, answer_field, label_field) 
     }
 
 
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """The examples file and the report beside it, before any work."""
+    from damoc.data.compress.jobs import report_path
+    from damoc.io.outputs import check_output_file
+
+    check_output_file(out, overwrite)
+    check_output_file(report_path(out), overwrite, "report")
+
+
 @app.command("compress")
 def compress_cmd(
     task: str = typer.Argument(..., help="Task file (.jsonl/.json/.csv), datasets dir, or pubmedqa/finance."),
@@ -34,9 +43,10 @@ def compress_cmd(
         "smollm2-135m", "--scorer", help="Causal LM that scores tokens (dir or zoo name)."
     ),
     budget: str = typer.Option(
-        "example",
+        "prompt",
         "--budget",
-        help="'example': the rate counts context+question+answer; 'prompt': context+question.",
+        help="Segments the rate counts: 'prompt' context+question (the answer stays whole and "
+        "outside the rate), 'example' context+question+answer.",
     ),
     context_rate: float | None = typer.Option(
         None, "--context-rate", help="Preferred context rate (default: what the budget leaves)."
@@ -53,7 +63,27 @@ def compress_cmd(
         None, "--batch-size", help="Examples per forward pass (default: 1 on CPU, 8 on a GPU)."
     ),
     fidelity_floor: float = typer.Option(
-        0.85, "--fidelity-floor", help="BERTScore-F1 floor; under it: retry milder, then keep whole."
+        0.85,
+        "--fidelity-floor",
+        help="BERTScore-F1 floor; an example under it is re-selected at the same rate, then --on-floor.",
+    ),
+    on_floor: str = typer.Option(
+        "keep_rate",
+        "--on-floor",
+        help="An example still under the floor: keep_rate (keep the rate, report the shortfall), "
+        "back_off (retry at milder rates, then keep whole), keep_whole.",
+    ),
+    info_weight: float = typer.Option(
+        0.0,
+        "--info-weight",
+        help="Share of the scorer's self-information in a word's value (the rest: how much of the "
+        "original it covers under the BERTScore encoder); 1: LLMLingua's criterion, 0: no scorer forward.",
+    ),
+    max_scored_tokens: int | None = typer.Option(
+        2048,
+        "--max-scored-tokens",
+        help="Scorer-scored tokens per example; words after them are chosen by coverage alone "
+        "(bounds the time of very long contexts). 0: none.",
     ),
     no_fidelity: bool = typer.Option(False, "--no-fidelity", help="Skip the BERTScore check."),
     fidelity_encoder: str | None = typer.Option(
@@ -73,9 +103,9 @@ def compress_cmd(
     answer_field: str = typer.Option("answer", "--answer-field", rich_help_panel=_FIELDS),
     label_field: str = typer.Option("label", "--label-field", help="'' for none.", rich_help_panel=_FIELDS),
 ) -> None:
-    """Compress a task's examples to a token rate: drop the least informative words under a small LM.
+    """Compress a task's examples to a token rate: keep the words worth most per token, drop the rest.
 
-    The context is compressed hardest, the question lightly, the answer not at all; gold answer spans and --keep matches are never dropped. Examples whose BERTScore-F1 vs the original falls under the floor are retried at a milder rate, then kept whole.
+    Each example lands on the rate (kept/original scorer tokens of the segments --budget names). The context is compressed hardest, the question lightly, the answer not at all; gold answer spans and --keep matches are never dropped. A word's value mixes its self-information under the scorer with how much of the original it covers under the BERTScore encoder. An example whose BERTScore-F1 vs the original falls under the floor is re-selected at the same rate with more weight on coverage; one still under it follows --on-floor. The achieved rate, per-segment rates and the fidelity distribution are printed and written to OUT.report.json.
     """
     from damoc.config import parse_config
     from damoc.data.compress.config import CompressJob
@@ -100,21 +130,21 @@ def compress_cmd(
                 "batch_size": batch_size,
                 "fidelity_floor": None if no_fidelity else fidelity_floor,
                 "fidelity_encoder": fidelity_encoder,
+                "on_floor": on_floor,
+                "info_weight": info_weight,
+                "max_scored_tokens": max_scored_tokens,
             },
         },
     )
+    _check_outputs(out, overwrite)
+    from damoc.model.arch import check_model
+
+    check_model(scorer, "--scorer")
     result = run_compress_job(job, overwrite=overwrite)
     s = result.summary
-    typer.echo(
-        f"{s.n_examples} examples: rate {s.mean_rate_first_attempt:.3f} (target {s.target_rate:g}, "
-        f"mean error {s.mean_abs_error:.3f}); after fidelity back-off {s.final_rate:.3f}, "
-        f"{s.tokens_saved} of {s.original_tokens} tokens saved"
-    )
+    typer.echo(f"{s.n_examples} examples: {s.rate_text()}")
     if s.fidelity:
-        typer.echo(
-            f"BERTScore-F1 min {s.fidelity['min']:.3f} median {s.fidelity['p50']:.3f}; "
-            f"{s.n_retried} retried, {s.n_kept_whole} kept whole"
-        )
+        typer.echo(s.fidelity_text())
     typer.echo(f"wrote {out}")
 
 
@@ -131,6 +161,12 @@ def rewrite_cmd(
     ),
     endpoint_model: str = typer.Option(
         "default", "--endpoint-model", help="Model name sent to the endpoint."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY",
+        "--api-key-env",
+        help="Environment variable whose value is sent to the endpoint as its key (a user:password in the "
+        "URL is sent when it is unset); neither appears in any message or report.",
     ),
     max_rounds: int = typer.Option(
         3, "--max-rounds", help="Rewrites per text before keeping the compressed one."
@@ -166,6 +202,7 @@ def rewrite_cmd(
                 "rewriter": rewriter,
                 "endpoint": endpoint,
                 "endpoint_model": endpoint_model,
+                "api_key_env": api_key_env,
                 "max_rounds": max_rounds,
                 "tau": tau,
                 "fields": field,
@@ -173,7 +210,21 @@ def rewrite_cmd(
             },
         },
     )
-    result = run_rewrite_job(job, overwrite=overwrite)
+    _check_outputs(out, overwrite)
+    if rewriter is not None:
+        from damoc.model.arch import check_model
+
+        check_model(rewriter, "--rewriter")
+    built = None
+    if job.rewrite.endpoint:  # built from the real URL; the job written to the report has it masked
+        from damoc.data.compress.rewrite import build_rewriter
+        from damoc.io.redact import redact
+
+        built = build_rewriter(job.rewrite)
+        job = job.model_copy(
+            update={"rewrite": job.rewrite.model_copy(update={"endpoint": redact(job.rewrite.endpoint)})}
+        )
+    result = run_rewrite_job(job, rewriter=built, overwrite=overwrite)
     s = result.summary
     typer.echo(
         f"{s.n_items} texts: {s.n_passed} rewritten ({s.n_passed_first_round} in round 1), "

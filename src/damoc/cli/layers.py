@@ -45,6 +45,7 @@ def score(
     block: int = typer.Option(1, "--block", min=1, help="Block size n for the angular distance d(l, l+n)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Texts per forward pass."),
     out: Path | None = typer.Option(None, "--out", help="Write the scores as JSON here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Score every decoder layer on calibration text: block influence BI = 1 − cos(h_l, h_l+1)
     (low = the layer changes little = safe to remove), and with --metric angular the angular distance of
@@ -55,6 +56,13 @@ def score(
 
     if metric not in METRICS:
         raise DamocError(f"unknown --metric '{metric}' (known: {', '.join(METRICS)})")
+    if out is not None:
+        from damoc.io.outputs import check_output_file
+
+        check_output_file(out, overwrite)
+    from damoc.model.arch import check_model
+
+    check_model(model)
     texts = _texts(data, samples)
     mdl, tok = load_model(model)
     res = layer_scores(mdl, tok, texts, metric=metric, block=block, max_length=length, batch_size=batch_size)
@@ -100,7 +108,7 @@ def prune_layers_cmd(
     plus damoc_prune.json. The first and last layers are protected."""
     from damoc.config import load_job, parse_config
     from damoc.io.files import check_output_dir
-    from damoc.model.arch import load_model, resolve_model
+    from damoc.model.arch import check_model, load_model, resolve_model
     from damoc.model.config import PruneLayersJob
     from damoc.model.layer_pruning import prune_layers, save_pruned
     from damoc.model.merge import MERGES
@@ -138,6 +146,7 @@ def prune_layers_cmd(
     if cfg.remove is None and cfg.fraction is None and cfg.layers is None:
         raise DamocError("say how many layers to remove: --remove N, --fraction F or --layers i,j")
     check_output_dir(job.out, job.overwrite)
+    check_model(job.model)
     resolve_model(job.model)
     texts = _texts(job.data)
     mdl, tok = load_model(job.model)

@@ -30,7 +30,7 @@ class CurationSettings(StrictModel):
     sae: SAETrainConfig = SAETrainConfig()
     domain_field: str = "domain"  # pool column holding a known domain label, for precision
     target_domain: str | None = None  # default: the most common domain among the seeds
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class CurateJob(CurationSettings, JobConfig):
@@ -71,7 +71,7 @@ class ScoreSettings(StrictModel):
     eval_rows: int = Field(100, ge=1)  # held-out domain rows scored per stage
     bootstrap: int = Field(2000, ge=100)  # draws of the paired bootstrap (self-distillation vs plain)
     bootstrap_level: float = Field(0.95, gt=0.0, lt=1.0)
-    bootstrap_seed: int = 0
+    bootstrap_seed: int = Field(0, ge=0)
 
 
 class FinescopeJob(JobConfig):

@@ -28,10 +28,18 @@ def to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
+def _cannot_write(path: Path, exc: OSError) -> DamocError:
+    """One line for a write the output checks did not foresee (the disk filled, a path vanished)."""
+    return DamocError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as exc:
+        raise _cannot_write(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -57,13 +65,10 @@ def read_json(path: str | Path) -> Any:
 
 
 def check_output_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse to clobber a non-empty output directory unless asked to."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DamocError(f"output path {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise DamocError(f"output directory {path} is not empty (pass --overwrite to replace it)")
-    return path
+    """Refuse to clobber a non-empty output directory unless asked to, or to write where it cannot."""
+    from damoc.io.outputs import check_output_dir as _check
+
+    return _check(path, overwrite)
 
 
 @contextlib.contextmanager
@@ -73,8 +78,11 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
     On any error (or Ctrl-C) the temporary directory is removed, so no half-written output is left.
     """
     final = check_output_dir(path, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise _cannot_write(final, exc) from None
     try:
         yield tmp
     except BaseException:

@@ -199,6 +199,26 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def check_optional_fields(rows: list[dict[str, Any]], fields: FieldMap, where: str = "") -> None:
+    """An optional field (id, context, label) mapped to a column of the user's choosing must exist.
+
+    The default names (``id``, ``context``, ``label``) may be absent: the field is then empty. A name the
+    user gave instead names a column they expect, and reading it as absent would, for instance, train on
+    empty contexts without a word.
+    """
+    defaults = FieldMap()
+    columns: dict[str, None] = {}
+    for r in rows:
+        columns.update(dict.fromkeys(map(str, r)))
+    for name in ("id", "context", "label"):
+        col = getattr(fields, name)
+        if col is not None and col != getattr(defaults, name) and col not in columns:
+            raise DamocError(
+                f"{where}the {name} field is mapped to '{col}', which is not a column "
+                f"(columns: {', '.join(columns)})"
+            )
+
+
 def to_examples(
     rows: list[dict[str, Any]], fields: FieldMap | None = None, source: str = ""
 ) -> list[Example]:
@@ -210,6 +230,7 @@ def to_examples(
                 f"{where}field '{required}' is missing (columns: {', '.join(map(str, rows[0]))}); "
                 f"map it with --question-field/--answer-field"
             )
+    check_optional_fields(rows, fields, where)
     out: list[Example] = []
     seen: set[str] = set()
     used = {fields.id, fields.question, fields.context, fields.answer, fields.label}

@@ -55,7 +55,7 @@ class LayerPruneConfig(StrictModel):
     refine_steps: int = Field(200, ge=0)  # linear, post-MLP-norm archs (Gemma3): Adam steps through the norm
     refine_lr: float = Field(1e-3, gt=0.0)  # linear: learning rate of those steps
     verify: bool = True  # linear: keep the fold only if calibration loss beats plain removal
-    seed: int = 0  # which calibration texts are sampled; dare: its Bernoulli masks
+    seed: int = Field(0, ge=0)  # which calibration texts are sampled; dare: its Bernoulli masks
 
     @model_validator(mode="after")
     def _one_amount(self) -> LayerPruneConfig:

@@ -27,8 +27,15 @@ class TaskSettings(StrictModel):
     fields: FieldMap = Field(default_factory=FieldMap)
     dev_path: str | None = None  # a separate dev file; otherwise ``dev_size`` rows are held out
     dev_size: int | float = 0.2  # held-out dev rows (a count, or a fraction < 1)
-    max_rows: int | None = None  # bound the task (train + held-out dev) to this many rows
-    seed: int = 0
+    max_rows: int | None = Field(None, ge=2)  # bound the task (train + held-out dev) to this many rows
+    seed: int = Field(0, ge=0)
+
+    @field_validator("dev_size")
+    @classmethod
+    def _dev_size(cls, v):
+        if not v > 0:
+            raise ValueError("dev_size must be > 0 (a fraction < 1 or a row count)")
+        return v
 
 
 class DataSettings(StrictModel):
@@ -90,8 +97,8 @@ class ModelSettings(StrictModel):
 
     layer_fraction: float = 0.25  # fraction of decoder layers removed (0 = keep all)
     merge: str | None = None  # merge method for removed layers; null = the layer-pruning default
-    calibration_rows: int = 16  # training texts used to score layer importance
-    calibration_max_length: int = 256
+    calibration_rows: int = Field(16, ge=1)  # training texts used to score layer importance
+    calibration_max_length: int = Field(256, ge=2)
     prune_options: dict[str, Any] = Field(default_factory=dict)  # other LayerPruneConfig fields
     calibrated: CalibratedSettings | None = None  # cross-calibrated pruning/quantization; null = off
 
@@ -107,8 +114,8 @@ class SelectEval(EvalConfig):
     """Dev-split scoring (same for the proxy, the baselines and the ground truth, except ``precision``: it
     sets the proxies' and baselines' scoring; the ground truth's is ``validate.eval_precision``)."""
 
-    dev_rows: int | None = 64  # dev rows scored; the task must hold at least this many
-    few_shot_k: int = 2  # shots (from the training split) for the few-shot baseline
+    dev_rows: int | None = Field(64, ge=2)  # dev rows scored; the task must hold at least this many
+    few_shot_k: int = Field(2, ge=0)  # shots (from the training split) for the few-shot baseline
     # more metrics scored on the same dev rows by every unit (e.g. the task metric beside answer_bpb):
     # one fine-tune, several scores; the leaderboard ranks by ``metric``, the records keep every score
     extra_metrics: list[str] = Field(default_factory=list)
@@ -119,7 +126,7 @@ class ValidateSettings(StrictModel):
     """Ground truth: full fine-tune of every uncompressed candidate on the (bounded) training split."""
 
     enabled: bool = False
-    train_rows: int | None = None  # bound the ground-truth training rows (null: the whole training split)
+    train_rows: int | None = Field(None, ge=1)  # bound the ground-truth training rows (null: the whole split)
     finetune: FinetuneConfig = Field(
         default_factory=lambda: FinetuneConfig(method="full", lr=2e-5, epochs=1.0, max_length=256)
     )
@@ -157,7 +164,7 @@ class RunSettings(StrictModel):
     backend: Literal["local", "ray"] = "local"
     jobs: int = 1  # candidates run at once (backend ray: a cap only when set; Ray schedules by resources)
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
-    cpus_per_candidate: float = 1.0  # backend ray: CPUs each candidate's task asks for
+    cpus_per_candidate: float = Field(1.0, gt=0)  # backend ray: CPUs each candidate's task asks for
     # backend ray: GPUs each candidate's task asks for; null: 1 when the cluster has GPUs, else 0
     gpus_per_candidate: float | None = Field(None, ge=0)
     max_retries: int = Field(1, ge=0)  # backend ray: re-runs of a task whose node or Ray worker died
@@ -165,11 +172,14 @@ class RunSettings(StrictModel):
     runtime_env: dict[str, Any] | None = None
     gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = None  # torch threads per worker; null = the torch default
-    timeout_s: float | None = None  # per candidate process
+    threads: int | None = Field(None, ge=1)  # torch threads per worker; null = the torch default
+    timeout_s: float | None = Field(None, gt=0)  # per candidate process
     # seconds between progress lines of a running candidate (fine-tune steps, scoring batches) in its
     # worker.log, its progress.json and the terminal; 0 = none
     progress_s: float = Field(60.0, ge=0)
+    # seconds of fine-tuning between saves of its state beside the unit's record (a killed run's --resume
+    # continues a long fine-tune from there, not from step 0); null = no saves
+    checkpoint_every_s: float | None = Field(600.0, gt=0)
 
     @field_validator("jobs")
     @classmethod
@@ -290,7 +300,7 @@ class SelectConfig(JobConfig):
     confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
     adaptive: AdaptiveSettings = Field(default_factory=AdaptiveSettings)
     run: RunSettings = Field(default_factory=RunSettings)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     model_config = {**JobConfig.model_config, "populate_by_name": True}
 
@@ -317,7 +327,10 @@ class SelectConfig(JobConfig):
         return self
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """The settings as written to the run directory (credentials in URLs masked)."""
+        from damoc.io.redact import redact
+
+        return redact(self.model_dump(mode="json", by_alias=True))
 
 
 def candidate_key(name: str) -> str:

@@ -179,14 +179,6 @@ def _jsonable(obj: Any) -> Any:
         return str(obj)
 
 
-def _field(obj: Any, *names: str) -> Any:
-    for n in names:
-        v = obj.get(n) if isinstance(obj, dict) else getattr(obj, n, None)
-        if v is not None:
-            return v
-    return None
-
-
 def _write_examples(path: Path, examples: list[Example]) -> Path:
     return write_jsonl_atomic(path, [e.to_row() for e in examples])
 
@@ -241,9 +233,9 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
     rec.stage_s["compress"] = time.perf_counter() - t0
     summary = result.summary
     rec.summaries["compress"] = _jsonable(summary)
-    rec.achieved_rate = _field(summary, "final_rate", "achieved_rate")
-    rec.tokens_before = _field(summary, "original_tokens", "tokens_before")
-    rec.tokens_after = _field(summary, "kept_tokens", "tokens_after")
+    rec.achieved_rate = summary.achieved_rate
+    rec.tokens_before = summary.original_tokens
+    rec.tokens_after = summary.kept_tokens
     rec.prep_tokens += int(rec.tokens_before or 0)  # the scorer reads every original token
     return list(result.examples)
 
@@ -375,6 +367,7 @@ def _unit(
         train_target=target,  # type: ignore[arg-type]
         device=cfg.run.device,
         threads=cfg.run.threads,
+        checkpoint_every_s=cfg.run.checkpoint_every_s,
         seed=cfg.seed,
     )
     if method == "proxy":
@@ -439,7 +432,7 @@ def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage
 
 def attach_spec_hashes(units: list[UnitSpec], stage: DataStage) -> None:
     """Each unit's settings hash (its records are reused on resume only while it matches)."""
-    skip = {"record_path", "device", "threads", "spec_hash"}
+    skip = {"record_path", "device", "threads", "checkpoint_every_s", "spec_hash"}
     for i, u in enumerate(units):
         payload = u.model_dump(mode="json", exclude=skip, exclude_defaults=True)
         payload["data"] = stage.record.config_hash if u.method == "proxy" else stage.record.fingerprint

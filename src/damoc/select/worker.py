@@ -27,6 +27,7 @@ from damoc.errors import DamocError
 from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
 from damoc.select.config import ModelSettings, SelectEval
 from damoc.select.records import Method, MetricScore, UnitRecord, now_iso
+from damoc.train.checkpoint import remove as remove_checkpoint
 from damoc.train.finetune import FinetuneConfig
 
 LOG = logging.getLogger("damoc.select.worker")  # also when run as __main__ (python -m)
@@ -50,6 +51,8 @@ class UnitSpec(StrictModel):
     train_target: Literal["answer", "label"] = "answer"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = None
+    # seconds between saves of the fine-tune's state (RunSettings.checkpoint_every_s); None = no saves
+    checkpoint_every_s: float | None = 600.0
     seed: int = 0
     cache_key: str | None = None
     spec_hash: str | None = None
@@ -229,7 +232,16 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
         if not pairs:
             raise DamocError(f"no training rows for the {spec.method} fine-tune")
         t0 = time.perf_counter()
-        result = finetune(model, tok, pairs, spec.finetune or FinetuneConfig(), desc="fine-tune")
+        every = spec.checkpoint_every_s
+        result = finetune(
+            model,
+            tok,
+            pairs,
+            spec.finetune or FinetuneConfig(),
+            desc="fine-tune",
+            checkpoint=checkpoint_path(spec) if every else None,
+            checkpoint_every_s=every or 0.0,
+        )
         model = result.model
         rec.stage_s["finetune"] = time.perf_counter() - t0
         rec.n_train, rec.train_steps, rec.train_tokens = len(pairs), result.steps, result.tokens
@@ -265,6 +277,11 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     return rec
 
 
+def checkpoint_path(spec: UnitSpec) -> Path:
+    """Where the unit's fine-tune keeps its state while it runs (beside the record)."""
+    return Path(spec.record_path).with_suffix(".finetune.pt")
+
+
 def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord:
     from damoc.evaluate.metrics import get_metric
 
@@ -286,10 +303,22 @@ def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord
     )
 
 
+def failure_detail(exc: BaseException) -> str:
+    """The whole account of a failure: the traceback, and what the library reported (a model's load report,
+    kept by :class:`~damoc.model.arch.ModelLoadError`), for the log and the record."""
+    from damoc.io.redact import redact
+
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
+    detail = str(getattr(exc, "detail", "") or "").strip()
+    return redact(f"{trace}\n\n{detail}" if detail else trace)
+
+
 def one_line(exc: BaseException) -> str:
+    from damoc.io.redact import redact
+
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first
+    return redact(f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first)
 
 
 def run_job(job: CandidateJob) -> list[UnitRecord]:
@@ -314,9 +343,13 @@ def run_job(job: CandidateJob) -> list[UnitRecord]:
             try:
                 rec = run_unit(spec)
             except Exception as exc:  # recorded, so the other units and candidates go on
-                traceback.print_exc()
                 rec = failed_record(spec, one_line(exc), time.perf_counter() - t0)
+                rec.error_detail = failure_detail(exc)
+                sys.stderr.write(rec.error_detail + "\n")  # worker.log keeps the whole account
+                sys.stderr.flush()
             rec.save(spec.record_path)
+            if rec.status == "ok":  # the fine-tune's saved state is no longer needed
+                remove_checkpoint(checkpoint_path(spec))
             out.append(rec)
             LOG.info(
                 "%s / %s: %s score=%s (%.1f s)",
@@ -341,7 +374,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from damoc.select.orphans import die_with_parent
+
+    die_with_parent()
     setup_logging()
+    from damoc.io.redact import install_log_redaction
+
+    install_log_redaction()
     job = CandidateJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
     run_job(job)
     return 0

@@ -12,13 +12,16 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
+from pydantic import Field
 
 from damoc.config import StrictModel
 from damoc.evaluate.likelihood import collate, encode_pair, token_nll
 from damoc.logging_utils import progress
+from damoc.train import checkpoint as ckpt
 
 LOG = logging.getLogger(__name__)
 
@@ -27,22 +30,22 @@ class FinetuneConfig(StrictModel):
     """Hyper-parameters of one fine-tune (the same for every candidate of a sweep)."""
 
     method: Literal["lora", "full"] = "lora"
-    epochs: float = 1.0
-    max_steps: int | None = None
-    token_budget: int | None = None  # stop once this many (non-pad) tokens were processed
-    batch_size: int = 4
-    max_length: int = 256
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    grad_clip: float = 1.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    token_budget: int | None = Field(None, ge=1)  # stop once this many (non-pad) tokens were processed
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(256, ge=2)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0)  # 0: no clipping
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] | Literal["all-linear"] = "all-linear"
     add_eos: bool = True
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, weights and optimizer stay fp32
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     # where the output head runs: "answer" only at the positions that carry a loss (the answer tokens;
     # the same loss and gradients, without the vocabulary projection of every prompt token), "all" at
     # every position with the model's own loss (what a forward hook on the loss, e.g. distillation, needs)
@@ -86,8 +89,16 @@ def finetune(
     pairs: Sequence[tuple[str, str]],
     cfg: FinetuneConfig | None = None,
     desc: str = "fine-tune",
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float = 600.0,
 ) -> FinetuneResult:
-    """Train ``model`` on ``pairs`` of (prompt, answer); returns the trained plain model and counts."""
+    """Train ``model`` on ``pairs`` of (prompt, answer); returns the trained plain model and counts.
+
+    With ``checkpoint`` (a file path), the training state is saved there every ``checkpoint_every_s``
+    seconds of training and once more at the end, and a save found there for the same pairs and settings
+    is continued from (the result equals an uninterrupted run's). The caller removes the file when the
+    result is safe (:func:`damoc.train.checkpoint.remove`). ``wall_s`` counts this call's time only.
+    """
     cfg = cfg or FinetuneConfig()
     if not pairs:
         raise ValueError("no training pairs")
@@ -112,8 +123,39 @@ def finetune(
     t0 = time.perf_counter()
     tokens, step, losses = 0, 0, []
     order: list[int] = []
+    fp = ckpt.fingerprint(cfg.model_dump(mode="json"), pairs) if checkpoint is not None else ""
+    saved = ckpt.load(checkpoint, fp) if checkpoint is not None else None
+    if saved is not None:
+        ckpt.restore_params(work, saved["params"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        rng.setstate(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, tokens, losses, order = saved["step"], saved["tokens"], saved["losses"], saved["order"]
+        LOG.info("%s: continuing from step %d/%d saved in %s", desc, step, total_steps, checkpoint)
+
+    def save_state(finished: bool = False) -> None:
+        state = {
+            "fingerprint": fp,
+            "params": ckpt.trainable_state(work),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "rng": rng.getstate(),
+            "torch_rng": torch.get_rng_state(),
+            "step": step,
+            "tokens": tokens,
+            "losses": losses,
+            "order": order,
+            "done": finished,  # training over: a continuation goes straight to the merge
+        }
+        ckpt.save(checkpoint, state)
+
+    last_save = time.perf_counter()
     bar = progress(total=total_steps, desc=desc, unit="step")
-    while step < total_steps:
+    if step:
+        bar.update(step)
+    done = saved is not None and saved.get("done", False)
+    while step < total_steps and not done:
         if len(order) < cfg.batch_size:
             perm = list(range(len(enc)))
             rng.shuffle(perm)
@@ -134,7 +176,12 @@ def finetune(
         bar.update(1)
         if cfg.token_budget is not None and tokens >= cfg.token_budget:
             break
+        if checkpoint is not None and time.perf_counter() - last_save >= checkpoint_every_s:
+            save_state()
+            last_save = time.perf_counter()
     bar.close()
+    if checkpoint is not None and not done:
+        save_state(finished=True)
     work.eval()
     if cfg.method == "lora":
         work = work.merge_and_unload()

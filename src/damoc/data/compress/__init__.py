@@ -1,4 +1,4 @@
-"""Token compression with a budget controller, fidelity back-off, and rewriting (docs/token_compression.md, docs/rewriting.md).
+"""Token compression with a budget controller, fidelity inside the rate, and rewriting (docs/token_compression.md, docs/rewriting.md).
 
 Public API::
 

@@ -3,7 +3,8 @@
 Pure functions on numbers (no model, no text), so they have known answers:
 - :func:`split_budget` turns an overall target into per-segment kept counts;
 - :func:`chunk_budget` spreads a segment's count over its chunks, carrying rounding forward;
-- :func:`select_units` keeps the most informative words of a chunk within its token budget.
+- :func:`select_units` keeps the most informative words of a chunk within its token budget;
+- :func:`closest_step` picks the one word whose size best closes what is left of a whole budget.
 """
 
 from __future__ import annotations
@@ -113,3 +114,18 @@ def select_units(
             if sizes[best] - gap < gap:
                 kept.append(best)
     return sorted(kept)
+
+
+def closest_step(gap: int, sizes: Sequence[int]) -> int | None:
+    """Index of the word whose size leaves the smallest |gap − size|, if smaller than |gap| (else None).
+
+    ``gap`` > 0 is what is missing from the budget (a word to add), so a word of size ``s`` helps
+    when ``|gap − s| < gap``; ties go to the earlier word. Used once per example after the
+    chunks, so the miss of the last shortened segment does not stay (e.g. a long question word).
+    """
+    best, best_left = None, gap
+    for i, s in enumerate(sizes):
+        left = abs(gap - s)
+        if left < best_left:
+            best, best_left = i, left
+    return best

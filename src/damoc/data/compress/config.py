@@ -22,15 +22,30 @@ def _check_rate(v: float | None, name: str) -> float | None:
 
 
 class CompressConfig(StrictModel):
-    """Token compression with a budget controller (LLMLingua-style, our own code).
+    """Token compression with a budget controller (LLMLingua-style word dropping, our own code).
 
-    ``rate`` is kept/original scorer tokens of an example. With ``budget="example"`` it counts the
-    context, question and answer; with ``budget="prompt"`` only the context and question (the answer
-    is then outside the budget and left as it is, which is how LLMLingua measures its rate).
+    ``rate`` is kept/original scorer tokens of an example, over the segments ``budget`` names: with
+    ``budget="prompt"`` (the default) the context and question, which is what the compressor
+    shortens (the answer, the training target, is kept whole at the default ``answer_rate`` 1.0
+    and is outside the rate, as LLMLingua counts); with ``budget="example"`` the answer too. Each
+    example lands on the rate (within half a word per segment); fidelity works inside it: the kept
+    words are those worth most per token, mixing their self-information under the scorer LM and how
+    much of the original they cover under the BERTScore encoder, and an example under the floor is
+    re-selected at the same rate; ``on_floor`` says what happens to one still under it.
+
+    Example (YAML)::
+
+        compress:
+          rate: 0.5
+          on_floor: keep_rate      # or back_off (milder rates, then whole) or keep_whole
+          fidelity_floor: 0.85
+          max_scored_tokens: 2048  # LM-scored tokens per example; the rest by coverage alone
     """
 
     rate: float = Field(0.5, description="target kept/original scorer tokens per example, in (0, 1]")
-    budget: Literal["example", "prompt"] = "example"
+    budget: Literal["example", "prompt"] = Field(
+        "prompt", description="segments the rate counts: 'prompt' context+question, 'example' all three"
+    )
     context_rate: float | None = Field(
         None, description="preferred context rate; None: whatever the budget leaves (compressed hardest)"
     )
@@ -67,21 +82,58 @@ class CompressConfig(StrictModel):
         description="extra row fields (string or list of strings) whose text must be kept",
     )
     keep_patterns: list[str] = Field(default_factory=list, description="regexes whose matches must be kept")
+    info_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of the LM's self-information in a word's value per token; the rest is the "
+        "original's meaning it covers under the fidelity encoder (1: self-information alone, as "
+        "LLMLingua; 0: coverage alone, and no LM forward: the scorer is then only the tokenizer)",
+    )
+    max_scored_tokens: int | None = Field(
+        2048,
+        ge=0,
+        description="LM-scored tokens per example (its shortened segments, in order); words after "
+        "them are chosen by coverage alone, so a very long context costs a bounded scorer time; "
+        "None: score everything",
+    )
     fidelity_floor: float | None = Field(
         0.85, description="BERTScore-F1 floor vs the original; None: no fidelity check"
+    )
+    repair_info_weights: list[float] = Field(
+        default_factory=lambda: [0.0],
+        description="an example under the floor is re-selected at the same rate with each of these "
+        "info_weight values, all its shortened segments at once (the budget moves between them); "
+        "the best BERTScore is kept; []: no re-selection",
+    )
+    on_floor: Literal["keep_rate", "back_off", "keep_whole"] = Field(
+        "keep_rate",
+        description="an example still under the floor: keep_rate keeps it at the rate (shortfall "
+        "reported), back_off retries at milder rates (retry_step, max_retries) then keeps it whole, "
+        "keep_whole keeps it whole",
     )
     fidelity_encoder: str | None = Field(
         None, description="local encoder dir for BERTScore; None: the all-MiniLM-L6-v2 shipped on PyPI"
     )
     fidelity_layer: int | None = Field(None, description="encoder layer for BERTScore; None: its last")
     fidelity_batch_size: int = Field(16, ge=1)
-    retry_step: float = Field(0.25, gt=0, description="a retry under the floor keeps this much more rate")
-    max_retries: int = Field(1, ge=0, description="milder retries before an example is kept whole")
+    retry_step: float = Field(
+        0.25, gt=0, description="on_floor back_off: each retry keeps this much more rate"
+    )
+    max_retries: int = Field(1, ge=0, description="on_floor back_off: milder retries before keeping it whole")
 
     @field_validator("rate", "context_rate", "question_rate", "answer_rate", "min_rate")
     @classmethod
     def _rates(cls, v, info):
         return _check_rate(v, info.field_name)
+
+    @field_validator("repair_info_weights")
+    @classmethod
+    def _weights(cls, v):
+        for w in v:
+            if not 0.0 <= w <= 1.0:
+                raise ValueError(f"repair_info_weights must be in [0, 1], got {w}")
+        return v
 
     @field_validator("fidelity_floor")
     @classmethod

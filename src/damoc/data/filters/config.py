@@ -47,10 +47,10 @@ class FilterJob(JobConfig):
     compare: list[str] | None = None  # several methods: report time and overlap, write each subset
     budget: float = 0.1  # fraction in (0, 1) or a row count >= 1
     out: Path | None = None  # SUBSET.jsonl (one method) or a directory (compare)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     fields: FieldMap = Field(default_factory=FieldMap)
-    dev_size: float = 0.2  # rows held out as dev (fraction or count); 0 filters every row
-    max_rows: int | None = None  # cap on the rows read (after shuffling with the seed)
+    dev_size: float = Field(0.2, ge=0)  # rows held out as dev (fraction or count); 0 filters every row
+    max_rows: int | None = Field(None, ge=1)  # cap on the rows read (after shuffling with the seed)
     target: str | None = None  # DSIR target rows (file); default the held-out dev split
     embedder: str = "auto"  # auto, minilm or tfidf
     text_view: Literal["qac", "text", "prompt", "question", "answer"] = "qac"  # the text embedded / hashed

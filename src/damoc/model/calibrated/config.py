@@ -33,7 +33,7 @@ class CalibrationConfig(StrictModel):
     samples: int = Field(32, ge=1, description="Calibration sequences per source.")
     length: int = Field(256, ge=8, description="Tokens per calibration sequence.")
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass through a block.")
-    seed: int = Field(0, description="Shuffles texts before they are packed into sequences.")
+    seed: int = Field(0, ge=0, description="Shuffles texts before they are packed into sequences.")
     dev_size: float = Field(
         0.2,
         gt=0.0,

@@ -15,6 +15,7 @@ from damoc.select.backends.base import (
     report,
     start_worker,
     stop_process,
+    worker_ended,
 )
 from damoc.select.worker import CandidateJob
 
@@ -64,6 +65,7 @@ class LocalBackend:
                             continue
                         stop_process(proc)
                         note = f"timed out after {limit:.0f} s"
+                    worker_ended(proc)
                     log.close()
                     running.remove(item)
                     if gpu is not None and free is not None:

@@ -12,6 +12,7 @@ from damoc.select.report.plot import plot_leaderboard
 from damoc.select.report.render import (
     _cost_breakdown,
     _peak_rows,
+    compress_rate_text,
     compression_note,
     disagreement,
     failure_hint,
@@ -34,6 +35,7 @@ __all__ = [
     "_peak_rows",
     "best_full",
     "build_leaderboard",
+    "compress_rate_text",
     "compression_note",
     "compute_cost",
     "disagreement",

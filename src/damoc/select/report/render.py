@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from damoc.data.compress.records import rate_text
 from damoc.select.adaptive import Resources, estimate_wall_s
 from damoc.select.records import (
     METHOD_TITLES,
@@ -9,6 +10,7 @@ from damoc.select.records import (
     AdaptiveTrail,
     BoardSettings,
     Cost,
+    DataRecord,
     Leaderboard,
     PairInterval,
     UnitRecord,
@@ -481,7 +483,7 @@ def _settings_lines(s: BoardSettings, board: Leaderboard) -> list[str]:
     if d.stage_s:
         parts.append("- data stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in d.stage_s.items()))
     if d.achieved_rate is not None:
-        parts.append(f"- achieved compression rate: {d.achieved_rate:.3f}")
+        parts.append(f"- token compression: {compress_rate_text(d)}")
     return parts
 
 
@@ -606,6 +608,14 @@ def _calibrated(s: BoardSettings, records: list[UnitRecord]) -> str:
     ]
     mix = f"α = {c.alpha:g} (general '{c.general}' + the task's training subset)"
     return f"{c.method}, {target}, {mix}" + (f"; achieved: {'; '.join(achieved)}" if achieved else "")
+
+
+def compress_rate_text(d: DataRecord) -> str:
+    """The compression stage's achieved rate, as `damoc compress` and its log print it."""
+    summary = d.summaries.get("compress") or {}
+    if "segment_rates" not in summary:  # a record written before the rate was defined once
+        return f"achieved rate {d.achieved_rate:.3f}"
+    return rate_text(summary)
 
 
 def _ft(ft: FinetuneConfig, grid: bool = False) -> str:
