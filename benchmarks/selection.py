@@ -419,7 +419,7 @@ def summary(board) -> dict:
     return {
         "task": board.task,
         "metric": board.metric,
-        "settings": board.settings,
+        "settings": board.settings.model_dump(mode="json"),
         "rows": [r.model_dump(mode="json") for r in board.rows],
         "agreement": [a.model_dump(mode="json") for a in board.agreement],
         "cost": None

@@ -217,7 +217,7 @@ def test_fixed_row_budget_end_to_end(main_run):
     run = main_run["tmp"] / "run_rows"
     cfg.run.run_dir = str(run)
     board = run_select(cfg)  # the full fine-tunes are cache hits of the main run
-    assert board.data.n_proxy_train == 5 and board.settings["budget"] == 5
+    assert board.data.n_proxy_train == 5 and board.settings.budget == 5
     c = board.cost
     assert c.fixed_budget and c.growing_wall_s[1] == pytest.approx(board.data.stage_s["filter"])
     assert c.projected_wall_ratio(1.0) == pytest.approx(c.wall_ratio)
@@ -562,7 +562,7 @@ def test_lr_grid_ground_truth_end_to_end(main_run):
         best[cand] = min(mine, key=lambda r: r.score)
         row = next(r for r in board.rows if r.candidate == cand)
         assert row.scores["full"] == best[cand].score
-        assert board.settings["truth_lr"][cand] == best[cand].lr
+        assert board.settings.truth_lr[cand] == best[cand].lr
         slug = best[cand].slug
         assert (run / "candidates" / slug / "full@lr0.0001.json").is_file()
         assert (run / "candidates" / slug / "full@lr0.03.json").is_file()

@@ -91,6 +91,23 @@ def select(
     max_steps: int | None = typer.Option(None, "--max-steps", help="Proxy fine-tune steps (cap)."),
     token_budget: int | None = typer.Option(None, "--token-budget", help="Proxy fine-tune token budget."),
     few_shot_k: int | None = typer.Option(None, "--few-shot-k", help="Shots for the few-shot baseline."),
+    adaptive: bool | None = typer.Option(
+        None,
+        "--adaptive/--no-adaptive",
+        help="Adaptive proxy: every candidate starts on a small proxy, clearly worse ones are dropped after "
+        "each round, the others get a larger one up to the full proxy (default: on with 4+ candidates).",
+    ),
+    budget_s: float | None = typer.Option(
+        None, "--budget-s", help="Adaptive: stop before a round that would pass this many unit-seconds."
+    ),
+    max_train_tokens: int | None = typer.Option(
+        None,
+        "--max-train-tokens",
+        help="Adaptive: stop before a round that would pass this many fine-tune tokens.",
+    ),
+    level: float | None = typer.Option(
+        None, "--level", help="Coverage of the paired-bootstrap intervals, in (0, 1) (0.95)."
+    ),
     cache_dir: str | None = typer.Option(None, "--cache-dir", help="Ground-truth cache directory."),
     backend: str | None = typer.Option(None, "--backend", help="local or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (backend ray)."),
@@ -113,6 +130,11 @@ def select(
 ) -> int:
     """Rank candidate models for a task: compress the data and each candidate, run the same cheap proxy
     fine-tune on each (one subprocess per candidate), score on the dev split, and print the leaderboard.
+
+    Every adjacent pair of each ranking gets a paired-bootstrap interval over the dev rows; pairs it cannot
+    separate are marked "tied within noise", with the dev rows that would likely separate them. With 4 or
+    more candidates (or --adaptive) the proxy runs in rounds of growing size and drops clearly worse
+    candidates early (--budget-s / --max-train-tokens cap the rounds).
 
     With --validate, every uncompressed candidate is also fully fine-tuned (bounded, cached) to measure how
     well the proxy and the zero-/few-shot baselines rank: Spearman, Kendall, top-1 hit/regret, cost ratio.
@@ -180,6 +202,10 @@ def select(
         "proxy.max_steps": max_steps,
         "proxy.token_budget": token_budget,
         "eval.few_shot_k": few_shot_k,
+        "adaptive.enabled": adaptive,
+        "adaptive.budget_s": budget_s,
+        "adaptive.max_train_tokens": max_train_tokens,
+        "confidence.level": level,
         "validate.cache_dir": cache_dir,
         "validate.lr_grid": list(truth_lr) if truth_lr else None,
         "run.backend": backend,

@@ -189,6 +189,74 @@ class RunSettings(StrictModel):
         return v
 
 
+class ConfidenceSettings(StrictModel):
+    """How sure the leaderboard is: a paired-bootstrap interval for every adjacent pair of each ranking
+    (the proxy's, each baseline's, the ground truth's), over the dev rows and the proxy seeds
+    (damoc.evaluate.paired; docs/selection.md).
+
+    Sample YAML::
+
+        confidence: {level: 0.95, n_boot: 2000, seed: 0}
+
+    Fields:
+        level: coverage of each interval; a pair whose interval holds 0 is "tied within noise"
+        n_boot: bootstrap draws per pair
+        seed: the resampling's seed (same records and seed, same intervals)
+    """
+
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    n_boot: int = Field(2000, ge=100)
+    seed: int = 0
+
+
+class AdaptiveSettings(StrictModel):
+    """Adaptive proxy budget: successive halving over proxy size with paired-interval elimination
+    (damoc.select.adaptive; docs/selection.md). Every candidate starts on a small proxy; after each round
+    the candidates whose interval against the round's leader excludes zero (clearly worse) are dropped,
+    and the others go on to a proxy ``growth`` times larger, up to the run's own proxy (``data.budget``
+    rows, ``proxy.epochs``, ``eval.dev_rows``), which the last round runs. The rounds stop early once the
+    leader is separated from every other candidate, or when the next round would not fit the budget.
+
+    Sample YAML::
+
+        adaptive: {enabled: true, start_rows: 4, start_dev_rows: 10, growth: 2.0, rounds: 3, budget_s: 600}
+
+    Fields:
+        enabled: null: on with min_candidates or more candidates; true / false to force it
+        min_candidates: the candidate count from which adaptive rounds are on by default
+        start_rows: proxy training rows in round 0 (then times growth per round)
+        start_epochs: proxy epochs in round 0 (then times growth per round)
+        start_dev_rows: dev rows scored in round 0 (then times growth per round)
+        growth: the factor each resource grows by per round, up to the full proxy's
+        rounds: rounds at most; the last one runs the full proxy
+        level: a candidate is dropped when its paired interval against the leader, at this coverage,
+            excludes 0
+        keep_fraction: also keep at most this share of the candidates per round (plain successive halving)
+        budget_s: stop before a round whose estimated cost would pass this many unit-seconds (the proxy
+            units' summed wall seconds, as the report counts them; a resumed run counts the rounds it has)
+        max_train_tokens: stop before a round whose estimated cost would pass this many proxy fine-tune
+            tokens
+    """
+
+    enabled: bool | None = None
+    min_candidates: int = Field(4, ge=2)
+    start_rows: int = Field(4, ge=1)
+    start_epochs: float = Field(1.0, gt=0.0)
+    start_dev_rows: int = Field(10, ge=2)
+    growth: float = Field(2.0, gt=1.0)
+    rounds: int = Field(3, ge=1)
+    level: float = Field(0.95, gt=0.0, lt=1.0)
+    keep_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    budget_s: float | None = Field(None, gt=0.0)
+    max_train_tokens: int | None = Field(None, gt=0)
+
+    def active(self, n_candidates: int) -> bool:
+        """Whether a run with ``n_candidates`` candidates runs the adaptive rounds."""
+        if n_candidates < 2:
+            return False
+        return self.enabled if self.enabled is not None else n_candidates >= self.min_candidates
+
+
 class SelectConfig(JobConfig):
     """A selection run (``damoc select``; docs/selection.md).
 
@@ -211,6 +279,8 @@ class SelectConfig(JobConfig):
         proxy: the proxy fine-tune, the same for every candidate (FinetuneConfig)
         eval: how every candidate is scored on the dev rows (SelectEval)
         validate: the ground truth, full fine-tunes of the uncompressed candidates (ValidateSettings)
+        confidence: the paired-bootstrap intervals of every ranking (ConfidenceSettings)
+        adaptive: the adaptive proxy budget, in rounds (AdaptiveSettings)
         run: where and how the work runs (RunSettings)
         seed: seed of the data stages, the shots and the work units
     """
@@ -227,6 +297,8 @@ class SelectConfig(JobConfig):
     # fraction of it (damoc.select.checks; needs the baselines); null: no check
     compression_check: float | None = Field(0.0, ge=0.0)
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    adaptive: AdaptiveSettings = Field(default_factory=AdaptiveSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     seed: int = Field(0, ge=0)
 

@@ -4,8 +4,9 @@ Run directory::
 
     config.yaml               the config used
     data/                     train/dev splits, filtered/compressed subsets, shots, data.json
-    candidates/<slug>/        <method>.json records, <method>.log, <method>.spec.json
-    leaderboard.json          typed Leaderboard (records, ranking agreement, cost)
+    candidates/<slug>/        <method>.json records (adaptive rounds: proxy@r<r>.json), worker.log, job.json
+    adaptive/round<r>/        adaptive proxy: each round's training and dev rows; adaptive.json its trail
+    leaderboard.json          typed Leaderboard (records, intervals, ranking agreement, cost)
     report.md, leaderboard.png
 
 Records are the unit of resume: ``resume=True`` reruns only the units without a successful record.
@@ -37,6 +38,7 @@ from damoc.evaluate.metrics import get_metric
 from damoc.evaluate.scoring import check_metric_fits
 from damoc.io.files import atomic_output_dir, read_json, to_jsonable, write_jsonl_atomic, write_text_atomic
 from damoc.io.tasks import Example, Task, load_task
+from damoc.select.adaptive_run import run_adaptive
 from damoc.select.backends.base import BACKENDS, Backend
 from damoc.select.cache import GroundTruthCache, ground_truth_key
 from damoc.select.calibrated_stage import check_settings
@@ -514,10 +516,13 @@ def _run_locked(
     attach_cache_keys(cfg, units, stage)
     attach_spec_hashes(units, stage)
     cache = GroundTruthCache(cfg.validate_.cache_dir)
+    adaptive = cfg.adaptive.active(len(cfg.candidates)) and stage.record.proxy_ready
     todo = []
     for u in units:
         if methods is not None and u.method not in methods:
             continue
+        if adaptive and u.method == "proxy":
+            continue  # the adaptive rounds run these
         if resume and _done(u, retry_failed) is not None:
             LOG.info("resume: %s / %s already done", u.candidate, u.method)
             continue
@@ -542,11 +547,28 @@ def _run_locked(
         if spec.method == "full":
             cache.put(rec)
 
-    if todo:
+    def run_units(specs: list[UnitSpec]) -> None:
         with _sigterm_as_interrupt():
-            make_backend(cfg).run(group_jobs(cfg, todo, run), on_done)
-    records = [rec for u in units if (rec := _current(u)) is not None]
-    board = build_leaderboard(cfg, stage.record, records, run)
+            make_backend(cfg).run(group_jobs(cfg, specs, run), on_done)
+
+    rounds = None
+    if adaptive:  # the proxy in rounds of growing size, clear losers dropped (damoc.select.adaptive)
+        rounds = run_adaptive(
+            cfg,
+            [u for u in units if u.method == "proxy"],
+            run,
+            stage.proxy_train,
+            stage.dev,
+            stage.record.n_proxy_train,
+            run_units if methods is None or "proxy" in methods else None,
+            lambda u: _done(u, retry_failed),
+        )
+    if todo:
+        run_units(todo)
+    records = [
+        rec for u in units if (rec := _current(u)) is not None and not (rounds and u.method == "proxy")
+    ]
+    board = build_leaderboard(cfg, stage.record, records, run, rounds)
     write_reports(board, run)
     return board
 

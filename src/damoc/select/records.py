@@ -13,6 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from damoc.io.files import read_json, write_json_atomic
+from damoc.select.config import (
+    AdaptiveSettings,
+    CalibratedSettings,
+    ConfidenceSettings,
+    SelectEval,
+)
+from damoc.train.finetune import FinetuneConfig
 
 Method = Literal["proxy", "zero_shot", "few_shot", "full"]
 METHODS: tuple[Method, ...] = ("proxy", "zero_shot", "few_shot", "full")
@@ -221,10 +228,136 @@ class Row(Record):
     slug: str
     scores: dict[str, float | None] = Field(default_factory=dict)  # method -> score
     errors: dict[str, str] = Field(default_factory=dict)  # method -> error
-    proxy_wall_s: float | None = None
+    proxy_wall_s: float | None = None  # adaptive runs: summed over the candidate's rounds
     proxy_tokens: int | None = None
     layers_removed: list[int] = Field(default_factory=list)
     n_params: int | None = None
+    # adaptive runs: the last round the candidate ran (its proxy score is that round's), and whether it was
+    # dropped there as clearly worse than the round's leader
+    round: int | None = None
+    dropped: bool = False
+
+
+class PairInterval(Record):
+    """Two adjacent candidates of one ranking, compared on the same dev rows by a paired bootstrap.
+
+    ``gap`` is how much better ``ahead`` scores than ``behind`` in the metric's own units (>= 0: the
+    ranking's order); ``ci_low``/``ci_high`` bound it at ``level``. The pair is *separated* when the
+    interval lies above 0, else *tied within noise*."""
+
+    method: Method
+    ahead: str
+    behind: str
+    gap: float
+    ci_low: float
+    ci_high: float
+    p_order: float  # bootstrap probability that ``ahead`` is better (draws that tie count half)
+    level: float
+    n_rows: int
+    n_seeds: int = 1
+    round: int | None = None  # adaptive runs: the round whose scores were compared
+    rows_needed: int | None = None  # tied pairs: dev rows in all that would likely separate them
+    seeds_needed: int | None = None  # tied pairs with several seeds: seeds in all that would likely do it
+    # the metric's score pools rows by their token counts, which records do not keep: the interval is that
+    # of the per-row mean (answer_nll, perplexity)
+    approximate: bool = False
+
+    @property
+    def separated(self) -> bool:
+        return self.ci_low > 0.0
+
+
+class RoundEntry(Record):
+    """One candidate in one adaptive round."""
+
+    candidate: str
+    # leader: the round's best score; kept: within noise of it, goes on; dropped: clearly behind it, goes
+    # no further; behind: clearly behind it in the last planned round (nothing follows to drop it from)
+    status: Literal["leader", "kept", "dropped", "behind", "failed"]
+    score: float | None = None
+    # how far behind the round's leader (metric units, > 0: worse), with its paired interval
+    gap: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_behind: float | None = None  # bootstrap probability that the leader is better
+    wall_s: float = 0.0
+    stage_s: dict[str, float] = Field(default_factory=dict)  # wall seconds per stage (cost projections)
+    train_tokens: int = 0
+    record: str = ""  # its unit record, relative to the run directory
+    error: str | None = None
+
+
+class AdaptiveRound(Record):
+    """One round of the adaptive proxy: its size and what happened to each candidate still in."""
+
+    round: int
+    rows: int  # proxy training rows
+    epochs: float
+    dev_rows: int
+    entries: list[RoundEntry] = Field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return float(sum(e.wall_s for e in self.entries))
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(e.train_tokens for e in self.entries)
+
+
+class AdaptiveTrail(Record):
+    """The adaptive proxy's rounds: who was dropped when, at what cost, with what score and interval."""
+
+    rounds: list[AdaptiveRound] = Field(default_factory=list)
+    ranking: list[str] = Field(
+        default_factory=list
+    )  # the final order (see damoc.select.adaptive.final_order)
+    # why the rounds stopped: the leader separated from every other candidate; the last round (the full
+    # proxy) was run; the next round would not fit the budget; every candidate failed; records missing
+    # (a run that did not run the proxy now)
+    stop: Literal["separated", "last_round", "budget", "all_failed", "incomplete"] = "incomplete"
+    note: str = ""  # the stop, in words
+    level: float = 0.95
+    planned: list[tuple[int, float, int]] = Field(default_factory=list)  # (rows, epochs, dev rows) per round
+    budget_s: float | None = None
+    max_train_tokens: int | None = None
+
+    @property
+    def wall_s(self) -> float:
+        return float(sum(r.wall_s for r in self.rounds))
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(r.train_tokens for r in self.rounds)
+
+
+class BoardSettings(Record):
+    """The settings a leaderboard was made with, as its report states them."""
+
+    model_config = ConfigDict(
+        extra="forbid", protected_namespaces=(), populate_by_name=True, serialize_by_alias=True
+    )
+
+    train_rows: int = 0
+    dev_rows: int = 0
+    proxy_rows: int = 0
+    filter: str | None = None
+    budget: int | float | None = None
+    compress_rate: float | None = None
+    rewrite: bool = False
+    layer_fraction: float = 0.0
+    merge: str | None = None
+    calibrated: CalibratedSettings | None = None
+    proxy_finetune: FinetuneConfig | None = None
+    eval: SelectEval | None = None
+    validate_: bool = Field(False, alias="validate")  # ground truth asked for
+    full_finetune: FinetuneConfig | None = None
+    truth_lr_grid: list[float] | None = None
+    truth_eval_precision: str | None = None
+    truth_lr: dict[str, float | None] = Field(default_factory=dict)
+    backend: str = "local"
+    confidence: ConfidenceSettings = Field(default_factory=ConfidenceSettings)
+    adaptive: AdaptiveSettings | None = None  # set when the run used the adaptive proxy
 
 
 class Leaderboard(Record):
@@ -241,10 +374,20 @@ class Leaderboard(Record):
     cost: Cost | None = None
     # candidates whose proxy score is worse than their uncompressed zero-shot score: proxy ÷ zero-shot
     compression_check: dict[str, float] = Field(default_factory=dict)
-    settings: dict[str, Any] = Field(default_factory=dict)
+    settings: BoardSettings = Field(default_factory=BoardSettings)
+    # every adjacent pair of each ranking (proxy, baselines, ground truth) with its paired interval
+    pairs: list[PairInterval] = Field(default_factory=list)
+    # per ranking, the proxy's pick (``ahead``) against every other candidate (``behind``); here ``gap`` is
+    # negative where that ranking puts the candidate above the pick (the plot draws these)
+    versus_pick: list[PairInterval] = Field(default_factory=list)
+    adaptive: AdaptiveTrail | None = None  # the adaptive proxy's rounds, when it ran
     run_dir: str = ""
     created_at: str = Field(default_factory=now_iso)
 
     def best(self) -> str | None:
         ranked = [r for r in self.rows if r.rank is not None]
         return min(ranked, key=lambda r: r.rank).candidate if ranked else None
+
+    def pairs_of(self, method: Method) -> list[PairInterval]:
+        """The adjacent pairs of ``method``'s ranking, best first."""
+        return [p for p in self.pairs if p.method == method]
