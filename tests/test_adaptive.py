@@ -68,8 +68,9 @@ def test_cost_estimates_scale_the_parts_that_grow():
     assert over_budget(50.0, 30.0, 60.0) and not over_budget(50.0, 30.0, None) and not over_budget(10, 30, 60)
 
 
-def test_adaptive_is_on_by_default_from_four_candidates():
-    s = AdaptiveSettings()
+def test_adaptive_is_off_by_default_and_auto_from_four_candidates():
+    assert not AdaptiveSettings().active(8)
+    s = AdaptiveSettings(enabled=None)
     assert not s.active(3) and s.active(4) and s.active(8)
     assert AdaptiveSettings(enabled=True).active(2) and not AdaptiveSettings(enabled=True).active(1)
     assert not AdaptiveSettings(enabled=False).active(8)
@@ -121,7 +122,7 @@ def _job(cands, run_dir, **adaptive):
         "proxy": {"method": "lora", "epochs": 2.0, "batch_size": 4, "max_length": 96},
         "eval": {"dev_rows": 12, "max_length": 96},
         "baselines": False,
-        "adaptive": {"start_rows": 4, "start_dev_rows": 6, **adaptive},
+        "adaptive": {"enabled": True, "start_rows": 4, "start_dev_rows": 6, **adaptive},
         "run": {"run_dir": str(run_dir), "threads": 1},
     }
     path = cands["root"] / f"job_{run_dir.name}.yaml"

@@ -222,8 +222,11 @@ class AdaptiveSettings(StrictModel):
         adaptive: {enabled: true, start_rows: 4, start_dev_rows: 10, growth: 2.0, rounds: 3, budget_s: 600}
 
     Fields:
-        enabled: null: on with min_candidates or more candidates; true / false to force it
-        min_candidates: the candidate count from which adaptive rounds are on by default
+        enabled: false (default): off unless asked (--adaptive); null: on with min_candidates or more
+            candidates; true: on. Off by default because when the full proxy is small, each round's fixed
+            cost (loading the model, starting the worker, scoring) outweighs what dropping a candidate
+            early saves (benchmarks/results/adaptive_vs_fixed.md)
+        min_candidates: with enabled null, the candidate count from which adaptive rounds are on
         start_rows: proxy training rows in round 0 (then times growth per round)
         start_epochs: proxy epochs in round 0 (then times growth per round)
         start_dev_rows: dev rows scored in round 0 (then times growth per round)
@@ -238,7 +241,7 @@ class AdaptiveSettings(StrictModel):
             tokens
     """
 
-    enabled: bool | None = None
+    enabled: bool | None = False
     min_candidates: int = Field(4, ge=2)
     start_rows: int = Field(4, ge=1)
     start_epochs: float = Field(1.0, gt=0.0)
