@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from damoc.cli.apps import app, prune_app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 
 _GENERAL_HELP = (
     "General text: 'general' (bundled SQuAD paragraphs), a task name/file or a .txt file; 'none' for none."
@@ -53,7 +54,15 @@ def _summary(record, out: Path) -> None:
 
 
 def _run_job(
-    family: str, list_: bool, model, out, method: str, spec: dict, calibration: dict, overwrite: bool
+    family: str,
+    list_: bool,
+    model,
+    out,
+    method: str,
+    spec: dict,
+    calibration: dict,
+    overwrite: bool,
+    hardware: tuple[str | None, str | None, bool] = (None, None, False),
 ):
     """List the family's methods, or parse the job (one-line errors) and run it, then print the summary."""
     if list_:
@@ -69,6 +78,7 @@ def _run_job(
     cls, spec_key = (PruneCalibratedJob, "prune") if family == "prune" else (QuantizeJob, "quant")
     data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
     job = parse_config(cls, {**data, "overwrite": overwrite})
+    use_hardware(*hardware, job=job)
     _summary(compress_job(job), out)
 
 
@@ -110,6 +120,9 @@ def prune_calibrated(
     out: Path = OUT_OPT,
     overwrite: bool = OVERWRITE_OPT,
     list_: bool = typer.Option(False, "--list", help="List the pruning methods and exit."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Prune weights with calibration: Hessians from general and domain text, mixed by α, layer by layer."""
     _run_job(
@@ -121,6 +134,7 @@ def prune_calibrated(
         {"sparsity": sparsity, "pattern": pattern, "block_size": block_size, "damp": damp},
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
+        (device, dtype, offline),
     )
 
 
@@ -150,6 +164,9 @@ def quantize(
     out: Path = OUT_OPT,
     overwrite: bool = OVERWRITE_OPT,
     list_: bool = typer.Option(False, "--list", help="List the quantization methods and exit."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Quantize weights (GPTQ) with cross-calibration; saves dequantized weights + packed ints side file."""
     _run_job(
@@ -167,6 +184,7 @@ def quantize(
         },
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
+        (device, dtype, offline),
     )
 
 
@@ -186,6 +204,18 @@ def eval_(
     seed: int = SEED_OPT,
     dev_size: float = DEV_OPT,
     out: Path = typer.Option(None, "--out", "-o", help="Write the report as JSON here."),
+    split: str = typer.Option(
+        None,
+        "--split",
+        help="Score the task's own split of this name (a saved DatasetDict or a hub dataset); default: its "
+        "validation split when it has one, else --dev-size rows held out.",
+    ),
+    prompt_format: str = typer.Option(
+        "raw", "--prompt-format", help="raw (Context/Question/Answer:), chat (the chat template) or auto."
+    ),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Perplexity on held-out general and domain text, and the domain task score (bits/byte, label accuracy)."""
     from damoc.config import parse_config
@@ -206,8 +236,15 @@ def eval_(
             "batch_size": batch_size,
             "seed": seed,
             "dev_size": dev_size,
+            "split": split,
+            "prompt_format": prompt_format,
         },
     )
+    use_hardware(device, dtype, offline)
+    from damoc.evaluate.report_eval import _task_source, eval_task
+
+    if cfg.split is not None and _task_source(cfg):
+        eval_task(_task_source(cfg), cfg)  # an unknown split fails before the model loads
     m, tok = load_model_quietly(model)
     report = evaluate_model(m, tok, cfg, name=str(model))
     if out is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from damoc.cli.apps import app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
 
 
@@ -80,6 +81,9 @@ def filter_cmd(
         [], "--option", "-O", help="A method option KEY=VALUE (repeatable), e.g. -O threshold=0.85."
     ),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Keep a budget of a task's rows with a data filter; write the subset and every row's score.
 
@@ -126,6 +130,7 @@ def filter_cmd(
         },
         where="filter",
     )
+    use_hardware(device, dtype, offline, cfg)
     res = run_filter_job(cfg)
     typer.echo(f"pool: {res.pool} rows ({res.dev} held out as dev); budget: {res.budget} rows")
     if res.selection is not None:

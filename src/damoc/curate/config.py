@@ -8,6 +8,7 @@ from pydantic import Field
 
 from damoc.config import JOBS, JobConfig, StrictModel
 from damoc.curate.train_sae import SAETrainConfig
+from damoc.hardware import HardwareSettings
 from damoc.model.structured.config import StructuredPruneConfig
 from damoc.train.distill import DistillConfig
 
@@ -34,7 +35,7 @@ class CurationSettings(StrictModel):
 
 
 @JOBS.register("curate")
-class CurateJob(CurationSettings, JobConfig):
+class CurateJob(CurationSettings, JobConfig, HardwareSettings):
     """Curate a pool against seed rows; writes the top rows (with scores) and a report."""
 
     job: Literal["curate"] = "curate"
@@ -57,7 +58,7 @@ class ScoreSettings(StrictModel):
 
 
 @JOBS.register("finescope")
-class FinescopeJob(JobConfig):
+class FinescopeJob(JobConfig, HardwareSettings):
     """FineScope end to end: curate the pool, prune on the curated rows, recover with self-distillation.
 
     Stages scored on the ``eval`` rows: source, pruned, pruned + plain fine-tune on the curated rows'

@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Literal
 
 from damoc.config import JOBS, JobConfig
+from damoc.hardware import HardwareSettings
 from damoc.model.layer_pruning import LayerPruneConfig
 
 
 @JOBS.register(
     "prune-layers", help="remove layers (block influence / angular) and merge them into the kept ones"
 )
-class PruneLayersJob(JobConfig, LayerPruneConfig):
+class PruneLayersJob(JobConfig, HardwareSettings, LayerPruneConfig):
     """``damoc prune layers`` as a YAML job: the model, the calibration data, the output, and the prune settings."""
 
     job: Literal["prune-layers"] = "prune-layers"

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.hardware import HardwareSettings
 from damoc.io.tasks import FieldMap
 
 SEGMENTS = ("context", "question", "answer")
@@ -133,7 +134,7 @@ class RewriteConfig(StrictModel):
 
 
 @JOBS.register("compress", help="Compress a task's examples to a token rate (SPEC 3).")
-class CompressJob(JobConfig):
+class CompressJob(JobConfig, HardwareSettings):
     job: Literal["compress"] = "compress"
     task: str
     out: str
@@ -143,7 +144,7 @@ class CompressJob(JobConfig):
 
 
 @JOBS.register("rewrite", help="Rewrite compressed examples into fluent text with feedback (SPEC 4).")
-class RewriteJob(JobConfig):
+class RewriteJob(JobConfig, HardwareSettings):
     job: Literal["rewrite"] = "rewrite"
     compressed: str
     original: str

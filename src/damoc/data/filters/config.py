@@ -18,11 +18,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JOBS, JobConfig
+from damoc.hardware import HardwareSettings
 from damoc.io.tasks import FieldMap
 
 
 @JOBS.register("filter", help="Select a subset of a task's rows with a data filter (or compare filters).")
-class FilterJob(JobConfig):
+class FilterJob(JobConfig, HardwareSettings):
     job: str = "filter"
     task: str  # file, directory or built-in task name
     method: str | None = None

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from damoc.io.files import write_json_atomic
+from damoc.model.arch import save_model
 from damoc.model.calibrated.methods import QuantPayload
 from damoc.model.calibrated.quant import pack_codes, unpack_codes
 
@@ -68,7 +69,7 @@ def save_checkpoint(
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model.save_pretrained(str(out), safe_serialization=True)
+        save_model(model, out)
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()

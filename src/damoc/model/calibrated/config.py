@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.hardware import HardwareSettings
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 GENERAL_DEFAULT = "general"  # the bundled SQuAD v1.1 dev paragraphs (resources/general)
@@ -141,7 +142,7 @@ class QuantSpec(StrictModel):
 
 
 @JOBS.register("prune-calibrated", help="Prune weights with calibration (magnitude, Wanda, SparseGPT).")
-class PruneCalibratedJob(JobConfig):
+class PruneCalibratedJob(JobConfig, HardwareSettings):
     job: Literal["prune-calibrated"] = "prune-calibrated"
     model: str
     out: str
@@ -152,7 +153,7 @@ class PruneCalibratedJob(JobConfig):
 
 
 @JOBS.register("quantize", help="Quantize weights with calibration (GPTQ, round-to-nearest).")
-class QuantizeJob(JobConfig):
+class QuantizeJob(JobConfig, HardwareSettings):
     job: Literal["quantize"] = "quantize"
     model: str
     out: str
