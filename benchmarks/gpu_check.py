@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "benchmarks" / "records" / "gpu_check"
 RUNS = ROOT / "runs" / "gpu_check"
 ZOO = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b")
+FINESCOPE_DATA = ROOT / "benchmarks" / "records" / "finescope" / "data"
 
 
 @dataclass
@@ -81,6 +82,12 @@ def plan(runs: Path = RUNS, device: str = "cuda") -> list[Step]:
                         "--out", out("filter/subset.jsonl"), "--overwrite", *dev]),
         Step("compress", ["compress", "pubmedqa", "--rate", "0.5", "--limit", "32", "--batch-size", "8",
                           "--out", out("compress/out.jsonl"), "--overwrite", *dev]),
+        Step("rewrite", ["rewrite", out("compress/out.jsonl"), "--original", "pubmedqa", "--rewriter", "smollm2-135m",
+                         "--max-rounds", "1", "--max-new-tokens", "96", "--out", out("rewrite/out.jsonl"),
+                         "--overwrite", *dev]),
+        Step("curate", ["curate", "--pool", str(FINESCOPE_DATA / "pool.jsonl"), "--seeds",
+                        str(FINESCOPE_DATA / "seeds.jsonl"), "--model", "smollm2-135m", "--top", "48",
+                        "--sae-steps", "200", "--out", out("curate/curated.jsonl"), "--overwrite", *dev]),
         Step("prune_structured", ["prune", "structured", "smollm2-135m", "--ratio", "0.3", "--data", "pubmedqa",
                                   "--samples", "16", "--out", out("prune_structured"), "--overwrite", *dev]),
         Step("distill", ["distill", "--teacher", "smollm2-135m", "--student", out("prune_structured"),

@@ -78,3 +78,24 @@ def test_in_memory_models_and_one_line_errors(tiny_dirs, qa_file, one_thread):
         damoc.prune_layers(tiny_dirs["llama"], qa_file)
     with pytest.raises(damoc.DamocError, match="bits"):
         damoc.quantize(model, tokenizer=tok, bits=5)
+
+
+def test_select_saves_in_memory_candidates_beside_the_run(tiny_dirs, tmp_path, monkeypatch):
+    import damoc
+    import damoc.select.pipeline as pipeline
+    from damoc.model.arch import load_model
+
+    seen = {}
+
+    def fake_run_select(cfg, resume=False, overwrite=False):
+        seen.update(cfg=cfg, overwrite=overwrite)
+        return "board"
+
+    monkeypatch.setattr(pipeline, "run_select", fake_run_select)
+    model, tok = load_model(tiny_dirs["llama"], device="cpu")
+    run = tmp_path / "run"
+    job = {"task": {"path": "pubmedqa"}, "candidates": ["smollm2-135m"], "run": {"run_dir": str(run)}}
+    assert damoc.select(job, candidates=[(model, tok), "smollm2-135m"], overwrite=True) == "board"
+    first = Path(seen["cfg"].candidates[0])
+    assert first.parent == tmp_path / "run.inputs" and (first / "config.json").is_file()
+    assert seen["cfg"].candidates[1] == "smollm2-135m" and seen["overwrite"] is True

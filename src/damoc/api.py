@@ -96,7 +96,8 @@ def select(job: Any, *, resume: bool = False, overwrite: bool = False, **overrid
 
     ``job`` is a YAML path, a dict or a ``SelectConfig``; ``overrides`` replace top-level sections (e.g.
     ``candidates=[...]``, ``run={"run_dir": ...}``). A candidate may be a ``(model, tokenizer)`` pair in
-    memory: it is saved into the run directory first (each candidate runs in its own process).
+    memory: it is saved beside the run directory first (``<run_dir>.inputs/``; each candidate runs in
+    its own process).
     """
     from damoc.config import parse_config, read_yaml
     from damoc.select.config import SelectConfig
@@ -118,7 +119,7 @@ def select(job: Any, *, resume: bool = False, overwrite: bool = False, **overrid
         if isinstance(cand, tuple | list) and len(cand) == 2:
             from damoc.model.arch import save_model
 
-            path = run_dir / "inputs" / f"candidate-{i}"
+            path = run_dir.with_name(run_dir.name + ".inputs") / f"candidate-{i}"
             path.mkdir(parents=True, exist_ok=True)
             save_model(cand[0], path)
             cand[1].save_pretrained(str(path))

@@ -173,7 +173,10 @@ def _hub_dataset(repo_id: str, subset: str | None = None):
     datasets = _require_datasets(f"{repo_id} is a hub dataset")
     from damoc.zoo.registry import hub_download
 
-    local = hub_download(repo_id, repo_type="dataset")
+    try:
+        local = hub_download(repo_id, repo_type="dataset")
+    except DamocError as exc:  # it may also be a mistyped local path
+        raise DamocError(f"{exc} (and no local file or directory {repo_id} exists)") from None
     try:
         loaded = datasets.load_dataset(
             str(local), name=subset, cache_dir=os.environ.get("HF_DATASETS_CACHE") or None

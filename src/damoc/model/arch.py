@@ -73,8 +73,15 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if p.exists():
         raise DamocError(f"{p} is not a model directory (no config.json)")
     from damoc.zoo import resolve_zoo_model  # lazy: the zoo pulls in pip and gguf
+    from damoc.zoo.registry import ZOO, is_hub_id
 
-    return resolve_zoo_model(str(name_or_path))
+    name = str(name_or_path)
+    try:
+        return resolve_zoo_model(name)
+    except DamocError as exc:
+        if is_hub_id(name) and name not in ZOO:  # it may also be a mistyped local path
+            raise DamocError(f"{exc} (and no local directory {name} exists)") from None
+        raise
 
 
 @contextlib.contextmanager
@@ -134,8 +141,9 @@ def load_model(
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and ``dtype`` (``auto``, ``float32``, ``bfloat16``,
     ``float16`` or a torch dtype) default to the process's load defaults (:mod:`damoc.hardware`, set by
     the CLI's ``--device``/``--dtype``): ``auto`` loads float32 on a CPU and the checkpoint's own dtype on
-    a GPU. On a GPU the weights go straight to the device (``device_map``), never through a full CPU
-    copy. The dtype checkpoints made from this model are saved in (:func:`save_dtype`) is the one asked
+    a GPU. Weights are read without a randomly initialised copy first (what ``low_cpu_mem_usage`` does;
+    transformers 5 always loads that way), and on a GPU they go straight to the device (``device_map``),
+    never through a full CPU copy. The dtype checkpoints made from this model are saved in (:func:`save_dtype`) is the one asked
     for, or with ``auto`` the source's.
     """
     from transformers import AutoModelForCausalLM
