@@ -573,8 +573,8 @@ PROJECTION_ROWS = [800, 5000]
 
 
 def projection_section(domains: list[str]) -> str:
-    """The cost model of ``selection_cost`` applied to each domain's comparable summaries."""
-    from selection_cost import projection_markdown
+    """The cost projection (damoc.select.projection) applied to each domain's comparable summaries."""
+    from damoc.select.projection import projection_markdown
 
     found = []
     for domain in domains:
@@ -614,7 +614,7 @@ def _head(summary: dict) -> str:
 
 def scale_check(domains: list[str]) -> str:
     """Runs at a larger training size (``--train-rows``): the measured ratio next to the 120-row projection."""
-    from selection_cost import projected_ratio
+    from damoc.select.projection import projected_ratio
 
     lines = []
     for domain in domains:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 from pathlib import Path
+
+from damoc.select.devrows import agreement, subset_score
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT.parent / "runs" / "selection"
@@ -60,32 +61,6 @@ def extract() -> dict:
         if set(rows) == set(truth):
             out[run_dir.name] = {"bytes": nbytes, "truth": truth, "proxy": rows}
     return out
-
-
-def order(scores: dict[str, float]) -> tuple[str, ...]:
-    return tuple(sorted(scores, key=lambda c: (scores[c], c)))  # bits/byte: lower is better
-
-
-def subset_score(per: list[float], nbytes: list[int], idx) -> float:
-    """Bits/byte of the rows ``idx``: their answer bits summed over their answer bytes summed."""
-    from damoc.evaluate.paired import bits_per_byte
-
-    return bits_per_byte([per[i] * nbytes[i] for i in idx], [nbytes[i] for i in idx])
-
-
-def agreement(run: dict, k: int, draws: int, seed: int = 0) -> tuple[float, float]:
-    """Share of ``draws`` random k-row dev subsets on which the proxy's top-1 / whole order is the truth's."""
-    rng = random.Random(seed)
-    truth = order(run["truth"])
-    n = len(run["bytes"])
-    top = full = 0
-    for _ in range(draws if k < n else 1):
-        idx = rng.sample(range(n), k) if k < n else list(range(n))
-        got = order({c: subset_score(per, run["bytes"], idx) for c, per in run["proxy"].items()})
-        top += got[0] == truth[0]
-        full += got == truth
-    total = draws if k < n else 1
-    return top / total, full / total
 
 
 def table(per_row: dict, draws: int) -> str:

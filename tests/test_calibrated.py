@@ -1,5 +1,7 @@
 """Cross-calibration math and pipeline: known answers on synthetic tensors and tiny models."""
 
+import json
+
 import pytest
 import torch
 
@@ -13,7 +15,7 @@ from damoc.model.calibrated.hessian import (
 )
 from damoc.model.calibrated.masks import is_valid_nm, sparsity_of
 from damoc.model.calibrated.pipeline import compress_model
-from damoc.model.calibrated.quant import pack_codes, unpack_codes
+from damoc.model.calibrated.quant import minmax_params
 from damoc.model.calibrated.reference import gptq_reference, sparsegpt_reference
 from damoc.testing import TINY_ARCHS, tiny_model
 
@@ -146,20 +148,39 @@ def test_sparsegpt_matches_textbook_obs_reference(spec):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_gptq_matches_textbook_obs_reference():
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_gptq_matches_textbook_obs_reference(symmetric):
     w, h, _ = _layer(seed=8, n_in=48, n_out=12)
-    spec = QuantSpec(bits=3, group_size=16, block_size=16)
+    spec = QuantSpec(bits=3, group_size=16, block_size=16, symmetric=symmetric)
     torch.testing.assert_close(
         METHODS.get("gptq")(w, h, spec).weight, gptq_reference(w, h, spec), atol=1e-4, rtol=0
     )
 
 
-@pytest.mark.parametrize("bits", [2, 3, 4, 8])
-def test_pack_unpack_round_trip(bits):
-    codes = torch.randint(0, 2**bits, (5, 13), dtype=torch.uint8)
-    packed = pack_codes(codes, bits)
-    assert packed.numel() == (codes.numel() * bits + 7) // 8
-    assert torch.equal(unpack_codes(packed, bits, (5, 13)), codes)
+def test_symmetric_minmax_has_the_middle_zero_point_and_the_absmax_range():
+    x = torch.tensor([[-3.0, 1.0, 0.5], [0.0, 0.0, 0.0], [0.2, 2.0, 1.0]])
+    scale, zero = minmax_params(x, 4, symmetric=True)
+    assert torch.equal(zero[:, 0], torch.tensor([8.0, 8.0, 8.0]))
+    torch.testing.assert_close(scale[:, 0], torch.tensor([6.0, 2.0, 4.0]) / 15)  # 2·max|x| / (2^b - 1)
+    a_scale, a_zero = minmax_params(x, 4)
+    torch.testing.assert_close(a_scale[0, 0], torch.tensor(4.0 / 15))  # asymmetric: [min, max] only
+    assert float(a_zero[0, 0]) == round(3.0 / (4.0 / 15))
+
+
+@pytest.mark.parametrize("method", ["gptq", "rtn"])
+@pytest.mark.parametrize("act_order", [False, True])
+def test_keep_zeros_quantizes_a_pruned_layer_without_filling_its_mask(method, act_order):
+    w, h, _ = _layer(seed=9, n_in=64)
+    pruned = METHODS.get("sparsegpt")(w, h, PruneSpec(pattern="2:4")).weight
+    spec = QuantSpec(bits=4, group_size=32, act_order=act_order, static_groups=True, keep_zeros=True)
+    q = METHODS.get(method)(pruned, h, spec)
+    assert bool((q.weight[pruned == 0] == 0).all())  # the pruned positions stay zero: still 2:4
+    assert int((q.weight != 0).reshape(-1, 4).sum(-1).max()) <= 2  # at most 2 of every 4
+    torch.testing.assert_close(q.quant.dequantize(), q.weight)
+    if method == "gptq":  # without it, GPTQ's error feedback fills some pruned positions in
+        filled = METHODS.get(method)(pruned, h, spec.model_copy(update={"keep_zeros": False})).weight
+        assert int((filled[pruned == 0] != 0).sum()) > 0
+        assert int((filled != 0).reshape(-1, 4).sum(-1).max()) > 2  # no longer 2:4
 
 
 # ---------------------------------------------------------------- pipeline on tiny models
@@ -296,26 +317,59 @@ def test_every_arch_compresses_and_reloads_with_the_same_logits(arch, tmp_path):
         torch.testing.assert_close(again(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
-def test_quantized_checkpoint_reloads_and_side_file_rebuilds_the_weights(tmp_path):
-    from transformers import AutoModelForCausalLM
+@pytest.mark.parametrize(
+    "symmetric, group",
+    [(False, 16), (True, 16), (False, 128), (True, -1)],  # 128, -1: a scale per row
+)
+def test_compressed_checkpoint_stores_exactly_the_payloads(tmp_path, symmetric, group):
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, CompressedTensorsConfig
 
-    from damoc.model.calibrated.checkpoint import QUANT_FILE, load_quant_payloads, save_checkpoint
+    from damoc.model.calibrated.checkpoint import save_checkpoint
     from damoc.testing import tiny_tokenizer
 
     model = tiny_model("qwen2", n_layers=2, seed=0)
-    res = compress_model(
-        model, {"general": _windows(4)}, {"general": 1.0}, "gptq", QuantSpec(bits=3, group_size=16)
-    )
-    save_checkpoint(model, tiny_tokenizer(), tmp_path, {"ok": True}, res.payloads)
-    again = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    spec = QuantSpec(bits=3, group_size=group, symmetric=symmetric)
+    res = compress_model(model, {"general": _windows(4)}, {"general": 1.0}, "gptq", spec)
     ids = _windows(6, n=2, length=16)
     with torch.no_grad():
-        torch.testing.assert_close(again(input_ids=ids).logits, model(input_ids=ids).logits)
-    payloads = load_quant_payloads(tmp_path / QUANT_FILE)
-    assert len(payloads) == len(res.layers)
+        want = model(input_ids=ids).logits
+    save_checkpoint(model, tiny_tokenizer(), tmp_path, {"ok": True}, res.payloads, spec)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as fh:
+        keys = set(fh.keys())
+        assert fh.get_tensor("model.layers.0.mlp.down_proj.weight_packed").dtype == torch.int32
+    assert not any(k.endswith("proj.weight") for k in keys)  # every linear of the blocks is packed
+    assert any(k.endswith("weight_zero_point") for k in keys) == (not symmetric)
+    assert [p.name for p in tmp_path.glob("*.safetensors")] == ["model.safetensors"]  # no side file
+    groups = json.loads((tmp_path / "config.json").read_text())["quantization_config"]["config_groups"]
+    strategies = sorted(g["weights"]["strategy"] for g in groups.values())
+    assert strategies == ["group" if group == 16 else "channel"]
+    # decompressed on load (transformers' documented route), the weights are the payloads' exactly
+    again = AutoModelForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32, quantization_config=CompressedTensorsConfig(dequantize=True)
+    ).eval()
     params = dict(again.named_parameters())
-    for name, p in payloads.items():
+    for name, p in res.payloads.items():
         assert torch.equal(p.dequantize(), params[f"{name}.weight"])
+    with torch.no_grad():
+        torch.testing.assert_close(again(input_ids=ids).logits, want)
+
+
+def test_every_quantized_layer_must_fit_the_format():
+    from damoc.errors import DamocError
+    from damoc.model.calibrated.export import check_exportable
+
+    model = tiny_model("llama", n_layers=1, seed=0, hidden=48)  # 48 and 96 inputs
+    check_exportable(model, QuantSpec(group_size=16))
+    check_exportable(model, QuantSpec(group_size=128))  # a group wider than a row: a scale per row
+    with pytest.raises(DamocError, match=r"48 inputs, not a multiple of the group size 32.*--group-size 16"):
+        check_exportable(model, QuantSpec(group_size=32))
+    narrow = tiny_model("llama", n_layers=1, seed=0, hidden=32)  # 32 inputs (a scale per row), 64 (groups)
+    with pytest.raises(DamocError, match=r"q_proj has fewer inputs than the group size 64.*--group-size 32"):
+        check_exportable(narrow, QuantSpec(group_size=64))
+    with pytest.raises(DamocError, match="--static-groups"):
+        check_exportable(model, QuantSpec(group_size=16, act_order=True))
+    check_exportable(model, QuantSpec(group_size=16, act_order=True, static_groups=True))
 
 
 class _WordTok:

@@ -36,16 +36,20 @@ def test_prune_calibrated_end_to_end(run_cli, llama, qa_file, tmp_path):
     assert float((model.model.layers[0].mlp.down_proj.weight == 0).float().mean()) == pytest.approx(0.5)
 
 
-def test_quantize_end_to_end_writes_side_file(run_cli, llama, tmp_path):
+def test_quantize_dense_format_writes_plain_weights_and_no_side_file(run_cli, llama, tmp_path):
     out = tmp_path / "q"
     code, stdout, err = run_cli(
-        "quantize", llama, "--bits", "3", "--group-size", "16", "--act-order", *SMALL, "--out", out
-    )
+        "quantize", llama, "--bits", "3", "--group-size", "16", "--act-order", "--format", "dense",
+        *SMALL, "--out", out,
+    )  # fmt: skip
     assert code == 0, err
-    assert (out / "damoc_quant.safetensors").is_file() and (out / "model.safetensors").is_file()
+    assert sorted(p.name for p in out.glob("*.safetensors")) == ["model.safetensors"]
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
     rec = json.loads((out / "damoc_calibrated.json").read_text())
     assert rec["family"] == "quantize" and rec["job"]["quant"]["act_order"] is True
-    assert "damoc_quant.safetensors" in rec["storage"]
+    assert rec["job"]["format"] == "dense" and rec["storage"].startswith(
+        "dequantized weights in dense float32"
+    )
 
 
 def test_eval_reports_perplexities_and_task_scores(run_cli, llama, qa_file, tmp_path):
@@ -91,6 +95,12 @@ def test_list_methods(run_cli):
         (["prune", "calibrated", "{m}", "--method", "gptq"], "not a prune method"),
         (["quantize", "{m}", "--bits", "5"], "unsupported bits 5"),
         (["quantize", "{m}", "--method", "wanda"], "not a quantize method"),
+        (["quantize", "{m}", "--format", "gguf"], "format"),
+        (["quantize", "{m}", "--act-order"], "add --static-groups, or use --format dense"),
+        (
+            ["quantize", "{m}", "--group-size", "24"],
+            "not a multiple of the group size 24: the compressed-tensors format needs whole groups (try --group-size 16",
+        ),
         (["prune", "calibrated", "{m}", "--domain", "{empty}"], "no text"),
         (["prune", "calibrated", "{m}", "--domain", "{short}", "--alpha", "1"], "too short"),
         (["prune", "calibrated", "{m}", "--domain", "nosuchtask"], "does not exist"),
@@ -123,10 +133,14 @@ def test_refuses_non_empty_output(run_cli, llama, tmp_path):
 def test_job_files_validate(run_cli, tmp_path):
     good = tmp_path / "job.yaml"
     good.write_text(
-        "job: prune-calibrated\nmodel: m\nout: o\nmethod: wanda\nprune: {pattern: '2:4'}\n"
+        "job: prune-calibrated\nmodel: smollm2-135m\nout: o\nmethod: wanda\nprune: {pattern: '2:4'}\n"
         "calibration: {domain: pubmedqa, alpha: 0.25}\n"
     )
     assert run_cli("validate", good)[0] == 0
+    missing = tmp_path / "missing.yaml"  # validate also checks that the model it names exists
+    missing.write_text(good.read_text().replace("smollm2-135m", "m"))
+    code, _, err = run_cli("validate", missing)
+    assert code == 2 and "'m' is not a model directory" in err
     bad = tmp_path / "bad.yaml"
     bad.write_text("job: quantize\nmodel: m\nout: o\nquant: {bits: 5}\n")
     code, _, err = run_cli("validate", bad)

@@ -1,4 +1,4 @@
-"""Cross-calibrated compression as an optional model-level stage of `damoc select` (SPEC 7, issue 6).
+"""Cross-calibrated compression as an optional model-level stage of `damoc select` (docs/calibrated.md).
 
 Known answers on a tiny model (the stage reaches the target sparsity; α = 0 ignores the domain text;
 GPTQ leaves at most 2^bits levels per group), one end-to-end run through the CLI, the settings hash,

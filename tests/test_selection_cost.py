@@ -1,14 +1,8 @@
-"""The selection benchmark's cost model (benchmarks/selection_cost.py): known answers on a hand-made run."""
-
-import sys
+"""The cost projection of a selection run (damoc.select.projection): known answers on a hand-made run."""
 
 import pytest
 
-sys.path.insert(0, "benchmarks")
-try:
-    import selection_cost as cost
-finally:
-    sys.path.remove("benchmarks")
+from damoc.select import projection as cost
 
 
 def _rec(cand, method, wall, finetune, score=None, lr=None):

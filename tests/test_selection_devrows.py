@@ -1,14 +1,8 @@
-"""The dev-rows analysis of the selection benchmark (benchmarks/selection_devrows.py): known answers."""
-
-import sys
+"""A proxy's ranking on subsets of its dev rows (damoc.select.devrows): known answers."""
 
 import pytest
 
-sys.path.insert(0, "benchmarks")
-try:
-    import selection_devrows as devrows
-finally:
-    sys.path.remove("benchmarks")
+from damoc.select import devrows
 
 
 def test_subset_score_weights_rows_by_answer_bytes():

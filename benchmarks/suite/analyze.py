@@ -3,8 +3,9 @@
     python benchmarks/suite/analyze.py           # benchmarks/results/selection_suite.md, its plot and analysis.json
     python benchmarks/suite/analyze.py --check   # fail when the committed page differs from its records
 
-Inputs (all committed): the ground-truth cache ``benchmarks/records/suite/groundtruth/`` (found by each
-task's key) and the methods' records ``benchmarks/records/suite/methods/<experiment>/<task>.json``. A task
+Inputs (all committed, so the page regenerates without the tasks' data): the ground-truth cache
+``benchmarks/records/suite/groundtruth/``, found through ``index.json`` (each task's truth keys and dev answer
+bytes, written by ``--index`` from the data), and the methods' records ``benchmarks/records/suite/methods/<experiment>/<task>.json``. A task
 counts for a method only when the truth has all four candidates and the method scored all four.
 """
 
@@ -50,16 +51,41 @@ METHODS = {
 }
 
 
-def truth_records(task: str) -> dict[str, UnitRecord]:
-    """The task's ground-truth record per candidate, from the committed cache (by key, as the pipeline files them)."""
+INDEX = RECORDS / "index.json"
+
+
+def task_index(task: str) -> dict:
+    """What the analysis needs from a task's data: each candidate's ground-truth key (as the pipeline files
+    the truth in its cache) and the dev rows' answer bytes (the weights of bits/byte)."""
+    from damoc.io.tasks import load_examples
+
     cfg = task_config(task, {}, ROOT / "runs" / "suite" / task / "analysis", truth=True)
     t, dev = load_checked_task(cfg)
     ft = cfg.validate_.finetunes()[0]
     truth_eval = cfg.eval.model_copy(update={"precision": cfg.validate_.eval_precision})
+    keys = {c: ground_truth_key(t.train, dev, c, ft, truth_eval, train_target(cfg)) for c in CANDIDATES}
+    dev_rows = load_examples(cfg.task.dev_path)[: len(dev)]
+    return {"keys": keys, "answer_bytes": [len(e.answer.strip().encode()) for e in dev_rows]}
+
+
+def write_index() -> None:
+    """Index every task (needs the tasks' data: the bigbench sdist is downloaded once)."""
+    INDEX.parent.mkdir(parents=True, exist_ok=True)
+    INDEX.write_text(json.dumps({t: task_index(t) for t in TASKS}, indent=1) + "\n", encoding="utf-8")
+
+
+def load_index() -> dict:
+    if not INDEX.is_file():
+        raise SystemExit(f"{INDEX} is missing: run python benchmarks/suite/analyze.py --index")
+    return json.loads(INDEX.read_text(encoding="utf-8"))
+
+
+def truth_records(task: str, index: dict) -> dict[str, UnitRecord]:
+    """The task's ground-truth record per candidate, from the committed cache."""
     cache = GroundTruthCache(RECORDS / "groundtruth")
     out = {}
-    for cand in CANDIDATES:
-        rec = cache.get(ground_truth_key(t.train, dev, cand, ft, truth_eval, train_target(cfg)))
+    for cand, key in index[task]["keys"].items():
+        rec = cache.get(key)
         if rec is not None and rec.status == "ok":
             out[cand] = rec
     return out
@@ -83,15 +109,6 @@ def metric_of(rec: UnitRecord, metric: str) -> tuple[float, list[float]]:
         return float(rec.score), rec.per_example
     extra = rec.extra[metric]
     return extra.value, extra.per_example
-
-
-def answer_bytes(task: str) -> list[float]:
-    from damoc.io.tasks import load_examples
-
-    dev = load_examples(
-        task_config(task, {}, ROOT / "runs" / "suite" / task / "analysis", truth=True).task.dev_path
-    )
-    return [float(len(e.answer.strip().encode())) for e in dev]
 
 
 @dataclass
@@ -130,8 +147,9 @@ def method_scores(name: str, task: str, metric: str) -> tuple[dict[str, float], 
 
 def analyse() -> dict:
     out: dict = {"tasks": {}, "methods": list(METHODS)}
+    index = load_index()
     for task in TASKS:
-        truth = truth_records(task)
+        truth = truth_records(task, index)
         if len(truth) < len(CANDIDATES):
             out["tasks"][task] = {"truth_done": sorted(truth)}
             continue
@@ -141,7 +159,7 @@ def analyse() -> dict:
         entry["truth_cost"] = asdict(truth_cost)
         for metric in (t.metric, "answer_bpb"):
             hib = get_metric(metric).higher_is_better
-            weights = answer_bytes(task) if metric == "answer_bpb" else None
+            weights = [float(b) for b in index[task]["answer_bytes"]] if metric == "answer_bpb" else None
             resolved = resolve_truth({c: metric_of(truth[c], metric)[1] for c in CANDIDATES}, hib, weights)
             m: dict = {
                 "truth": resolved.scores,
@@ -277,7 +295,7 @@ def page(an: dict) -> str:
     lines += [
         "## Tasks",
         "",
-        "| task | half | domain | metric | train / dev rows | source | license |",
+        "| task | half | domain | metric | train / dev rows | source | original license |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, t in TASKS.items():
@@ -386,7 +404,12 @@ def main() -> None:
     ap.add_argument(
         "--check", action="store_true", help="fail when the committed page differs from its records"
     )
+    ap.add_argument(
+        "--index", action="store_true", help="first re-index the tasks' truth keys (needs their data)"
+    )
     args = ap.parse_args()
+    if args.index:
+        write_index()
     an = analyse()
     text = page(an)
     if args.check:

@@ -19,6 +19,7 @@ a bad value is a one-line :class:`~damoc.errors.DamocError`.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -206,12 +207,15 @@ def compress(
     return result
 
 
-def _calibrated(family: str, model, tokenizer, method, spec, calibration, out, overwrite, device, dtype):
+def _calibrated(
+    family: str, model, tokenizer, method, spec, calibration, out, overwrite, device, dtype, fmt="dense"
+):
     from damoc.hardware import resolve_device, using
     from damoc.model.calibrated.config import CalibrationConfig
     from damoc.model.calibrated.run import (
         CompressionRecord,
         _check_method,
+        _storage,
         calibration_sequences,
         mixing_weights,
         peak_rss_mb,
@@ -232,9 +236,14 @@ def _calibrated(family: str, model, tokenizer, method, spec, calibration, out, o
             name = str(model)
         else:
             mdl, tok, name = _load(model, tokenizer, device, dtype)
+    from damoc.model.arch import save_dtype
+    from damoc.model.calibrated.export import COMPRESSED, check_exportable
     from damoc.model.calibrated.methods import METHODS
     from damoc.model.calibrated.pipeline import compress_model
 
+    packed = family == "quantize" and fmt == COMPRESSED and out is not None
+    if packed:
+        check_exportable(mdl, spec)  # the format's limits, before the work
     needs_data = getattr(METHODS.get(method), "needs_calibration", True)
     calib = calibration_sequences(tok, calib_cfg) if needs_data else {}
     result = compress_model(
@@ -250,14 +259,17 @@ def _calibrated(family: str, model, tokenizer, method, spec, calibration, out, o
         wall_s=result.wall_s,
         peak_rss_mb=peak_rss_mb(),
         layers=[vars(s) for s in result.layers],
+        storage=_storage(family, fmt if family == "quantize" else "dense", save_dtype(mdl)) if out else "",
     )
     path = None
     if out is not None:
         from damoc.io.files import atomic_output_dir
         from damoc.model.calibrated.checkpoint import save_checkpoint
 
+        # packing changes the model it packs: a copy is packed, the returned model keeps its float weights
+        saved = copy.deepcopy(mdl) if packed and result.payloads else mdl
         with atomic_output_dir(out, overwrite) as tmp:
-            save_checkpoint(mdl, tok, tmp, record, result.payloads or None)
+            save_checkpoint(saved, tok, tmp, record, result.payloads or None, spec, fmt, save_dtype(mdl))
         path = Path(out)
     return CompressedModel(mdl, tok, record, path)
 
@@ -297,15 +309,22 @@ def quantize(
     overwrite: bool = False,
     device: str | None = None,
     dtype: str | None = None,
+    format: str = "compressed-tensors",  # noqa: A002 - the command's option
     **options: Any,
 ) -> CompressedModel:
     """Cross-calibrated weight quantization (gptq, rtn) to ``bits`` (``group_size=``, ``act_order=``, ...);
-    the model keeps dequantized weights, ``out=`` also writes the packed integers beside them."""
+    the model keeps dequantized weights; ``out=`` writes a checkpoint in ``format``: compressed-tensors
+    (packed integers, what vLLM and transformers load) or dense (the dequantized weights)."""
     from damoc.model.calibrated.config import QuantSpec
+    from damoc.model.calibrated.export import FORMATS
 
+    if format not in FORMATS:
+        raise DamocError(f"unknown format '{format}' (known: {', '.join(FORMATS)})")
     calibration = {k: options.pop(k) for k in list(options) if k in _CALIBRATION_KEYS}
     spec = _options(QuantSpec, "quantize", bits=bits, **options)
-    return _calibrated("quantize", model, tokenizer, method, spec, calibration, out, overwrite, device, dtype)
+    return _calibrated(
+        "quantize", model, tokenizer, method, spec, calibration, out, overwrite, device, dtype, format
+    )
 
 
 def tiny_candidates(root: str | Path | None = None, archs: Sequence[str] = ("llama", "qwen2")) -> list[str]:

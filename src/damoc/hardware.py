@@ -46,7 +46,10 @@ class HardwareSettings(StrictModel):
     ```
     """
 
+    # where the models run: auto (the first CUDA GPU when one is visible, else the CPU), cpu, cuda or cuda:N
     device: DeviceName = "auto"
+    # the weights' dtype: auto (float32 on a CPU, the checkpoint's own on a GPU), float32, bfloat16 or
+    # float16; outputs are written in the source's dtype unless one is given here
     dtype: DTypeName = "auto"
 
 

@@ -22,7 +22,10 @@ COMMAND_MODULES = ["zoo", "layers", "filter", "compress", "calibrated", "finesco
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages.")) -> None:
+    from damoc.io.redact import install_log_redaction
+
     setup_logging(verbose)
+    install_log_redaction()
 
 
 @app.command()
@@ -30,9 +33,10 @@ def validate(
     job: Path = typer.Argument(..., help="A YAML job file (its 'job:' key names the kind)."),
 ) -> None:
     """Check a YAML job file without running it: unknown keys, bad values and missing inputs are reported."""
-    from damoc.config import load_job
+    from damoc.config import check_job_inputs, load_job
 
     cfg = load_job(job)
+    check_job_inputs(cfg)
     typer.echo(f"{job}: valid '{cfg.job}' job")
 
 
@@ -68,11 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = app(args=argv, standalone_mode=False)
     except DamocError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        PermissionError,
+    ) as exc:
+        # a path the up-front checks could not foresee (it changed while the command ran): still one line
+        typer.echo(f"error: {_one_line(exc)}", err=True)
+        return 2
     except typer.Exit as exc:
         return exc.exit_code
     except SystemExit as exc:
@@ -82,11 +96,26 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, abort):
             typer.echo("aborted", err=True)
             return 130
-        if isinstance(exc, usage):
-            exc.show()
+        if isinstance(exc, usage):  # one line, as for every other bad input, with a pointer to --help
+            ctx = getattr(exc, "ctx", None)
+            where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"error: {_one_line_text(exc.format_message())}{where}", err=True)
             return getattr(exc, "exit_code", 2)
         raise
     return rc if isinstance(rc, int) else 0
+
+
+def _one_line_text(text: str) -> str:
+    from damoc.io.redact import redact
+
+    return redact(" ".join(text.split()))
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line, with credentials masked."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return _one_line_text(f"{exc.filename}: {exc.strerror or exc}")
+    return _one_line_text(str(exc))
 
 
 def run() -> None:

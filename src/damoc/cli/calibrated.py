@@ -1,4 +1,4 @@
-"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (SPEC section 7)."""
+"""`damoc prune calibrated`, `damoc quantize` and `damoc eval` (docs/calibrated.md)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _list_methods(family: str) -> None:
 
     for e in METHODS.entries():
         if (e.family or "prune") == family:
-            typer.echo(f"{e.name:10s} {e.help}")
+            typer.echo(f"{e.name:10s} {e.help}  ({e.where})")
 
 
 def _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size) -> dict:
@@ -62,6 +62,7 @@ def _run_job(
     spec: dict,
     calibration: dict,
     overwrite: bool,
+    extra: dict | None = None,
     hardware: tuple[str | None, str | None, bool] = (None, None, False),
 ):
     """List the family's methods, or parse the job (one-line errors) and run it, then print the summary."""
@@ -77,12 +78,17 @@ def _run_job(
         raise DamocError("give a MODEL and --out DIR (see --help)")
     cls, spec_key = (PruneCalibratedJob, "prune") if family == "prune" else (QuantizeJob, "quant")
     data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
-    job = parse_config(cls, {**data, "overwrite": overwrite})
+    job = parse_config(cls, {**data, **(extra or {}), "overwrite": overwrite})
     use_hardware(*hardware, job=job)
+    from damoc.io.outputs import check_output_dir
+    from damoc.model.arch import check_model
+
+    check_output_dir(job.out, job.overwrite)
+    check_model(job.model)
     _summary(compress_job(job), out)
 
 
-MODEL_ARG = typer.Argument(None, help="A local HF model directory or an offline zoo name.")
+MODEL_ARG = typer.Argument(None, help="A local HF model directory, a zoo name or a Hugging Face hub id.")
 GENERAL_OPT = typer.Option("general", "--general", help=_GENERAL_HELP)
 DOMAIN_OPT = typer.Option(None, "--domain", help=_DOMAIN_HELP)
 ALPHA_OPT = typer.Option(0.5, "--alpha", help="Domain weight α in H = (1-α) H_general + α H_domain.")
@@ -134,7 +140,7 @@ def prune_calibrated(
         {"sparsity": sparsity, "pattern": pattern, "block_size": block_size, "damp": damp},
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
-        (device, dtype, offline),
+        hardware=(device, dtype, offline),
     )
 
 
@@ -158,6 +164,18 @@ def quantize(
         "--static-groups",
         help="GPTQ: group scales/zeros from the original weights before the sweep (llm-compressor's way).",
     ),
+    symmetric: bool = typer.Option(
+        False, "--symmetric", help="Symmetric about zero, no zero points (default: asymmetric min-max)."
+    ),
+    keep_zeros: bool = typer.Option(
+        False, "--keep-zeros", help="Weights that are zero stay zero (quantize a pruned, e.g. 2:4, model)."
+    ),
+    format_: str = typer.Option(
+        "compressed-tensors",
+        "--format",
+        help="compressed-tensors: packed ints + quantization_config (vLLM, transformers); "
+        "dense: dequantized plain weights.",
+    ),
     batch_size: int = BATCH_OPT,
     seed: int = SEED_OPT,
     dev_size: float = DEV_OPT,
@@ -168,7 +186,7 @@ def quantize(
     dtype: str | None = DTYPE_OPT,
     offline: bool = OFFLINE_OPT,
 ) -> None:
-    """Quantize weights (GPTQ) with cross-calibration; saves dequantized weights + packed ints side file."""
+    """Quantize weights (GPTQ) with cross-calibration; saves a compressed-tensors (pack-quantized) checkpoint."""
     _run_job(
         "quantize",
         list_,
@@ -181,16 +199,19 @@ def quantize(
             "act_order": act_order,
             "damp": damp,
             "static_groups": static_groups,
+            "symmetric": symmetric,
+            "keep_zeros": keep_zeros,
         },
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
-        (device, dtype, offline),
+        {"format": format_},
+        hardware=(device, dtype, offline),
     )
 
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Argument(..., help="A local HF model directory or an offline zoo name."),
+    model: str = typer.Argument(..., help="A local HF model directory, a zoo name or a Hugging Face hub id."),
     general: str = GENERAL_OPT,
     domain: str = DOMAIN_OPT,
     task: str = typer.Option(
@@ -216,11 +237,15 @@ def eval_(
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     offline: bool = OFFLINE_OPT,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Perplexity on held-out general and domain text, and the domain task score (bits/byte, label accuracy)."""
     from damoc.config import parse_config
+    from damoc.errors import DamocError
     from damoc.evaluate.report_eval import EvalConfig, evaluate_model, render_markdown
     from damoc.io.files import write_json_atomic
+    from damoc.io.outputs import check_output_file
+    from damoc.model.arch import check_model
     from damoc.model.calibrated.run import load_model_quietly
 
     cfg = parse_config(
@@ -240,7 +265,12 @@ def eval_(
             "prompt_format": prompt_format,
         },
     )
+    if not (cfg.general or cfg.domain or cfg.task):
+        raise DamocError("nothing to evaluate: give --general, --domain or --task")
     use_hardware(device, dtype, offline)
+    if out is not None:
+        check_output_file(out, overwrite)
+    check_model(model)
     from damoc.evaluate.report_eval import _task_source, eval_task
 
     if cfg.split is not None and _task_source(cfg):
@@ -250,3 +280,9 @@ def eval_(
     if out is not None:
         write_json_atomic(out, report)
     typer.echo(render_markdown([report]), nl=False)
+    if report.task is not None and report.n_task < cfg.task_samples:
+        typer.echo(
+            f"note: scored {report.n_task} dev rows of task '{report.task}', fewer than --task-samples "
+            f"{cfg.task_samples} (the task holds out only {report.n_task}; raise --dev-size for more)",
+            err=True,
+        )

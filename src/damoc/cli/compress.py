@@ -1,4 +1,4 @@
-"""`damoc compress` and `damoc rewrite`: shorter training examples (SPEC sections 3 and 4)."""
+"""`damoc compress` and `damoc rewrite`: shorter training examples (docs/token_compression.md, docs/rewriting.md)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def _fields(id_field, question_field, context_field, answer_field, label_field) 
         "answer": answer_field,
         "label": label_field or None,
     }
+
+
+def _check_outputs(out: Path, overwrite: bool) -> None:
+    """The examples file and the report beside it, before any work."""
+    from damoc.data.compress.jobs import report_path
+    from damoc.io.outputs import check_output_file
+
+    check_output_file(out, overwrite)
+    check_output_file(report_path(out), overwrite, "report")
 
 
 @app.command("compress")
@@ -108,6 +117,10 @@ def compress_cmd(
         },
     )
     use_hardware(device, dtype, offline, job)
+    _check_outputs(out, overwrite)
+    from damoc.model.arch import check_model
+
+    check_model(scorer, "--scorer")
     result = run_compress_job(job, overwrite=overwrite)
     s = result.summary
     typer.echo(
@@ -136,6 +149,12 @@ def rewrite_cmd(
     ),
     endpoint_model: str = typer.Option(
         "default", "--endpoint-model", help="Model name sent to the endpoint."
+    ),
+    api_key_env: str = typer.Option(
+        "OPENAI_API_KEY",
+        "--api-key-env",
+        help="Environment variable whose value is sent to the endpoint as its key (a user:password in the "
+        "URL is sent when it is unset); neither appears in any message or report.",
     ),
     max_rounds: int = typer.Option(
         3, "--max-rounds", help="Rewrites per text before keeping the compressed one."
@@ -174,6 +193,7 @@ def rewrite_cmd(
                 "rewriter": rewriter,
                 "endpoint": endpoint,
                 "endpoint_model": endpoint_model,
+                "api_key_env": api_key_env,
                 "max_rounds": max_rounds,
                 "tau": tau,
                 "fields": field,
@@ -182,7 +202,21 @@ def rewrite_cmd(
         },
     )
     use_hardware(device, dtype, offline, job)
-    result = run_rewrite_job(job, overwrite=overwrite)
+    _check_outputs(out, overwrite)
+    if rewriter is not None:
+        from damoc.model.arch import check_model
+
+        check_model(rewriter, "--rewriter")
+    built = None
+    if job.rewrite.endpoint:  # built from the real URL; the job written to the report has it masked
+        from damoc.data.compress.rewrite import build_rewriter
+        from damoc.io.redact import redact
+
+        built = build_rewriter(job.rewrite)
+        job = job.model_copy(
+            update={"rewrite": job.rewrite.model_copy(update={"endpoint": redact(job.rewrite.endpoint)})}
+        )
+    result = run_rewrite_job(job, rewriter=built, overwrite=overwrite)
     s = result.summary
     typer.echo(
         f"{s.n_items} texts: {s.n_passed} rewritten ({s.n_passed_first_round} in round 1), "

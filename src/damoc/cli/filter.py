@@ -26,12 +26,26 @@ def _parse_options(items: list[str]) -> dict:
     return out
 
 
+def _check_outputs(cfg) -> None:
+    """The subset and its scores (one method), or the comparison directory, before any work."""
+    from damoc.data.filters.job import scores_path
+    from damoc.io.outputs import check_output_dir, check_output_file
+
+    if cfg.out is None:
+        return
+    if cfg.compare:
+        check_output_dir(cfg.out, cfg.overwrite)
+    elif cfg.method:
+        check_output_file(cfg.out, cfg.overwrite)
+        check_output_file(scores_path(cfg.out), cfg.overwrite, "scores file")
+
+
 def _list_filters() -> None:
     from damoc.data.filters import FILTERS, filter_names
 
     for name in filter_names():
         entry = FILTERS.entry(name)
-        typer.echo(f"{entry.obj.code:3} {name:16} {entry.family:13} {entry.help}")
+        typer.echo(f"{entry.obj.code:3} {name:16} {entry.family:13} {entry.help}  ({entry.where})")
 
 
 @app.command("filter")
@@ -131,6 +145,12 @@ def filter_cmd(
         where="filter",
     )
     use_hardware(device, dtype, offline, cfg)
+    _check_outputs(cfg)
+    from damoc.model.arch import check_model
+
+    check_model(cfg.reference_model, "--reference-model")
+    if cfg.judge_model:
+        check_model(cfg.judge_model, "--judge-model")
     res = run_filter_job(cfg)
     typer.echo(f"pool: {res.pool} rows ({res.dev} held out as dev); budget: {res.budget} rows")
     if res.selection is not None:

@@ -78,6 +78,14 @@ def curate_cmd(
         }
         cfg = parse_config(CurateJob, data, where="curate")
     use_hardware(device, dtype, offline, cfg)
+    from damoc.io.outputs import check_output_file
+
+    check_output_file(cfg.out, cfg.overwrite)
+    check_output_file(report_path(cfg.out), cfg.overwrite, "report")
+    if cfg.model:
+        from damoc.model.arch import check_model
+
+        check_model(cfg.model, "--model")
     curated = run_curate(cfg)
     rep = curated.report
     typer.echo(f"kept {rep.top} of {rep.n_pool} rows -> {cfg.out} (report: {report_path(cfg.out)})")
@@ -117,6 +125,11 @@ def prune_structured_cmd(
     if not 0.0 < ratio < 1.0:
         raise DamocError(f"--ratio must be in (0, 1), got {ratio}")
     use_hardware(device, dtype, offline)
+    from damoc.io.outputs import check_output_dir
+    from damoc.model.arch import check_model
+
+    check_output_dir(out, overwrite)
+    check_model(model)
     cfg = parse_config(
         StructuredPruneConfig,
         {
@@ -168,6 +181,14 @@ def distill_cmd(
     from damoc.config import parse_config
     from damoc.train.distill import DistillConfig, distill_to_dir
 
+    if max_rows is not None and max_rows < 1:
+        raise DamocError(f"--max-rows must be at least 1, got {max_rows}")
+    from damoc.io.outputs import check_output_dir
+    from damoc.model.arch import check_model
+
+    check_output_dir(out, overwrite)
+    check_model(teacher, "--teacher")
+    check_model(student, "--student")
     cfg = parse_config(
         DistillConfig,
         {
@@ -209,6 +230,11 @@ def finescope_cmd(
     if overwrite:
         cfg.overwrite = True
     use_hardware(device, dtype, offline, cfg)
+    from damoc.io.outputs import check_output_dir
+    from damoc.model.arch import check_model
+
+    check_output_dir(cfg.out, cfg.overwrite)
+    check_model(cfg.model)
     report = run_finescope(cfg)
     typer.echo(render_markdown(report), nl=False)
     typer.echo(f"-> {cfg.out}")

@@ -46,6 +46,7 @@ def score(
     block: int = typer.Option(1, "--block", min=1, help="Block size n for the angular distance d(l, l+n)."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Texts per forward pass."),
     out: Path | None = typer.Option(None, "--out", help="Write the scores as JSON here."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     device: str | None = DEVICE_OPT,
     dtype: str | None = DTYPE_OPT,
     offline: bool = OFFLINE_OPT,
@@ -60,6 +61,13 @@ def score(
     if metric not in METRICS:
         raise DamocError(f"unknown --metric '{metric}' (known: {', '.join(METRICS)})")
     use_hardware(device, dtype, offline)
+    if out is not None:
+        from damoc.io.outputs import check_output_file
+
+        check_output_file(out, overwrite)
+    from damoc.model.arch import check_model
+
+    check_model(model)
     texts = _texts(data, samples)
     mdl, tok = load_model(model)
     res = layer_scores(mdl, tok, texts, metric=metric, block=block, max_length=length, batch_size=batch_size)
@@ -108,7 +116,7 @@ def prune_layers_cmd(
     plus damoc_prune.json. The first and last layers are protected."""
     from damoc.config import load_job, parse_config
     from damoc.io.files import check_output_dir
-    from damoc.model.arch import load_model, resolve_model
+    from damoc.model.arch import check_model, load_model, resolve_model
     from damoc.model.config import PruneLayersJob
     from damoc.model.layer_pruning import prune_layers, save_pruned
     from damoc.model.merge import MERGES
@@ -147,6 +155,7 @@ def prune_layers_cmd(
         raise DamocError("say how many layers to remove: --remove N, --fraction F or --layers i,j")
     use_hardware(device, dtype, offline, job)
     check_output_dir(job.out, job.overwrite)
+    check_model(job.model)
     resolve_model(job.model)
     texts = _texts(job.data)
     mdl, tok = load_model(job.model)

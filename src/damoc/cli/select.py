@@ -9,6 +9,10 @@ import typer
 
 from damoc.cli.apps import app
 
+# Exit codes of `damoc select` besides 0 (every unit ran) and 2 (bad input, nothing run):
+EXIT_UNITS_FAILED = 3  # the run finished, but some units failed (the leaderboard says which and why)
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: finished units are kept, --resume continues
+
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     if value is None:
@@ -134,24 +138,35 @@ def select(
     answer_field: str | None = typer.Option(None, "--answer-field", help="Column holding the answer."),
     context_field: str | None = typer.Option(None, "--context-field", help="Column holding the context."),
     label_field: str | None = typer.Option(None, "--label-field", help="Column holding the label."),
+    api_key_env: str | None = typer.Option(
+        None,
+        "--api-key-env",
+        help="Rewriting through an endpoint: the environment variable holding its key (a job file may "
+        "name only OPENAI_API_KEY or the names listed in DAMOC_API_KEY_ENVS).",
+    ),
     list_metrics: bool = typer.Option(False, "--list-metrics", help="List the metrics and exit."),
-) -> None:
+) -> int:
     """Rank candidate models for a task: compress the data and each candidate, run the same cheap proxy
     fine-tune on each (one subprocess per candidate), score on the dev split, and print the leaderboard.
 
     With --validate, every uncompressed candidate is also fully fine-tuned (bounded, cached) to measure how
     well the proxy and the zero-/few-shot baselines rank: Spearman, Kendall, top-1 hit/regret, cost ratio.
+
+    Exit codes: 0 every unit ran; 2 bad input (nothing run); 3 the run finished but some units failed
+    (the last line says how many); 130 interrupted (finished units are kept: rerun with --resume).
     """
-    from damoc.config import parse_config, read_yaml
+    from damoc.config import check_key_envs, parse_config, read_yaml
 
     if list_metrics:
         from damoc.evaluate.metrics import METRICS
 
         for e in METRICS.entries():
-            typer.echo(f"{e.name:12s} {e.family:10s} {e.help}")
-        return
+            typer.echo(f"{e.name:12s} {e.family:10s} {e.help}  ({e.where})")
+        return 0
     data: dict[str, Any] = read_yaml(job) if job else {"job": "select"}
     where = str(job) if job else "select"
+    if api_key_env is None:  # a name given on the command line is the user's own choice
+        check_key_envs(data, where)
     if data.get("job", "select") != "select":
         from damoc.errors import DamocError
 
@@ -219,16 +234,37 @@ def select(
         "task.fields.answer": answer_field,
         "task.fields.context": context_field,
         "task.fields.label": label_field,
+        "data.rewrite_options.api_key_env": api_key_env,
     }.items():
         _set(data, key, value)
 
+    from damoc.io.outputs import check_cache_dir, check_run_dir
     from damoc.select.config import SelectConfig
     from damoc.select.pipeline import run_select
     from damoc.select.report import failure_hint, render_table
 
     cfg = parse_config(SelectConfig, data, where=where)
-    board = run_select(cfg, resume=resume, overwrite=overwrite, retry_failed=retry_failed)
+    check_run_dir(cfg.run.run_dir)
+    if cfg.validate_.enabled:
+        check_cache_dir(cfg.validate_.cache_dir, "ground-truth cache")
+    try:
+        board = run_select(cfg, resume=resume, overwrite=overwrite, retry_failed=retry_failed)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: the finished units are kept in {cfg.run.run_dir}; "
+            "to continue, run the same command with --resume",
+            err=True,
+        )
+        return EXIT_INTERRUPTED
     typer.echo(render_table(board))
     if hint := failure_hint(board):
         typer.echo(f"\n{hint}")
     typer.echo(f"\nreport: {Path(board.run_dir) / 'report.md'}")
+    failed = [r for r in board.records if r.status != "ok"]
+    if failed:
+        typer.echo(
+            f"{len(failed)} of {len(board.records)} units failed "
+            f"({', '.join(sorted({r.candidate for r in failed}))}): exit code {EXIT_UNITS_FAILED}"
+        )
+        return EXIT_UNITS_FAILED
+    return 0

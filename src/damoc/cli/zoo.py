@@ -54,6 +54,10 @@ def fetch(
     if dtype not in DTYPES:
         raise DamocError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
     entry = zoo_entry(name)
+    from damoc.io.outputs import check_cache_dir
+    from damoc.zoo.fetch import zoo_dir
+
+    check_cache_dir(zoo_dir(entry.name).parent, "zoo cache")
     cfg = FetchConfig(dtype=dtype)
     result = fetch_zoo_model(entry, force=force, cfg=cfg)
     if result.fetched and result.record is not None:

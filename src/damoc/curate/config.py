@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 from damoc.curate.train_sae import SAETrainConfig
 from damoc.hardware import HardwareSettings
 from damoc.model.structured.config import StructuredPruneConfig
@@ -31,12 +31,30 @@ class CurationSettings(StrictModel):
     sae: SAETrainConfig = SAETrainConfig()
     domain_field: str = "domain"  # pool column holding a known domain label, for precision
     target_domain: str | None = None  # default: the most common domain among the seeds
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
-@JOBS.register("curate")
 class CurateJob(CurationSettings, JobConfig, HardwareSettings):
-    """Curate a pool against seed rows; writes the top rows (with scores) and a report."""
+    """Curate a pool against seed rows; writes the top rows (with scores) and a report.
+
+    Sample YAML (``examples/curate.yaml``; docs/finescope.md)::
+
+        job: curate
+        pool: benchmarks/records/finescope/data/pool.jsonl
+        seeds: benchmarks/records/finescope/data/seeds.jsonl
+        model: smollm2-135m
+        out: runs/curated.jsonl
+        top: 48
+
+    Fields:
+        pool: the rows to pick from (a task file or a built-in task)
+        seeds: a few in-domain rows (the first ``max_seeds`` are used)
+        overwrite: replace an existing output file
+        batch_size: rows per forward pass through the model
+        sae: the SAE's shape and training (SAETrainConfig)
+        seed: seed of the random method's scores (the SAE has its own, sae.seed)
+        (every other field: the curation settings of CurationSettings)
+    """
 
     job: Literal["curate"] = "curate"
     pool: str
@@ -54,15 +72,35 @@ class ScoreSettings(StrictModel):
     eval_rows: int = Field(100, ge=1)  # held-out domain rows scored per stage
     bootstrap: int = Field(2000, ge=100)  # draws of the paired bootstrap (self-distillation vs plain)
     bootstrap_level: float = Field(0.95, gt=0.0, lt=1.0)
-    bootstrap_seed: int = 0
+    bootstrap_seed: int = Field(0, ge=0)
 
 
-@JOBS.register("finescope")
 class FinescopeJob(JobConfig, HardwareSettings):
     """FineScope end to end: curate the pool, prune on the curated rows, recover with self-distillation.
 
     Stages scored on the ``eval`` rows: source, pruned, pruned + plain fine-tune on the curated rows'
     gold answers, pruned + self-distillation on the same rows (same fine-tune settings).
+
+    Sample YAML (``examples/finescope.yaml``; docs/finescope.md)::
+
+        job: finescope
+        model: smollm2-135m
+        pool: benchmarks/records/finescope/data/pool.jsonl
+        seeds: benchmarks/records/finescope/data/seeds.jsonl
+        eval: benchmarks/records/finescope/data/eval.jsonl
+        out: runs/finescope-smollm2
+        curate: {top: 48}
+        prune: {ratio: 0.3}
+        distill: {teacher_mode: rewrite_reference, kl_weight: 1.0}
+
+    Fields:
+        model: the source model: a zoo name or a local Hugging Face directory
+        pool: the rows to curate from (a task file or a built-in task)
+        seeds: a few in-domain rows (the first ``curate.max_seeds`` are used)
+        overwrite: replace a non-empty run directory
+        curate: the curation settings (CurationSettings)
+        prune: the structured-pruning settings (StructuredPruneConfig)
+        score: how each stage is scored (ScoreSettings)
     """
 
     job: Literal["finescope"] = "finescope"

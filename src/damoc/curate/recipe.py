@@ -16,8 +16,6 @@ it, so a re-run that only changes the distillation does not curate or prune agai
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import math
 import re
@@ -41,6 +39,7 @@ from damoc.io.files import (
     write_jsonl_atomic,
     write_text_atomic,
 )
+from damoc.io.hashing import bytes_digest, digest
 from damoc.io.tasks import Example, load_examples
 from damoc.logging_utils import progress
 from damoc.model.structured.prune import count_params, structured_prune
@@ -207,7 +206,7 @@ def _scored(stage: str, model, tok, rows, cfg: ScoreSettings, stage_s: float, so
 def file_hash(path: str | Path) -> str:
     """Content hash of a file, or of the name for a built-in task (no file)."""
     p = Path(path)
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.is_file() else f"name:{path}"
+    return bytes_digest([p.read_bytes()]) if p.is_file() else f"name:{path}"
 
 
 class StageCache:
@@ -220,8 +219,7 @@ class StageCache:
 
     @staticmethod
     def key(*parts: Any) -> str:
-        blob = json.dumps(parts, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return digest(parts)
 
     def dir(self, kind: str, key: str) -> Path | None:
         return None if self.root is None else self.root / f"{kind}-{key}"

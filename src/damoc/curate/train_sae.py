@@ -7,6 +7,7 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
+from pydantic import Field
 
 from damoc.config import StrictModel
 from damoc.curate.sae import SAEConfig, TopKSAE
@@ -18,12 +19,12 @@ LOG = logging.getLogger(__name__)
 class SAETrainConfig(StrictModel):
     """SAE shape and optimisation settings (defaults: 16x width, k = 32, as in FineScope's setting)."""
 
-    expansion: int = 16
-    k: int = 32
-    steps: int = 400
-    batch_size: int = 512
-    lr: float = 1e-3
-    seed: int = 0
+    expansion: int = Field(16, ge=1)
+    k: int = Field(32, ge=1)
+    steps: int = Field(400, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    seed: int = Field(0, ge=0)
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Teacher-forced likelihoods, batched: text loss, and answer NLL normalised per byte.
 
 Candidates have different tokenizers, so any likelihood that ranks models is reported per byte of
-answer text (bits per byte), never per token (SPEC 11).
+answer text (bits per byte), never per token (docs/metrics.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Task metrics (SPEC 11): registered by name, with the direction that is better and what they need.
+"""Task metrics (docs/metrics.md): registered by name, with the direction that is better and what they need.
 
 The text math lives here (SQuAD-normalised exact match and token F1, ROUGE-L); scoring a model
 (`damoc.evaluate.scoring`) turns a metric's *kind* into model calls.

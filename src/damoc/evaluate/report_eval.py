@@ -42,7 +42,7 @@ class EvalConfig(StrictModel):
     )
     batch_size: int = Field(8, ge=1)
     dev_size: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out fraction (must match calibration).")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     split: str | None = Field(
         None, description="The task's own split to score (a saved DatasetDict or a hub dataset)."
     )

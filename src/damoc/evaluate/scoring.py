@@ -31,24 +31,26 @@ class EvalConfig(StrictModel):
     """How candidates are scored on the dev split (the same for every candidate and method)."""
 
     metric: str = "answer_bpb"
-    batch_size: int = 8
-    max_length: int = 256  # prompt + answer tokens; the prompt is cut from the left
-    max_new_tokens: int = 32  # generation metrics
+    batch_size: int = Field(8, ge=1)
+    max_length: int = Field(256, ge=2)  # prompt + answer tokens; the prompt is cut from the left
+    max_new_tokens: int = Field(32, ge=1)  # generation metrics
     stop_at_newline: bool = True  # generation metrics: the answer ends at the first new line
-    shot_context_chars: int = 300  # few-shot: each shot's context is cut to this many characters
-    few_shot_max_length: int = 768  # few-shot prompts are longer
+    shot_context_chars: int = Field(300, ge=0)  # few-shot: each shot's context is cut to this many characters
+    few_shot_max_length: int = Field(768, ge=2)  # few-shot prompts are longer
     alias_field: str | None = None  # meta field holding extra accepted answers (a list), e.g. answer_spans
     options_field: str = "options"  # option_acc: meta field holding each example's options (a list)
     # option_acc: how an option's likelihood is compared across options of different lengths: "byte" sums
     # its NLL and divides by its UTF-8 bytes (no bias towards short options, same for every tokenizer),
     # "none" compares the summed NLL
     option_norm: Literal["byte", "none"] = "byte"
-    logits_budget_mb: int = 3000  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
-    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded); auto: bf16 only where the
-    # device runs it natively (damoc.hardware), fp32 elsewhere. On a CPU with AVX512-BF16 the three zoo
-    # models scored PubMedQA's dev rows in 0.46-0.58x the wall time of fp32, their answer bits/byte moved by
-    # under 0.1% (benchmarks/RESULTS.md, selection). Settings hashes leave fp32 out, as when it was the
-    # default, so records made then stay valid where auto resolves to it.
+    logits_budget_mb: int = Field(
+        3000, ge=1
+    )  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
+    # fp32, bf16 or auto. bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded); auto: bf16 only where the
+    # device runs it natively (damoc.hardware: CUDA, CPUs with AVX512-BF16 or AMX), fp32 elsewhere, where
+    # bf16 is emulated and slower. Its speed and score shift on the zoo models:
+    # benchmarks/results/selection.md. Settings hashes leave fp32 out, as when it was the default, so
+    # records made then stay valid where auto resolves to it.
     precision: Precision = Field("auto", json_schema_extra={"hash_default": "fp32"})
     # raw: "Context/Question/Answer:" text; chat: the tokenizer's chat template; auto: chat where the model
     # has a template (damoc.io.prompts)

@@ -15,7 +15,8 @@ from typing import Any
 from damoc.errors import DamocError
 
 
-def _to_jsonable(obj: Any) -> Any:
+def to_jsonable(obj: Any) -> Any:
+    """What ``json.dumps(default=...)`` needs for pydantic models, dataclasses, paths and arrays."""
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json")
     if is_dataclass(obj) and not isinstance(obj, type):
@@ -27,10 +28,18 @@ def _to_jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot serialize {type(obj).__name__}")
 
 
+def _cannot_write(path: Path, exc: OSError) -> DamocError:
+    """One line for a write the output checks did not foresee (the disk filled, a path vanished)."""
+    return DamocError(f"cannot write {path}: {exc.strerror or exc}")
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError, PermissionError, IsADirectoryError) as exc:
+        raise _cannot_write(path, exc) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -43,11 +52,11 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int = 2) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=indent, default=_to_jsonable) + "\n")
+    return write_text_atomic(path, json.dumps(obj, indent=indent, default=to_jsonable) + "\n")
 
 
 def write_jsonl_atomic(path: str | Path, rows: Iterable[Any]) -> Path:
-    text = "".join(json.dumps(r, ensure_ascii=False, default=_to_jsonable) + "\n" for r in rows)
+    text = "".join(json.dumps(r, ensure_ascii=False, default=to_jsonable) + "\n" for r in rows)
     return write_text_atomic(path, text)
 
 
@@ -56,13 +65,10 @@ def read_json(path: str | Path) -> Any:
 
 
 def check_output_dir(path: str | Path, overwrite: bool = False) -> Path:
-    """Refuse to clobber a non-empty output directory unless asked to."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise DamocError(f"output path {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise DamocError(f"output directory {path} is not empty (pass --overwrite to replace it)")
-    return path
+    """Refuse to clobber a non-empty output directory unless asked to, or to write where it cannot."""
+    from damoc.io.outputs import check_output_dir as _check
+
+    return _check(path, overwrite)
 
 
 @contextlib.contextmanager
@@ -72,8 +78,11 @@ def atomic_output_dir(path: str | Path, overwrite: bool = False) -> Iterator[Pat
     On any error (or Ctrl-C) the temporary directory is removed, so no half-written output is left.
     """
     final = check_output_dir(path, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise _cannot_write(final, exc) from None
     try:
         yield tmp
     except BaseException:

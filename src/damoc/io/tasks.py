@@ -11,7 +11,6 @@ helps, the line.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import os
 import random
@@ -23,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from damoc.errors import DamocError
+from damoc.io.hashing import rows_digest
 
 BUILTIN_TASKS = {
     "pubmedqa": "PubMedQA PQA-L, 1,000 biomedical yes/no/maybe questions with abstracts (MIT)",
@@ -92,14 +92,21 @@ class Task:
 
     def fingerprint(self) -> str:
         """A content hash of the task (ids, texts and split), for caching results."""
-        h = hashlib.sha256()
-        for split, rows in (("train", self.train), ("dev", self.dev)):
-            for ex in rows:
-                h.update(json.dumps([split, ex.id, ex.question, ex.context, ex.answer, ex.label]).encode())
-        return h.hexdigest()[:16]
+        return rows_digest(
+            [split, *_row(ex)] for split, rows in (("train", self.train), ("dev", self.dev)) for ex in rows
+        )
 
     def labels(self) -> list[str]:
         return sorted({e.label for e in self.examples if e.label is not None})
+
+
+def _row(ex: Example) -> list[Any]:
+    return [ex.id, ex.question, ex.context, ex.answer, ex.label]
+
+
+def examples_fingerprint(examples: list[Example]) -> str:
+    """A content hash of examples (ids and texts, in order), for caching results made from them."""
+    return rows_digest(_row(ex) for ex in examples)
 
 
 def builtin_path(name: str) -> Path:
@@ -261,6 +268,26 @@ def read_rows(path: str | Path, subset: str | None = None) -> list[dict[str, Any
     return rows
 
 
+def check_optional_fields(rows: list[dict[str, Any]], fields: FieldMap, where: str = "") -> None:
+    """An optional field (id, context, label) mapped to a column of the user's choosing must exist.
+
+    The default names (``id``, ``context``, ``label``) may be absent: the field is then empty. A name the
+    user gave instead names a column they expect, and reading it as absent would, for instance, train on
+    empty contexts without a word.
+    """
+    defaults = FieldMap()
+    columns: dict[str, None] = {}
+    for r in rows:
+        columns.update(dict.fromkeys(map(str, r)))
+    for name in ("id", "context", "label"):
+        col = getattr(fields, name)
+        if col is not None and col != getattr(defaults, name) and col not in columns:
+            raise DamocError(
+                f"{where}the {name} field is mapped to '{col}', which is not a column "
+                f"(columns: {', '.join(columns)})"
+            )
+
+
 def to_examples(
     rows: list[dict[str, Any]], fields: FieldMap | None = None, source: str = ""
 ) -> list[Example]:
@@ -272,6 +299,7 @@ def to_examples(
                 f"{where}field '{required}' is missing (columns: {', '.join(map(str, rows[0]))}); "
                 f"map it with --question-field/--answer-field"
             )
+    check_optional_fields(rows, fields, where)
     out: list[Example] = []
     seen: set[str] = set()
     used = {fields.id, fields.question, fields.context, fields.answer, fields.label}

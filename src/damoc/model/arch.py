@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import re
+import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from damoc.errors import DamocError
+from damoc.hf import quiet_load
+from damoc.hf import text_config as text_config  # re-exported: model code imports it from here
 
 LOG = logging.getLogger(__name__)
 
@@ -52,13 +58,6 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
     return _get_attr(model, find_layers_path(model))
 
 
-def text_config(config):
-    """The config that holds ``num_hidden_layers`` (the text sub-config for multimodal models)."""
-    if hasattr(config, "get_text_config"):
-        return config.get_text_config()
-    return config
-
-
 def is_model_dir(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / "config.json").is_file()
@@ -84,26 +83,194 @@ def resolve_model(name_or_path: str | Path) -> Path:
         raise
 
 
+class ModelLoadError(DamocError):
+    """A model directory that does not load: one line for the terminal; ``detail`` keeps the library's
+    own load report and the traceback, for logs and failure records."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 @contextlib.contextmanager
-def _quiet_load():
+def _captured_load_report() -> Iterator[io.StringIO]:
+    """What transformers logs while loading (its load report of missing or mismatched weights), kept in a
+    buffer instead of printed; warnings and the loading bar are silenced."""
     from transformers.utils import logging as hf_logging
 
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    lib = hf_logging.get_logger("transformers")
     level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_default_handler()
+    hf_logging.disable_progress_bar()  # a bar on stderr would precede the one-line error
+    lib.addHandler(handler)
+    hf_logging.set_verbosity_warning()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            yield
+            yield buf
     finally:
+        lib.removeHandler(handler)
+        hf_logging.enable_default_handler()
         hf_logging.set_verbosity(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _shape_mismatch(path: Path, files: list[Path]) -> str | None:
+    """The first weight whose shape in the checkpoint differs from the one config.json implies."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        with torch.device("meta"):
+            shapes = {
+                k: tuple(v.shape) for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()
+            }
+    except Exception:  # a config that does not even build a model: the original error says more
+        return None
+    bad = []
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            for key in fh.keys():
+                want = shapes.get(key)
+                got = tuple(fh.get_slice(key).get_shape())
+                if want is not None and want != got:
+                    bad.append((key, got, want, f.name))
+    if not bad:
+        return None
+    key, got, want, fname = bad[0]
+    more = f" ({len(bad)} weights differ)" if len(bad) > 1 else ""
+    return f"{key} is {list(got)} in {fname} but config.json implies {list(want)}{more}"
+
+
+def model_files_problem(path: Path) -> str | None:
+    """Why the model directory ``path`` would not load, read from its files without loading the weights:
+    a config that does not parse, no weights, a weights file that is not safetensors (truncated, corrupt),
+    a shard its index names but that is missing, or a weight whose shape the config does not imply."""
+    import json
+
+    from safetensors import safe_open
+    from transformers import AutoConfig
+
+    try:
+        with quiet_load():
+            AutoConfig.from_pretrained(str(path))
+    except Exception as exc:
+        return _first_line(exc)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as exc:
+            return f"{index.name} is not a valid shard index ({_first_line(exc)})"
+        absent = [s for s in shards if not (path / s).is_file()]
+        if absent:
+            return f"{index.name} names {absent[0]}, which is missing"
+    files = sorted(path.glob("*.safetensors"))
+    if not files and not any(path.glob("pytorch_model*.bin")):
+        return "no weights file (model.safetensors or pytorch_model.bin)"
+    for f in files:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                list(fh.keys())
+        except Exception as bad:  # safetensors raises its own error type
+            return f"{f.name} is not a readable safetensors file, truncated or corrupt ({_first_line(bad)})"
+    try:
+        return _shape_mismatch(path, files)
+    except Exception:  # the check is a diagnosis; loading will say what it finds
+        return None
+
+
+def diagnose_load_failure(path: Path, exc: BaseException) -> str:
+    """One line on why ``path`` did not load: what its files show, else the library's own first line."""
+    return model_files_problem(path) or _first_line(exc)
+
+
+def check_model(name_or_path: str | Path, what: str = "model") -> None:
+    """Before any work: ``name_or_path`` is a model directory that will load (its files checked, the weights
+    not read), a zoo model, a Hugging Face id in the local cache, or (hub on) a hub id, downloaded when it
+    is loaded; a one-line error otherwise. Nothing is fetched here."""
+    from damoc.zoo.registry import ZOO, hub_offline, hub_snapshot, is_hub_id
+
+    p = Path(name_or_path).expanduser()
+    if is_model_dir(p):
+        problem = model_files_problem(p)
+        if problem:
+            raise ModelLoadError(f"cannot load a causal LM from {p}: {problem}")
+        return
+    if p.exists():
+        raise DamocError(f"{what} {p} is not a model directory (no config.json)")
+    name = str(name_or_path)
+    if name in ZOO or hub_snapshot(name) is not None:
+        return
+    if is_hub_id(name):
+        if not hub_offline():
+            return
+        raise DamocError(
+            f"unknown {what} '{name}': no local directory {name}, not in the local Hugging Face cache, and "
+            "the hub is off (HF_HUB_OFFLINE / --offline)"
+        )
+    raise DamocError(
+        f"{what} '{name}' is not a model directory, a zoo model ({', '.join(ZOO.names())}) nor a hub id"
+    )
+
+
+def load_error(path: Path, exc: BaseException, report: str = "", what: str = "a causal LM") -> ModelLoadError:
+    detail = _ANSI.sub("", report).strip()
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
+    return ModelLoadError(
+        f"cannot load {what} from {path}: {diagnose_load_failure(path, exc)}",
+        "\n\n".join(x for x in (detail, trace) if x),
+    )
+
+
+def _from_pretrained(path: Path, **kwargs):
+    """``AutoModelForCausalLM.from_pretrained`` with every failure (and weights missing from the checkpoint,
+    which transformers would initialise at random) turned into a one-line :class:`ModelLoadError`."""
+    from transformers import AutoModelForCausalLM
+
+    report = io.StringIO()
+    try:
+        with _captured_load_report() as report:
+            model, info = AutoModelForCausalLM.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    except DamocError:
+        raise
+    except Exception as exc:
+        raise load_error(path, exc, report.getvalue()) from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ModelLoadError(
+            f"cannot load a causal LM from {path}: the checkpoint lacks {missing[0]}{more} "
+            "(saved from another architecture, or incomplete)",
+            _ANSI.sub("", report.getvalue()).strip(),
+        )
+    return model
 
 
 def load_tokenizer(name_or_path: str | Path):
     from transformers import AutoTokenizer
 
     path = resolve_model(name_or_path)
-    with _quiet_load():
-        tok = AutoTokenizer.from_pretrained(str(path))
+    try:
+        with quiet_load():
+            tok = AutoTokenizer.from_pretrained(str(path))
+    except DamocError:
+        raise
+    except Exception as exc:
+        raise load_error(path, exc, what="a tokenizer") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -143,11 +310,12 @@ def load_model(
     the CLI's ``--device``/``--dtype``): ``auto`` loads float32 on a CPU and the checkpoint's own dtype on
     a GPU. Weights are read without a randomly initialised copy first (what ``low_cpu_mem_usage`` does;
     transformers 5 always loads that way), and on a GPU they go straight to the device (``device_map``),
-    never through a full CPU copy. The dtype checkpoints made from this model are saved in (:func:`save_dtype`) is the one asked
-    for, or with ``auto`` the source's.
-    """
-    from transformers import AutoModelForCausalLM
+    never through a full CPU copy. The dtype checkpoints made from this model are saved in
+    (:func:`save_dtype`) is the one asked for, or with ``auto`` the source's.
 
+    A compressed-tensors checkpoint (``damoc quantize``'s default output) is dequantized while loading, the
+    route transformers documents: damoc's tools work on plain weights.
+    """
     from damoc.hardware import load_defaults, resolve_device
 
     target = resolve_device(str(device) if device is not None else load_defaults()["device"])
@@ -158,12 +326,11 @@ def load_model(
     kwargs: dict = {"dtype": load_dtype}
     if target != "cpu":
         kwargs["device_map"] = target
-    try:
-        with _quiet_load():
-            model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DamocError(f"cannot load a causal LM from {path}: {first}") from None
+    if _is_compressed_tensors(path):
+        from transformers import CompressedTensorsConfig
+
+        kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
+    model = _from_pretrained(path, **kwargs)
     if target == "cpu":
         model.to(target)
     model.eval()
@@ -211,6 +378,16 @@ def save_model(model: nn.Module, out: str | Path, dtype: torch.dtype | None = No
         cfg["text_config"]["dtype"] = name
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
+
+
+def _is_compressed_tensors(path: Path) -> bool:
+    import json
+
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (cfg.get("quantization_config") or {}).get("quant_method") == "compressed-tensors"
 
 
 def num_layers(model: nn.Module) -> int:

@@ -38,22 +38,24 @@ class LayerPruneConfig(StrictModel):
     fraction: float | None = Field(None, gt=0.0, lt=1.0, description="fraction of layers to remove")
     layers: list[int] | None = Field(None, description="exact layers to remove (skips scoring)")
     metric: Literal["bi", "angular"] = "bi"  # bi: lowest block influence; angular: best contiguous block
-    merge: str = "linear"  # chosen from benchmarks/results/layer_pruning.md
-    density: float = Field(0.2, ge=0.0, le=1.0)
-    scale: float = Field(1.0, ge=0.0)
-    scale_by_count: bool = False
-    merge_norms: bool = True
-    protect_first_last: bool = True
-    calib_samples: int = Field(64, ge=1)
-    calib_length: int = Field(256, ge=2)
-    batch_size: int = Field(8, ge=1)
-    ridge: float = Field(1e-4, ge=0.0)
-    token_weight: Literal["uniform", "inverse_norm"] = "inverse_norm"
-    fit_on_pruned: bool = True
-    refine_steps: int = Field(200, ge=0)
-    refine_lr: float = Field(1e-3, gt=0.0)
-    verify: bool = True
-    seed: int = 0
+    merge: str = (
+        "linear"  # merge method (docs/merging.md); the best one in benchmarks/results/layer_pruning.md
+    )
+    density: float = Field(0.2, ge=0.0, le=1.0)  # magnitude/dare: fraction of each task vector kept
+    scale: float = Field(1.0, ge=0.0)  # magnitude/dare: λ in θ_p ← θ_p + λ·sparsify(τ)
+    scale_by_count: bool = False  # magnitude/dare: λ/(k+1) when k removed layers fold into one kept layer
+    merge_norms: bool = True  # magnitude/dare: norm weights follow the rule (false: left as they are)
+    protect_first_last: bool = True  # never remove the first or the last layer
+    calib_samples: int = Field(64, ge=1)  # calibration texts for scoring (and for the linear fit)
+    calib_length: int = Field(256, ge=2)  # tokens per calibration text (longer ones are cut)
+    batch_size: int = Field(8, ge=1)  # calibration texts per forward pass
+    ridge: float = Field(1e-4, ge=0.0)  # linear: ridge strength relative to the mean eigenvalue of MᵀM
+    token_weight: Literal["uniform", "inverse_norm"] = "inverse_norm"  # linear: per-token weights of the fit
+    fit_on_pruned: bool = True  # linear: fit each block on the model with the blocks below already folded
+    refine_steps: int = Field(200, ge=0)  # linear, post-MLP-norm archs (Gemma3): Adam steps through the norm
+    refine_lr: float = Field(1e-3, gt=0.0)  # linear: learning rate of those steps
+    verify: bool = True  # linear: keep the fold only if calibration loss beats plain removal
+    seed: int = Field(0, ge=0)  # which calibration texts are sampled; dare: its Bernoulli masks
 
     @model_validator(mode="after")
     def _one_amount(self) -> LayerPruneConfig:

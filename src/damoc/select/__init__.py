@@ -1,4 +1,4 @@
-"""The selection pipeline: compress data and candidates, proxy fine-tune, rank.
+"""The selection pipeline (docs/selection.md): compress data and candidates, proxy fine-tune, rank.
 
 ``damoc.select`` is both this package and the Python API's ``damoc.select(job, ...)``: importing the
 package makes it the ``select`` attribute of ``damoc``, so the package itself is callable and runs

@@ -1,21 +1,24 @@
 """Ground-truth cache: full fine-tune records keyed by (task data, candidate, fine-tune config, eval).
 
 Full fine-tunes are the expensive part of validation; a record computed once is reused by every
-later run (and later session) with the same key. Records are written atomically, one file per key.
+later run with the same key. Records are written atomically, one file per key.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from damoc.io.tasks import Example
+from damoc.io.hashing import bytes_digest, digest
+from damoc.io.tasks import Example, examples_fingerprint
 from damoc.select.records import UnitRecord
 
 LOG = logging.getLogger(__name__)
+
+# Ground-truth keys are longer than other digests (damoc.io.hashing): records are shared between runs and
+# machines, and the committed ones (benchmarks/records/selection/groundtruth/) are named by 24 digits.
+GROUND_TRUTH_KEY_CHARS = 24
 
 # What a ground-truth score depends on. Fields added to these configs later enter the key only when
 # set away from their default, so cached ground truth survives additive changes.
@@ -48,25 +51,16 @@ def stable_fields(cfg, fields: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def examples_fingerprint(examples: list[Example]) -> str:
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(json.dumps([e.id, e.question, e.context, e.answer, e.label]).encode())
-    return h.hexdigest()[:16]
-
-
 def candidate_identity(name: str) -> str:
     """A zoo name as is; a model directory by its config and weight files (so a moved copy still hits)."""
     p = Path(name).expanduser()
     if not p.is_dir():
         return f"zoo:{name.strip().lower()}"
-    h = hashlib.sha256()
     cfg = p / "config.json"
-    if cfg.is_file():
-        h.update(cfg.read_bytes())
-    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
-        h.update(f"{f.name}:{f.stat().st_size}".encode())
-    return f"dir:{h.hexdigest()[:16]}"
+    weights = sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin"))
+    chunks = [cfg.read_bytes()] if cfg.is_file() else []
+    chunks += [f"{f.name}:{f.stat().st_size}".encode() for f in weights]
+    return f"dir:{bytes_digest(chunks)}"
 
 
 def ground_truth_key(
@@ -90,7 +84,7 @@ def ground_truth_key(
         },
         "target": train_target,
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+    return digest(payload, GROUND_TRUTH_KEY_CHARS)
 
 
 class GroundTruthCache:

@@ -1,4 +1,4 @@
-"""The optional model-level stage of ``damoc select``: cross-calibrated pruning or quantization (SPEC 7).
+"""The optional model-level stage of ``damoc select``: cross-calibrated pruning or quantization (docs/calibrated.md).
 
 After layer removal, each proxy candidate's linear layers are compressed block by block with Hessians
 mixed from general text and the task's own domain text, ``H = (1-α) H_general + α H_domain``. The
@@ -12,6 +12,11 @@ import logging
 from typing import Any
 
 from damoc.errors import DamocError
+from damoc.evaluate.perplexity import pack_sequences
+from damoc.model.calibrated.general_text import load_source_texts
+from damoc.model.calibrated.hessian import source_weights
+from damoc.model.calibrated.methods import METHODS, method_family
+from damoc.model.calibrated.pipeline import compress_model
 from damoc.select.config import CalibratedSettings
 
 LOG = logging.getLogger(__name__)
@@ -19,9 +24,6 @@ LOG = logging.getLogger(__name__)
 
 def stage_spec(settings: CalibratedSettings):
     """The prune or quantize spec of the configured method (a one-line error for an unknown method)."""
-    from damoc.model.calibrated import METHODS
-    from damoc.model.calibrated.methods import method_family
-
     METHODS.entry(settings.method)
     return settings.quant if method_family(settings.method) == "quantize" else settings.prune
 
@@ -30,17 +32,12 @@ def check_settings(settings: CalibratedSettings) -> None:
     """Everything checkable before a run starts: the method, and that the general text exists."""
     stage_spec(settings)
     if settings.general and settings.alpha < 1.0:
-        from damoc.model.calibrated.general_text import load_source_texts
-
         if not load_source_texts(settings.general, "calib"):
             raise DamocError(f"general calibration text '{settings.general}' is empty")
 
 
 def calibration_windows(tok, settings: CalibratedSettings, domain_texts: list[str]) -> dict:
     """Token windows of each source with a positive weight: {'general': (n, L), 'domain': (n, L)}."""
-    from damoc.evaluate.perplexity import pack_sequences
-    from damoc.model.calibrated.general_text import load_source_texts
-
     out = {}
     if settings.general and settings.alpha < 1.0:
         texts = load_source_texts(settings.general, "calib")
@@ -56,10 +53,6 @@ def calibration_windows(tok, settings: CalibratedSettings, domain_texts: list[st
 
 def apply_calibrated(model, tok, settings: CalibratedSettings, domain_texts: list[str]) -> dict[str, Any]:
     """Compress ``model`` in place; returns a JSON-able summary (method, weights, tokens, sparsity, error)."""
-    from damoc.model.calibrated.hessian import source_weights
-    from damoc.model.calibrated.methods import METHODS, method_family
-    from damoc.model.calibrated.pipeline import compress_model
-
     spec = stage_spec(settings)
     needs_data = getattr(METHODS.get(settings.method), "needs_calibration", True)
     calib = calibration_windows(tok, settings, domain_texts) if needs_data else {}

@@ -6,15 +6,16 @@ Every number the pipeline uses is a field here with its default; a YAML job file
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
+from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
 from damoc.hardware import DeviceName, DTypeName, Precision
+from damoc.io.hashing import digest
 from damoc.io.prompts import PromptFormat
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
@@ -28,12 +29,19 @@ class TaskSettings(StrictModel):
     fields: FieldMap = Field(default_factory=FieldMap)
     dev_path: str | None = None  # a separate dev file; otherwise ``dev_size`` rows are held out
     dev_size: int | float = 0.2  # held-out dev rows (a count, or a fraction < 1)
-    max_rows: int | None = None  # bound the task (train + held-out dev) to this many rows
-    seed: int = 0
+    max_rows: int | None = Field(None, ge=2)  # bound the task (train + held-out dev) to this many rows
+    seed: int = Field(0, ge=0)
     # a source with named splits (a saved DatasetDict, a hub dataset org/name) trains on its train split and
     # scores on its validation split (or dev/valid/val/test); name others here, e.g. {dev: test}
     splits: dict[Literal["train", "dev"], str] | None = None
     subset: str | None = None  # a hub dataset's configuration (subset) name
+
+    @field_validator("dev_size")
+    @classmethod
+    def _dev_size(cls, v):
+        if not v > 0:
+            raise ValueError("dev_size must be > 0 (a fraction < 1 or a row count)")
+        return v
 
 
 class DataSettings(StrictModel):
@@ -63,7 +71,7 @@ class DataSettings(StrictModel):
 
 
 class CalibratedSettings(StrictModel):
-    """Optional cross-calibrated compression of each candidate after layer removal (SPEC 7).
+    """Optional cross-calibrated compression of each candidate after layer removal (docs/calibrated.md).
 
     The domain calibration text is the proxy's own training subset (before token compression); the
     general text is the bundled SQuAD paragraphs unless set. Hessians mix as (1-α) H_general + α H_domain.
@@ -95,8 +103,8 @@ class ModelSettings(StrictModel):
 
     layer_fraction: float = 0.25  # fraction of decoder layers removed (0 = keep all)
     merge: str | None = None  # merge method for removed layers; null = the layer-pruning default
-    calibration_rows: int = 16  # training texts used to score layer importance
-    calibration_max_length: int = 256
+    calibration_rows: int = Field(16, ge=1)  # training texts used to score layer importance
+    calibration_max_length: int = Field(256, ge=2)
     prune_options: dict[str, Any] = Field(default_factory=dict)  # other LayerPruneConfig fields
     calibrated: CalibratedSettings | None = None  # cross-calibrated pruning/quantization; null = off
 
@@ -112,8 +120,8 @@ class SelectEval(EvalConfig):
     """Dev-split scoring (same for the proxy, the baselines and the ground truth, except ``precision``: it
     sets the proxies' and baselines' scoring; the ground truth's is ``validate.eval_precision``)."""
 
-    dev_rows: int | None = 64  # dev rows scored; the task must hold at least this many
-    few_shot_k: int = 2  # shots (from the training split) for the few-shot baseline
+    dev_rows: int | None = Field(64, ge=2)  # dev rows scored; the task must hold at least this many
+    few_shot_k: int = Field(2, ge=0)  # shots (from the training split) for the few-shot baseline
     # more metrics scored on the same dev rows by every unit (e.g. the task metric beside answer_bpb):
     # one fine-tune, several scores; the leaderboard ranks by ``metric``, the records keep every score
     extra_metrics: list[str] = Field(default_factory=list)
@@ -126,7 +134,7 @@ class ValidateSettings(StrictModel):
     """Ground truth: full fine-tune of every uncompressed candidate on the (bounded) training split."""
 
     enabled: bool = False
-    train_rows: int | None = None  # bound the ground-truth training rows (null: the whole training split)
+    train_rows: int | None = Field(None, ge=1)  # bound the ground-truth training rows (null: the whole split)
     # the reference trains in fp32 unless told otherwise (precision: auto or bf16 to speed it up)
     finetune: FinetuneConfig = Field(
         default_factory=lambda: FinetuneConfig(
@@ -165,15 +173,19 @@ class RunSettings(StrictModel):
 
     run_dir: str = "runs/select"
     backend: Literal["local", "ray"] = "local"
-    jobs: int = 1  # candidates run at once
+    jobs: int = 1  # candidates run at once (backend ray: a cap only when set; Ray schedules by resources)
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
-    cpus_per_candidate: float = 1.0
-    gpus_per_candidate: float = 0.0
+    cpus_per_candidate: float = Field(1.0, gt=0)  # backend ray: CPUs each candidate's task asks for
+    # backend ray: GPUs each candidate's task asks for; null: 1 when the cluster has GPUs, else 0
+    gpus_per_candidate: float | None = Field(None, ge=0)
+    max_retries: int = Field(1, ge=0)  # backend ray: re-runs of a task whose node or Ray worker died
+    # backend ray: Ray's runtime_env for the run, e.g. {pip: ["damoc[ray]"]} where damoc is not installed
+    runtime_env: dict[str, Any] | None = None
     gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
     device: DeviceName = "auto"  # auto, cpu, cuda or cuda:N (with gpu_ids each worker sees its own GPU)
     dtype: DTypeName = "auto"  # candidates' weights: auto (float32 on a CPU, the checkpoint's own on a GPU)
-    threads: int | None = None  # torch threads per worker; null = the torch default
-    timeout_s: float | None = None  # per candidate process
+    threads: int | None = Field(None, ge=1)  # torch threads per worker; null = the torch default
+    timeout_s: float | None = Field(None, gt=0)  # per candidate process
     # seconds between progress lines of a running candidate (fine-tune steps, scoring batches) in its
     # worker.log, its progress.json and the terminal; 0 = none
     progress_s: float = Field(60.0, ge=0)
@@ -186,9 +198,31 @@ class RunSettings(StrictModel):
         return v
 
 
-@JOBS.register("select", help="rank candidate models for a task with cheap proxy fine-tunes")
 class SelectConfig(JobConfig):
-    """A selection run (``damoc select``)."""
+    """A selection run (``damoc select``; docs/selection.md).
+
+    Sample YAML (``examples/select_demo.yaml`` is a complete one)::
+
+        job: select
+        task: {path: pubmedqa, max_rows: 260, dev_size: 60}
+        candidates: [smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b]
+        data: {filter: random, budget: 12, compress_rate: 0.5}
+        model: {layer_fraction: 0.0}
+        proxy: {method: lora, epochs: 3.0}
+        eval: {metric: answer_bpb, dev_rows: 20}
+        run: {run_dir: runs/select_demo}
+
+    Fields:
+        task: the task and its dev split (TaskSettings)
+        candidates: the models to rank: zoo names, local Hugging Face directories or cached HF ids
+        data: the data stages, run once for every candidate (DataSettings)
+        model: the per-candidate model compression (ModelSettings)
+        proxy: the proxy fine-tune, the same for every candidate (FinetuneConfig)
+        eval: how every candidate is scored on the dev rows (SelectEval)
+        validate: the ground truth, full fine-tunes of the uncompressed candidates (ValidateSettings)
+        run: where and how the work runs (RunSettings)
+        seed: seed of the data stages, the shots and the work units
+    """
 
     job: Literal["select"] = "select"
     task: TaskSettings
@@ -203,7 +237,7 @@ class SelectConfig(JobConfig):
     compression_check: float | None = Field(0.0, ge=0.0)
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
     run: RunSettings = Field(default_factory=RunSettings)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     model_config = {**JobConfig.model_config, "populate_by_name": True}
 
@@ -222,8 +256,6 @@ class SelectConfig(JobConfig):
 
     @model_validator(mode="after")
     def _metric(self):
-        from damoc.evaluate.metrics import METRICS
-
         for name in [self.eval.metric, *self.eval.extra_metrics]:
             if name not in METRICS:
                 METRICS.get(name)  # raises the helpful unknown-name error
@@ -239,7 +271,10 @@ class SelectConfig(JobConfig):
         return self.eval.prompt_formats.get(candidate, self.eval.prompt_format)
 
     def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """The settings as written to the run directory (credentials in URLs masked)."""
+        from damoc.io.redact import redact
+
+        return redact(self.model_dump(mode="json", by_alias=True))
 
 
 def candidate_key(name: str) -> str:
@@ -306,8 +341,7 @@ def config_hash(obj: Any) -> str:
 
     A field added later with a default leaves the hash, and so a resumable run's records, as they were.
     """
-    data = {"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH}
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    return digest({"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH})
 
 
 def resolve_auto(cfg: SelectConfig) -> SelectConfig:

@@ -27,17 +27,27 @@ from typing import Any
 
 import yaml
 
-from damoc.errors import DamocError
+from damoc.config import parse_config
+from damoc.data.compress import CompressConfig, RewriteConfig, compress_examples
+from damoc.data.compress import rewrite as rewriting
+from damoc.data.filters import make_filter, run_filter
+from damoc.data.filters.run import split_options
+from damoc.errors import DamocError, require
+from damoc.evaluate.metrics import get_metric
 from damoc.evaluate.scoring import check_metric_fits
-from damoc.io.files import _to_jsonable, atomic_output_dir, read_json, write_jsonl_atomic, write_text_atomic
+from damoc.io.files import atomic_output_dir, read_json, to_jsonable, write_jsonl_atomic, write_text_atomic
 from damoc.io.tasks import Example, Task, load_task
+from damoc.select.backends.base import BACKENDS, Backend
 from damoc.select.cache import GroundTruthCache, ground_truth_key
+from damoc.select.calibrated_stage import check_settings
 from damoc.select.config import SelectConfig, candidate_slug, config_hash, resolve_auto, settings_payload
 from damoc.select.lock import run_lock
-from damoc.select.records import DataRecord, Method, UnitRecord
-from damoc.select.worker import CandidateJob, UnitSpec, read_examples
+from damoc.select.records import DataRecord, Leaderboard, Method, UnitRecord
+from damoc.select.report import build_leaderboard, write_reports
+from damoc.select.worker import CandidateJob, UnitSpec, layer_prune_config, read_examples
 from damoc.threads import torch_threads
 from damoc.train.finetune import FinetuneConfig
+from damoc.zoo.registry import ZOO, hub_model_dir, is_hub_id
 
 LOG = logging.getLogger(__name__)
 
@@ -61,49 +71,21 @@ class DataStage:
 # --- checks (before anything is written) ---------------------------------------------------------
 
 
-def zoo_names() -> list[str] | None:
-    """Names of the offline zoo, or None when the zoo cannot list them."""
-    try:
-        from damoc.zoo import registry as zoo
-    except ImportError:
-        return None
-    for attr in ("zoo_names", "names", "list_models"):
-        fn = getattr(zoo, attr, None)
-        if callable(fn):
-            try:
-                return [str(n).lower() for n in fn()]
-            except Exception:  # pragma: no cover - a zoo without a listing
-                return None
-    for attr in ("ZOO", "MODELS", "ZOO_MODELS"):
-        reg = getattr(zoo, attr, None)
-        if hasattr(reg, "names"):
-            return [n.lower() for n in reg.names()]
-        if isinstance(reg, dict):
-            return [str(n).lower() for n in reg]
-    return None
-
-
 def check_candidates(candidates: list[str]) -> None:
     """Each candidate is an existing path, a zoo name, or a hub id (downloaded here, once, before any
     worker starts; found in the hub cache when offline).
 
     A broken model directory is not caught here: it fails in its worker and is recorded.
     """
-    from damoc.zoo.registry import hub_model_dir, is_hub_id
-
-    known = zoo_names()
+    known = ZOO.names()
     for c in candidates:
-        if Path(c).expanduser().exists() or (known is not None and c.lower() in known):
+        if Path(c).expanduser().exists() or c.lower() in known:
             continue
-        if known is None and "/" not in c and not c.startswith((".", "~")):
-            continue  # no zoo listing to check against: the worker will say
         if is_hub_id(c):
             hub_model_dir(c)  # a one-line error when the hub has no such model (or is off and lacks it)
             continue
         zoo = f"; zoo models: {', '.join(sorted(known))}" if known else ""
-        raise DamocError(
-            f"unknown candidate '{c}': not a model directory, a zoo model nor a cached HF id{zoo}"
-        )
+        raise DamocError(f"unknown candidate '{c}': not a model directory, a zoo model nor a hub id{zoo}")
 
 
 def load_checked_task(cfg: SelectConfig) -> tuple[Task, list[Example]]:
@@ -129,8 +111,6 @@ def load_checked_task(cfg: SelectConfig) -> tuple[Task, list[Example]]:
 
 
 def train_target(cfg: SelectConfig) -> str:
-    from damoc.evaluate.metrics import get_metric
-
     if cfg.eval.train_target != "auto":
         return cfg.eval.train_target
     return "label" if get_metric(cfg.eval.metric).needs_labels else "answer"
@@ -185,7 +165,7 @@ def _jsonable(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool, list, dict)):
         return obj
     try:
-        return _to_jsonable(obj)
+        return to_jsonable(obj)
     except TypeError:
         return str(obj)
 
@@ -206,8 +186,6 @@ def run_filter_stage(cfg: SelectConfig, train: list[Example], rec: DataRecord) -
     d = cfg.data
     if d.filter is None or d.filter == "none":
         return list(train)
-    from damoc.data.filters import run_filter
-
     t0 = time.perf_counter()
     sel = run_filter(d.filter, train, d.budget, seed=cfg.seed, **d.filter_options)
     rec.stage_s["filter"] = time.perf_counter() - t0
@@ -218,17 +196,11 @@ def run_filter_stage(cfg: SelectConfig, train: list[Example], rec: DataRecord) -
 
 
 def compress_config(cfg: SelectConfig):
-    from damoc.config import parse_config
-    from damoc.data.compress import CompressConfig
-
     options = {**cfg.data.compress_options, "rate": cfg.data.compress_rate}
     return parse_config(CompressConfig, options, where="data.compress_options")
 
 
 def rewrite_config(cfg: SelectConfig):
-    from damoc.config import parse_config
-    from damoc.data.compress import RewriteConfig
-
     options = dict(cfg.data.rewrite_options)
     if not options.get("rewriter") and not options.get("endpoint"):
         options["rewriter"] = DEFAULT_REWRITER
@@ -239,21 +211,14 @@ def check_stages(cfg: SelectConfig) -> None:
     """Stage settings (filter name and options, compression, rewriting, layer pruning) checked up front."""
     d = cfg.data
     if d.filter not in (None, "none"):
-        from damoc.data.filters import make_filter
-        from damoc.data.filters.run import split_options
-
         make_filter(d.filter, split_options(d.filter_options)[1])
     if d.compress_rate is not None and d.compress_rate < 1:
         compress_config(cfg)
     if d.rewrite:
         rewrite_config(cfg)
     if cfg.model.layer_fraction > 0:
-        from damoc.select.worker import layer_prune_config
-
         layer_prune_config(cfg.model)
     if cfg.model.calibrated is not None:
-        from damoc.select.calibrated_stage import check_settings
-
         check_settings(cfg.model.calibrated)
 
 
@@ -261,8 +226,6 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
     d = cfg.data
     if d.compress_rate is None or d.compress_rate >= 1:
         return examples
-    from damoc.data.compress import compress_examples
-
     ccfg = compress_config(cfg)
     t0 = time.perf_counter()
     result = compress_examples(examples, ccfg)
@@ -277,14 +240,12 @@ def run_compress_stage(cfg: SelectConfig, examples: list[Example], rec: DataReco
 
 
 def run_rewrite_stage(cfg: SelectConfig, originals: list[Example], examples: list[Example], rec: DataRecord):
-    """Rewrite the compressed examples into fluent text, checked against the originals (SPEC 4)."""
+    """Rewrite the compressed examples into fluent text, checked against the originals (docs/rewriting.md)."""
     if not cfg.data.rewrite:
         return examples
-    from damoc.data.compress.rewrite import build_rewriter, rewrite_examples
-
     rcfg = rewrite_config(cfg)
     t0 = time.perf_counter()
-    result = rewrite_examples(examples, originals, rcfg, build_rewriter(rcfg))
+    result = rewriting.rewrite_examples(examples, originals, rcfg, rewriting.build_rewriter(rcfg))
     rec.stage_s["rewrite"] = time.perf_counter() - t0
     rec.summaries["rewrite"] = _jsonable(result.summary)
     return list(result.examples)
@@ -445,25 +406,9 @@ def _current(spec: UnitSpec) -> UnitRecord | None:
     return rec if rec.spec_hash == spec.spec_hash and rec.cache_key == spec.cache_key else None
 
 
-def make_backend(cfg: SelectConfig):
-    from damoc.select.backends.base import BACKENDS
-
-    if cfg.run.backend == "ray":
-        import damoc.select.backends.ray_backend  # noqa: F401 - registers "ray"
-
-        return BACKENDS.get("ray")(
-            address=cfg.run.address,
-            jobs=cfg.run.jobs,
-            cpus_per_candidate=cfg.run.cpus_per_candidate,
-            gpus_per_candidate=cfg.run.gpus_per_candidate,
-            timeout_s=cfg.run.timeout_s,
-            progress_s=cfg.run.progress_s,
-        )
-    import damoc.select.backends.local  # noqa: F401 - registers "local"
-
-    return BACKENDS.get("local")(
-        jobs=cfg.run.jobs, timeout_s=cfg.run.timeout_s, gpu_ids=cfg.run.gpu_ids, progress_s=cfg.run.progress_s
-    )
+def make_backend(cfg: SelectConfig) -> Backend:
+    """The backend ``run.backend`` names, built from the job's ``run:`` settings."""
+    return BACKENDS.get(cfg.run.backend).from_run(cfg.run)
 
 
 def attach_cache_keys(cfg: SelectConfig, units: list[UnitSpec], stage: DataStage) -> None:
@@ -549,8 +494,6 @@ def run_select(
     check_stages(cfg)
     task, dev = load_checked_task(cfg)
     if cfg.run.backend == "ray":
-        from damoc.errors import require
-
         require("ray", "ray")
     with run_lock(Path(cfg.run.run_dir)):
         return _run_locked(cfg, task, dev, resume, overwrite, methods, retry_failed)
@@ -565,8 +508,6 @@ def _run_locked(
     methods: Sequence[Method] | None,
     retry_failed: bool,
 ):
-    from damoc.select.report import build_leaderboard, write_reports
-
     run = open_run_dir(cfg, resume, overwrite)
     need_proxy = methods is None or "proxy" in methods
     with torch_threads(cfg.run.threads):  # the data stages run here, in the main process
@@ -613,6 +554,4 @@ def _run_locked(
 
 
 def load_leaderboard(run_dir: str | Path):
-    from damoc.select.records import Leaderboard
-
     return Leaderboard.model_validate(read_json(Path(run_dir) / "leaderboard.json"))

@@ -1,4 +1,4 @@
-"""Ranking agreement (SPEC 11): Spearman, Kendall, top-1 hit, top-1 regret, pairwise accuracy.
+"""Ranking agreement (docs/metrics.md): Spearman, Kendall, top-1 hit, top-1 regret, pairwise accuracy.
 
 Pure functions over ``{candidate: score}`` maps; the direction (lower or higher is better) is explicit.
 """

@@ -51,6 +51,7 @@ class UnitRecord(Record):
     method: Method
     status: Literal["ok", "failed"]
     error: str | None = None
+    error_detail: str | None = None  # a failure's full account (the library's load report, the traceback)
     metric: str
     higher_is_better: bool
     score: float | None = None

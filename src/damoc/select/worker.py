@@ -289,10 +289,22 @@ def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord
     )
 
 
+def failure_detail(exc: BaseException) -> str:
+    """The whole account of a failure: the traceback, and what the library reported (a model's load report,
+    kept by :class:`~damoc.model.arch.ModelLoadError`), for the log and the record."""
+    from damoc.io.redact import redact
+
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
+    detail = str(getattr(exc, "detail", "") or "").strip()
+    return redact(f"{trace}\n\n{detail}" if detail else trace)
+
+
 def one_line(exc: BaseException) -> str:
+    from damoc.io.redact import redact
+
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first
+    return redact(f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first)
 
 
 def run_job(job: CandidateJob) -> list[UnitRecord]:
@@ -317,8 +329,10 @@ def run_job(job: CandidateJob) -> list[UnitRecord]:
             try:
                 rec = run_unit(spec)
             except Exception as exc:  # recorded, so the other units and candidates go on
-                traceback.print_exc()
                 rec = failed_record(spec, one_line(exc), time.perf_counter() - t0)
+                rec.error_detail = failure_detail(exc)
+                sys.stderr.write(rec.error_detail + "\n")  # worker.log keeps the whole account
+                sys.stderr.flush()
             rec.save(spec.record_path)
             out.append(rec)
             LOG.info(
@@ -343,7 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m damoc.select.worker JOB.json\n")
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from damoc.select.orphans import die_with_parent
+
+    die_with_parent()
     setup_logging()
+    from damoc.io.redact import install_log_redaction
+
+    install_log_redaction()
     job = CandidateJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))
     run_job(job)
     return 0

@@ -29,24 +29,24 @@ class FinetuneConfig(StrictModel):
     """Hyper-parameters of one fine-tune (the same for every candidate of a sweep)."""
 
     method: Literal["lora", "full"] = "lora"
-    epochs: float = 1.0
-    max_steps: int | None = None
-    token_budget: int | None = None  # stop once this many (non-pad) tokens were processed
-    batch_size: int = 4
-    max_length: int = 256
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    grad_clip: float = 1.0
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    token_budget: int | None = Field(None, ge=1)  # stop once this many (non-pad) tokens were processed
+    batch_size: int = Field(4, ge=1)
+    max_length: int = Field(256, ge=2)
+    lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    grad_clip: float = Field(1.0, ge=0)  # 0: no clipping
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] | Literal["all-linear"] = "all-linear"
     add_eos: bool = True
-    # bf16: autocast matmuls, weights and optimizer stay as loaded; auto: bf16 only where the device runs it
-    # natively (damoc.hardware). Settings hashes leave fp32 out, as when it was the default.
+    # fp32, bf16 or auto. bf16: autocast matmuls, weights and optimizer stay as loaded; auto: bf16 only where
+    # the device runs it natively (damoc.hardware). Settings hashes leave fp32 out, as when it was the default.
     precision: Precision = Field("auto", json_schema_extra={"hash_default": "fp32"})
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     # where the output head runs: "answer" only at the positions that carry a loss (the answer tokens;
     # the same loss and gradients, without the vocabulary projection of every prompt token), "all" at
     # every position with the model's own loss (what a forward hook on the loss, e.g. distillation, needs)

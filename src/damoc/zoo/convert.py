@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from damoc.errors import DamocError
+from damoc.hf import quiet_load, text_config
 
 LOG = logging.getLogger(__name__)
 
@@ -43,8 +44,6 @@ def drop_quantization(model: nn.Module) -> None:
 
 def retie_embeddings(model: nn.Module) -> bool:
     """Share the input embedding with the output head where the config ties them; returns whether tied."""
-    from damoc.model.arch import text_config
-
     if not getattr(text_config(model.config), "tie_word_embeddings", False):
         return False
     out, inp = model.get_output_embeddings(), model.get_input_embeddings()
@@ -70,14 +69,12 @@ def convert_gguf(
     """Load ``gguf_dir/gguf_file`` (dequantized), and save model + tokenizer as safetensors into ``out_dir``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from damoc.model.arch import _quiet_load, num_layers, text_config
-
     if dtype not in DTYPES:
         raise DamocError(f"unknown dtype '{dtype}' (known: {', '.join(DTYPES)})")
     start = time.perf_counter()
     LOG.info("dequantizing %s", gguf_file)
     try:
-        with _quiet_load():
+        with quiet_load():
             model = AutoModelForCausalLM.from_pretrained(
                 str(gguf_dir), gguf_file=gguf_file, dtype=torch.float32
             )
@@ -95,7 +92,7 @@ def convert_gguf(
     tok.save_pretrained(str(out_dir))
     return Conversion(
         model_type=text_config(model.config).model_type,
-        layers=num_layers(model),
+        layers=text_config(model.config).num_hidden_layers,
         params=count_params(model),
         tied_embeddings=tied,
         dtype=dtype,

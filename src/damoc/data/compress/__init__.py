@@ -1,4 +1,4 @@
-"""Token compression with a budget controller, fidelity back-off, and rewriting (SPEC sections 3 and 4).
+"""Token compression with a budget controller, fidelity back-off, and rewriting (docs/token_compression.md, docs/rewriting.md).
 
 Public API::
 

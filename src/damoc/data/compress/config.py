@@ -1,4 +1,4 @@
-"""Configs for token compression and rewriting (SPEC sections 3 and 4), and their YAML job kinds.
+"""Configs for token compression and rewriting (docs/token_compression.md, docs/rewriting.md), and their YAML job kinds.
 
 Every number the method needs is a field here with its default; nothing is hard-coded in the math.
 """
@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 from damoc.hardware import HardwareSettings
 from damoc.io.tasks import FieldMap
 
@@ -105,7 +105,7 @@ class CompressConfig(StrictModel):
 
 
 class RewriteConfig(StrictModel):
-    """Rewriting compressed text into short fluent text, with a negative feedback loop (SPEC 4)."""
+    """Rewriting compressed text into short fluent text, with a negative feedback loop (docs/rewriting.md)."""
 
     rewriter: str | None = Field(None, description="local chat model (dir or zoo name)")
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
@@ -133,8 +133,24 @@ class RewriteConfig(StrictModel):
         return self
 
 
-@JOBS.register("compress", help="Compress a task's examples to a token rate (SPEC 3).")
 class CompressJob(JobConfig, HardwareSettings):
+    """Compress a task's examples to a token rate (``damoc compress``; docs/token_compression.md).
+
+    Sample YAML (``examples/compress.yaml``)::
+
+        job: compress
+        task: pubmedqa
+        out: runs/pubmedqa.c50.jsonl
+        compress: {rate: 0.5, scorer: smollm2-135m}
+
+    Fields:
+        task: the task: a JSONL/JSON/CSV file, a datasets directory or a built-in name
+        out: the compressed rows (.jsonl); the report goes beside it as <stem>.report.json
+        fields: the task's column names (question, context, answer, label, id)
+        limit: compress only the first N rows
+        compress: the compression settings (CompressConfig)
+    """
+
     job: Literal["compress"] = "compress"
     task: str
     out: str
@@ -143,8 +159,25 @@ class CompressJob(JobConfig, HardwareSettings):
     compress: CompressConfig = Field(default_factory=CompressConfig)
 
 
-@JOBS.register("rewrite", help="Rewrite compressed examples into fluent text with feedback (SPEC 4).")
 class RewriteJob(JobConfig, HardwareSettings):
+    """Rewrite compressed examples into fluent text with feedback (``damoc rewrite``; docs/rewriting.md).
+
+    Sample YAML (``examples/rewrite.yaml``)::
+
+        job: rewrite
+        compressed: runs/pubmedqa.c50.jsonl
+        original: pubmedqa
+        out: runs/pubmedqa.c50.rw.jsonl
+        rewrite: {rewriter: smollm2-135m, max_rounds: 3}
+
+    Fields:
+        compressed: the compressed rows (the output of a compress job)
+        original: the original task, its rows matched to the compressed ones by id
+        out: the rewritten rows (.jsonl); the report goes beside it as <stem>.report.json
+        fields: the tasks' column names (question, context, answer, label, id)
+        rewrite: the rewriting settings (RewriteConfig)
+    """
+
     job: Literal["rewrite"] = "rewrite"
     compressed: str
     original: str

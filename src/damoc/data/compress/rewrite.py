@@ -1,4 +1,4 @@
-"""Rewriting compressed text into short fluent text, with a negative feedback loop (SPEC section 4).
+"""Rewriting compressed text into short fluent text, with a negative feedback loop (docs/rewriting.md).
 
 A rewriter is any callable ``messages -> text`` (chat messages in the OpenAI format): a local chat
 model (:class:`LocalChatRewriter`), an OpenAI-compatible endpoint (:class:`EndpointRewriter`), or a
@@ -11,6 +11,7 @@ The loop runs round by round over all pending items, so each round's fidelity is
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from damoc.data.compress.config import RewriteConfig
 from damoc.data.compress.units import find_spans
 from damoc.errors import DamocError
+from damoc.io.redact import redact, register_secret, split_userinfo
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
 
@@ -262,7 +264,12 @@ class LocalChatRewriter:
 
 
 class EndpointRewriter:
-    """An OpenAI-compatible ``/chat/completions`` endpoint, over plain urllib."""
+    """An OpenAI-compatible ``/chat/completions`` endpoint, over plain urllib.
+
+    The key is read from ``api_key_env`` and sent as a bearer token; without one, a user and password in the
+    URL (``http://user:password@host/v1``) are sent as basic authorization. Neither ever appears in a message:
+    the URL is kept without its user-info part and the values are registered for redaction.
+    """
 
     def __init__(
         self,
@@ -273,8 +280,12 @@ class EndpointRewriter:
         temperature: float = 0.0,
         timeout_s: float = 120.0,
     ):
-        base = url.rstrip("/")
+        clean, user, password = split_userinfo(url)
+        base = clean.rstrip("/")
         self.url = base if base.endswith("/chat/completions") else base + "/chat/completions"
+        self._basic = (
+            base64.b64encode(f"{user}:{password or ''}".encode()).decode() if user is not None else None
+        )
         self.model = model
         self.api_key_env = api_key_env
         self.max_tokens = max_tokens
@@ -290,17 +301,22 @@ class EndpointRewriter:
         }
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env)
+        register_secret(key)
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        elif self._basic is not None:
+            headers["Authorization"] = f"Basic {self._basic}"
         req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 data = json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as exc:
-            raise DamocError(f"rewrite endpoint {self.url} answered HTTP {exc.code} ({exc.reason})") from None
+            raise DamocError(
+                redact(f"rewrite endpoint {self.url} answered HTTP {exc.code} ({exc.reason})")
+            ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DamocError(f"cannot reach the rewrite endpoint {self.url}: {reason}") from None
+            raise DamocError(redact(f"cannot reach the rewrite endpoint {self.url}: {reason}")) from None
         except json.JSONDecodeError:
             raise DamocError(f"rewrite endpoint {self.url} did not answer JSON") from None
         try:

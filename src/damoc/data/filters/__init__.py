@@ -1,4 +1,4 @@
-"""Data filtering: twelve methods in three families behind one interface (SPEC section 2).
+"""Data filtering: twelve methods in three families behind one interface (docs/data_filters.md).
 
 >>> from damoc.data.filters import run_filter, FILTERS
 >>> sel = run_filter("kcenter", examples, 0.1, seed=0, embedder="tfidf")
@@ -20,12 +20,7 @@ from damoc.data.filters.base import (
     make_filter,
     resolve_budget,
 )
-
-# Importing the method modules registers them, family by family.
-from damoc.data.filters.distribution import dsir, kcenter, kmeans, random, semdedup  # noqa: F401, E402
-from damoc.data.filters.hybrid import cluster_rank, deita, quality_kcenter  # noqa: F401, E402
-from damoc.data.filters.quality import heuristics, ifd, llm_judge, perplexity  # noqa: F401, E402
-from damoc.data.filters.run import Comparison, MethodRun, compare_filters, run_filter  # noqa: E402
+from damoc.data.filters.run import Comparison, MethodRun, compare_filters, run_filter
 
 __all__ = [
     "FAMILIES",

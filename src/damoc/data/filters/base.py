@@ -1,6 +1,6 @@
 """The one filtering interface: ``Filter.select(examples, budget, ctx) -> Selection``.
 
-Every method is a :class:`Filter` subclass in its own module, registered in :data:`FILTERS` under a
+Every method is a :class:`Filter` subclass in its own module, listed in :data:`FILTERS` under a
 family (``distribution``, ``quality``, ``hybrid``), with its numbers in a small pydantic options model.
 A :class:`FilterContext` carries what methods share: the seed, the embedder (and an embedding cache),
 the lazily loaded reference LM, the DSIR target examples and the label field.
@@ -20,7 +20,7 @@ from damoc.config import StrictModel, parse_config
 from damoc.data.embed import Embedder, get_embedder, text_key
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Filter:
     """Base class: subclasses set ``name``, ``family``, ``Options`` and implement ``_select``."""
 
     name: ClassVar[str] = ""
-    code: ClassVar[str] = ""  # the method's id in SPEC section 2 (D1..D5, Q1..Q4, H1..H3)
+    code: ClassVar[str] = ""  # the method's id (D1..D5, Q1..Q4, H1..H3; docs/data_filters.md)
     family: ClassVar[str] = ""
     Options: ClassVar[type[FilterOptions]] = FilterOptions
 
@@ -254,20 +254,33 @@ def kmeans_labels(
     return labels.astype(np.int64), km.cluster_centers_.astype(np.float32)
 
 
-FILTERS: Registry[type[Filter]] = Registry("filter")
-
-
-def register(cls: type[Filter]) -> type[Filter]:
-    """Class decorator: add a filter to :data:`FILTERS` under its ``name`` and ``family``."""
-    if cls.family not in FAMILIES:
-        raise ValueError(f"filter {cls.name}: family must be one of {FAMILIES}")
-    doc = (cls.__doc__ or "").strip().splitlines()
-    FILTERS.register(cls.name, family=cls.family, help=doc[0] if doc else "")(cls)
-    return cls
+# Every filter, family by family (docs/data_filters.md); a class's ``name`` and ``family`` match its
+# entry here, and its help is the first line of its docstring.
+FILTERS: Registry[type[Filter]] = Registry(
+    "filter",
+    [
+        Entry("random", "damoc.data.filters.distribution.random:RandomFilter", family="distribution"),
+        Entry("kcenter", "damoc.data.filters.distribution.kcenter:KCenterFilter", family="distribution"),
+        Entry("kmeans", "damoc.data.filters.distribution.kmeans:KMeansFilter", family="distribution"),
+        Entry("semdedup", "damoc.data.filters.distribution.semdedup:SemDeDupFilter", family="distribution"),
+        Entry("dsir", "damoc.data.filters.distribution.dsir:DSIRFilter", family="distribution"),
+        Entry("perplexity", "damoc.data.filters.quality.perplexity:PerplexityFilter", family="quality"),
+        Entry("ifd", "damoc.data.filters.quality.ifd:IFDFilter", family="quality"),
+        Entry("heuristics", "damoc.data.filters.quality.heuristics:HeuristicsFilter", family="quality"),
+        Entry("llm-judge", "damoc.data.filters.quality.llm_judge:LLMJudgeFilter", family="quality"),
+        Entry("cluster-rank", "damoc.data.filters.hybrid.cluster_rank:ClusterRankFilter", family="hybrid"),
+        Entry("deita", "damoc.data.filters.hybrid.deita:DeitaFilter", family="hybrid"),
+        Entry(
+            "quality-kcenter",
+            "damoc.data.filters.hybrid.quality_kcenter:QualityKCenterFilter",
+            family="hybrid",
+        ),
+    ],
+)
 
 
 def filter_names() -> list[str]:
-    """Registered filters in SPEC order (distribution D1-D5, quality Q1-Q4, hybrid H1-H3)."""
+    """The filters in the order of their ids (distribution D1-D5, quality Q1-Q4, hybrid H1-H3)."""
     return sorted(
         FILTERS.names(), key=lambda n: ("DQH".find(FILTERS.get(n).code[:1]), FILTERS.get(n).code, n)
     )

@@ -17,23 +17,41 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig
+from damoc.config import JobConfig
+from damoc.data.filters.base import FILTERS
 from damoc.hardware import HardwareSettings
 from damoc.io.tasks import FieldMap
 
 
-@JOBS.register("filter", help="Select a subset of a task's rows with a data filter (or compare filters).")
 class FilterJob(JobConfig, HardwareSettings):
+    """Keep a budget of a task's rows with one filter, or compare several (``damoc filter``; docs/data_filters.md).
+
+    Sample YAML (``examples/filter.yaml``)::
+
+        job: filter
+        task: pubmedqa
+        method: kcenter
+        budget: 0.1
+        out: runs/pubmedqa.kcenter.jsonl
+        options: {start: medoid}
+
+    Fields:
+        method: the filter to run (damoc filter --list); give either method or compare
+        seed: seed of the dev split and of every random choice
+        fields: the task's column names (question, context, answer, label, id)
+        overwrite: replace existing outputs
+    """
+
     job: str = "filter"
     task: str  # file, directory or built-in task name
     method: str | None = None
     compare: list[str] | None = None  # several methods: report time and overlap, write each subset
     budget: float = 0.1  # fraction in (0, 1) or a row count >= 1
     out: Path | None = None  # SUBSET.jsonl (one method) or a directory (compare)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     fields: FieldMap = Field(default_factory=FieldMap)
-    dev_size: float = 0.2  # rows held out as dev (fraction or count); 0 filters every row
-    max_rows: int | None = None  # cap on the rows read (after shuffling with the seed)
+    dev_size: float = Field(0.2, ge=0)  # rows held out as dev (fraction or count); 0 filters every row
+    max_rows: int | None = Field(None, ge=1)  # cap on the rows read (after shuffling with the seed)
     target: str | None = None  # DSIR target rows (file); default the held-out dev split
     embedder: str = "auto"  # auto, minilm or tfidf
     text_view: Literal["qac", "text", "prompt", "question", "answer"] = "qac"  # the text embedded / hashed
@@ -62,8 +80,6 @@ class FilterJob(JobConfig, HardwareSettings):
     def _one_mode(self) -> FilterJob:
         if bool(self.method) == bool(self.compare):
             raise ValueError("give either method or compare")
-        from damoc.data.filters import FILTERS
-
         for name in [self.method] if self.method else list(self.compare or []):
             if name not in FILTERS:
                 FILTERS.entry(name)  # raises the helpful unknown-name error

@@ -1,6 +1,6 @@
 """Configs for cross-calibrated compression: calibration sources, prune and quantize specs, YAML jobs.
 
-Every number the papers leave open is a field here with its default (SPEC section 7):
+Every number the papers leave open is a field here with its default (docs/calibrated.md; arXiv 2502.18424):
 α = 0.5, 128-column OBS blocks, damping 1% of mean diag(H), GPTQ group size 128.
 """
 
@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from damoc.config import JOBS, JobConfig, StrictModel
+from damoc.config import JobConfig, StrictModel
 from damoc.hardware import HardwareSettings
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -34,7 +34,7 @@ class CalibrationConfig(StrictModel):
     samples: int = Field(32, ge=1, description="Calibration sequences per source.")
     length: int = Field(256, ge=8, description="Tokens per calibration sequence.")
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass through a block.")
-    seed: int = Field(0, description="Shuffles texts before they are packed into sequences.")
+    seed: int = Field(0, ge=0, description="Shuffles texts before they are packed into sequences.")
     dev_size: float = Field(
         0.2,
         gt=0.0,
@@ -120,6 +120,16 @@ class QuantSpec(StrictModel):
         description="GPTQ: each group's scale/zero from the original weights before the sweep (as "
         "llm-compressor does); false: from the error-updated weights when the sweep reaches the group",
     )
+    symmetric: bool = Field(
+        False,
+        description="Symmetric about zero (no zero point: the widest kernel support); false: asymmetric "
+        "min-max (a zero point per group: a tighter fit)",
+    )
+    keep_zeros: bool = Field(
+        False,
+        description="Weights that are exactly zero before quantization stay zero (quantizing a pruned, "
+        "e.g. 2:4, model keeps its mask; GPTQ spreads their error like any other's)",
+    )
     block_size: int = Field(128, ge=1, description="GPTQ: columns per lazy update block.")
     damp: float = Field(0.01, gt=0.0, description="GPTQ: damping as a fraction of mean diag(H).")
 
@@ -141,8 +151,27 @@ class QuantSpec(StrictModel):
         return n_in if self.group_size <= 0 else self.group_size
 
 
-@JOBS.register("prune-calibrated", help="Prune weights with calibration (magnitude, Wanda, SparseGPT).")
 class PruneCalibratedJob(JobConfig, HardwareSettings):
+    """Prune weights with cross-calibration (``damoc prune calibrated``; docs/calibrated.md).
+
+    Sample YAML (``examples/prune_calibrated.yaml``)::
+
+        job: prune-calibrated
+        model: smollm2-135m
+        out: runs/smollm2-sparsegpt50
+        method: sparsegpt
+        prune: {sparsity: 0.5}
+        calibration: {general: general, domain: pubmedqa, alpha: 0.5}
+
+    Fields:
+        model: the model to prune: a zoo name, a Hugging Face hub id or a local Hugging Face directory
+        out: the output directory (a loadable Hugging Face checkpoint)
+        method: a pruning method: magnitude, wanda or sparsegpt
+        prune: how much and how to prune (PruneSpec: sparsity or an N:M pattern)
+        calibration: the calibration text and its mix (CalibrationConfig)
+        overwrite: replace a non-empty output directory
+    """
+
     job: Literal["prune-calibrated"] = "prune-calibrated"
     model: str
     out: str
@@ -152,12 +181,34 @@ class PruneCalibratedJob(JobConfig, HardwareSettings):
     overwrite: bool = False
 
 
-@JOBS.register("quantize", help="Quantize weights with calibration (GPTQ, round-to-nearest).")
 class QuantizeJob(JobConfig, HardwareSettings):
+    """Quantize weights with cross-calibration (``damoc quantize``; docs/calibrated.md).
+
+    Sample YAML (``examples/quantize.yaml``)::
+
+        job: quantize
+        model: smollm2-135m
+        out: runs/smollm2-gptq4
+        method: gptq
+        quant: {bits: 4, group_size: 128}
+        calibration: {general: general, domain: finance}
+
+    Fields:
+        model: the model to quantize: a zoo name, a Hugging Face hub id or a local Hugging Face directory
+        out: the output directory (a loadable checkpoint in the chosen format, plus damoc_calibrated.json)
+        method: a quantization method: gptq or rtn
+        quant: bits, group size and GPTQ options (QuantSpec)
+        calibration: the calibration text and its mix (CalibrationConfig)
+        overwrite: replace a non-empty output directory
+    """
+
     job: Literal["quantize"] = "quantize"
     model: str
     out: str
     method: str = "gptq"
     quant: QuantSpec = Field(default_factory=QuantSpec)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    # compressed-tensors: packed integer weights + quantization_config (vLLM, transformers);
+    # dense: the dequantized weights as plain safetensors (any loader, no smaller than the source)
+    format: Literal["compressed-tensors", "dense"] = "compressed-tensors"
     overwrite: bool = False

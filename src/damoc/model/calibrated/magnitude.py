@@ -6,10 +6,9 @@ import torch
 
 from damoc.model.calibrated.config import PruneSpec
 from damoc.model.calibrated.masks import nm_mask, prune_lowest
-from damoc.model.calibrated.methods import METHODS, LayerResult
+from damoc.model.calibrated.methods import LayerResult
 
 
-@METHODS.register("magnitude", family="prune", help="|W| compared across the whole layer (no calibration)")
 def magnitude(w: torch.Tensor, h: torch.Tensor | None, spec: PruneSpec) -> LayerResult:
     scores = w.detach().float().abs()
     nm = spec.nm

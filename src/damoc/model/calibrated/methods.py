@@ -2,7 +2,8 @@
 
 A method is a function ``(weight (out, in), H (in, in), spec) -> LayerResult``: tensors in,
 tensors out. ``family`` is ``"prune"`` (spec: PruneSpec) or ``"quantize"`` (spec: QuantSpec).
-Methods register themselves on import of their module (see ``damoc.model.calibrated.__init__``).
+:data:`METHODS` lists every method (its module is imported on first use); docs/calibrated.md
+describes each.
 Optional attributes on the function: ``needs_calibration = False`` (no data is run; H is None) and
 ``statistic = "diagonal"`` (H is passed as its diagonal vector ``Σ x²``, which is cheaper to gather).
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import torch
 
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
 
 
 @dataclass
@@ -41,7 +42,41 @@ class LayerResult:
 
 
 Method = Callable[[torch.Tensor, torch.Tensor, Any], LayerResult]
-METHODS: Registry[Method] = Registry("calibration method")
+METHODS: Registry[Method] = Registry(
+    "calibration method",
+    [
+        Entry(
+            "magnitude",
+            "damoc.model.calibrated.magnitude:magnitude",
+            family="prune",
+            help="|W| compared across the whole layer (no calibration)",
+        ),
+        Entry(
+            "sparsegpt",
+            "damoc.model.calibrated.sparsegpt:sparsegpt",
+            family="prune",
+            help="OBS pruning with weight updates (Hessian-based)",
+        ),
+        Entry(
+            "wanda",
+            "damoc.model.calibrated.wanda:wanda",
+            family="prune",
+            help="|W|·‖X‖ per output row (no weight update)",
+        ),
+        Entry(
+            "rtn",
+            "damoc.model.calibrated.quant:rtn",
+            family="quantize",
+            help="round-to-nearest per group (no calibration; baseline)",
+        ),
+        Entry(
+            "gptq",
+            "damoc.model.calibrated.gptq:gptq",
+            family="quantize",
+            help="OBS quantization with error feedback (Hessian-based)",
+        ),
+    ],
+)
 
 
 def method_family(name: str) -> str:

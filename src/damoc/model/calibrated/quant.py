@@ -1,25 +1,31 @@
-"""Asymmetric min-max integer quantization per group of input columns, round-to-nearest (RTN) baseline,
-and bit-packing of the integer codes for the side file."""
+"""Min-max integer quantization per group of input columns (asymmetric, or symmetric about zero) and the
+round-to-nearest (RTN) baseline."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from damoc.model.calibrated.config import QuantSpec
-from damoc.model.calibrated.methods import METHODS, LayerResult, QuantPayload
+from damoc.model.calibrated.methods import LayerResult, QuantPayload
 
 
-def minmax_params(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row ``(scale, zero)`` of shape (rows, 1) over the columns of ``x``; the range always holds 0."""
+def minmax_params(x: torch.Tensor, bits: int, symmetric: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row ``(scale, zero)`` of shape (rows, 1) over the columns of ``x``; the range always holds 0.
+
+    Symmetric: the range is ``[-max|x|, max|x|]`` and the zero point the middle code ``2**(bits-1)``
+    (as GPTQ's reference code does), so a kernel needs no zero point.
+    """
     maxq = 2**bits - 1
     xmin = torch.clamp(x.min(dim=1, keepdim=True).values, max=0.0)
     xmax = torch.clamp(x.max(dim=1, keepdim=True).values, min=0.0)
+    if symmetric:
+        xmax = torch.maximum(-xmin, xmax)
+        xmin = -xmax
     flat = (xmax - xmin) == 0
     xmin = torch.where(flat, xmin - 1.0, xmin)
     xmax = torch.where(flat, xmax + 1.0, xmax)
     scale = (xmax - xmin) / maxq
-    zero = torch.round(-xmin / scale)
+    zero = torch.full_like(scale, 2 ** (bits - 1)) if symmetric else torch.round(-xmin / scale)
     return scale, zero
 
 
@@ -44,7 +50,6 @@ def group_index(n_in: int, group: int, perm: torch.Tensor | None = None) -> torc
     return (pos // group).to(torch.int32)
 
 
-@METHODS.register("rtn", family="quantize", help="round-to-nearest per group (no calibration; baseline)")
 def rtn(w: torch.Tensor, h: torch.Tensor | None, spec: QuantSpec) -> LayerResult:
     wf = w.detach().float()
     rows, cols = wf.shape
@@ -55,7 +60,7 @@ def rtn(w: torch.Tensor, h: torch.Tensor | None, spec: QuantSpec) -> LayerResult
     zeros = torch.zeros(rows, n_groups, device=wf.device)
     for g in range(n_groups):
         sl = slice(g * group, min(cols, (g + 1) * group))
-        s, z = minmax_params(wf[:, sl], spec.bits)
+        s, z = minmax_params(wf[:, sl], spec.bits, spec.symmetric)
         codes[:, sl] = quantize_codes(wf[:, sl], s, z, spec.bits)
         scales[:, g], zeros[:, g] = s[:, 0], z[:, 0]
     payload = QuantPayload(codes.to(torch.uint8), scales, zeros, group_index(cols, group), spec.bits)
@@ -63,18 +68,3 @@ def rtn(w: torch.Tensor, h: torch.Tensor | None, spec: QuantSpec) -> LayerResult
 
 
 rtn.needs_calibration = False  # type: ignore[attr-defined]
-
-
-def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack integer codes (< 2**bits) into a flat uint8 stream, ``bits`` bits per code, little-endian."""
-    arr = codes.reshape(-1).numpy().astype(np.uint8)
-    bit_planes = np.unpackbits(arr[:, None], axis=1, bitorder="little")[:, :bits]
-    return torch.from_numpy(np.packbits(bit_planes.reshape(-1), bitorder="little"))
-
-
-def unpack_codes(packed: torch.Tensor, bits: int, shape: tuple[int, ...]) -> torch.Tensor:
-    n = int(np.prod(shape))
-    flat = np.unpackbits(packed.numpy(), bitorder="little")[: n * bits].reshape(n, bits)
-    full = np.zeros((n, 8), dtype=np.uint8)
-    full[:, :bits] = flat
-    return torch.from_numpy(np.packbits(full, axis=1, bitorder="little").reshape(shape))

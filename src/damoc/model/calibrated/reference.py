@@ -67,7 +67,7 @@ def gptq_reference(w: torch.Tensor, h: torch.Tensor, spec: QuantSpec) -> torch.T
 
     def rule(j: int, cur: torch.Tensor) -> torch.Tensor:
         if j % group == 0:
-            params["scale"], params["zero"] = minmax_params(cur[:, j : j + group], spec.bits)
+            params["scale"], params["zero"] = minmax_params(cur[:, j : j + group], spec.bits, spec.symmetric)
         s, z = params["scale"], params["zero"]
         return (s * (quantize_codes(cur[:, j : j + 1], s, z, spec.bits) - z))[:, 0]
 

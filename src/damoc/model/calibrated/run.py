@@ -13,8 +13,10 @@ import torch
 from damoc.errors import DamocError
 from damoc.evaluate.perplexity import pack_sequences
 from damoc.io.files import atomic_output_dir, check_output_dir
+from damoc.model.arch import save_dtype
 from damoc.model.calibrated.checkpoint import save_checkpoint
 from damoc.model.calibrated.config import CalibrationConfig, PruneCalibratedJob, QuantizeJob
+from damoc.model.calibrated.export import COMPRESSED, DENSE, PACKED_FORMAT, check_exportable
 from damoc.model.calibrated.general_text import load_source_texts
 from damoc.model.calibrated.hessian import source_weights
 from damoc.model.calibrated.methods import METHODS, method_family
@@ -114,14 +116,14 @@ def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) ->
     device = None
     if model is None:
         model, tok, device = load_for_offload(job.model)
+    fmt = job.format if isinstance(job, QuantizeJob) else DENSE
+    if family == "quantize" and fmt == COMPRESSED:
+        check_exportable(model, job.quant)  # before the work: the format's limits are known up front
+    dtype = save_dtype(model)  # the source's, or the one asked for with --dtype
     result: CompressionResult = compress_model(
         model, calib, mixing_weights(job.calibration), job.method, spec, job.calibration.batch_size, device
     )
-    storage = (
-        "dequantized weights in model.safetensors; bit-packed codes, scales, zeros, g_idx in damoc_quant.safetensors"
-        if family == "quantize"
-        else "pruned weights stored as exact zeros in dense safetensors"
-    )
+    storage = _storage(family, fmt, dtype)
     record = CompressionRecord(
         job=job.model_dump(mode="json"),
         method=job.method,
@@ -135,5 +137,15 @@ def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) ->
         storage=storage,
     )
     with atomic_output_dir(job.out, job.overwrite) as tmp:
-        save_checkpoint(model, tok, tmp, record, result.payloads or None)
+        save_checkpoint(model, tok, tmp, record, result.payloads or None, spec, fmt, dtype)
     return record
+
+
+def _storage(family: str, fmt: str, dtype: torch.dtype) -> str:
+    """How the checkpoint holds the weights, in words (for the record)."""
+    name = str(dtype).removeprefix("torch.")
+    if family == "prune":
+        return f"pruned weights as exact zeros in dense {name} safetensors"
+    if fmt == COMPRESSED:
+        return f"compressed-tensors {PACKED_FORMAT}: integer weights packed in int32, {name} scales"
+    return f"dequantized weights in dense {name} safetensors"

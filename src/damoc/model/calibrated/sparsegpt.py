@@ -11,7 +11,7 @@ import torch
 
 from damoc.model.calibrated.config import PruneSpec
 from damoc.model.calibrated.masks import nm_mask, prune_lowest
-from damoc.model.calibrated.methods import METHODS, LayerResult
+from damoc.model.calibrated.methods import LayerResult
 from damoc.model.calibrated.obs import Rounder, damped_inverse_cholesky, handle_dead_inputs, obs_sweep
 
 
@@ -42,7 +42,6 @@ class _MaskRounder(Rounder):
         return w1[:, i] * keep
 
 
-@METHODS.register("sparsegpt", family="prune", help="OBS pruning with weight updates (Hessian-based)")
 def sparsegpt(w: torch.Tensor, h: torch.Tensor, spec: PruneSpec) -> LayerResult:
     rows, cols = w.shape
     if spec.nm is not None and cols % spec.nm[1]:

@@ -7,7 +7,7 @@ import torch
 from damoc.model.calibrated.config import PruneSpec
 from damoc.model.calibrated.hessian import activation_norms
 from damoc.model.calibrated.masks import nm_mask, prune_lowest
-from damoc.model.calibrated.methods import METHODS, LayerResult
+from damoc.model.calibrated.methods import LayerResult
 
 
 def wanda_scores(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -18,7 +18,6 @@ def wanda_scores(w: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return w.detach().float().abs() * activation_norms(h.float()).unsqueeze(0)
 
 
-@METHODS.register("wanda", family="prune", help="|W|·‖X‖ per output row (no weight update)")
 def wanda(w: torch.Tensor, h: torch.Tensor, spec: PruneSpec) -> LayerResult:
     scores = wanda_scores(w, h)
     nm = spec.nm

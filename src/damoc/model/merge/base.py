@@ -9,7 +9,7 @@ from typing import Any, Literal
 import torch
 
 from damoc.config import StrictModel
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
 
 
 class MergeSettings(StrictModel):
@@ -48,7 +48,31 @@ class MergeInfo:
 
 
 MergeFn = Callable[..., MergeInfo]
-MERGES: Registry[MergeFn] = Registry("merge method")
+# Every merge method, in the order `--merge` lists them; docs/merging.md describes each.
+MERGES: Registry[MergeFn] = Registry(
+    "merge method",
+    [
+        Entry("none", "damoc.model.merge.none:merge_none", help="plain removal: kept layers untouched"),
+        Entry(
+            "magnitude",
+            "damoc.model.merge.magnitude:merge_magnitude",
+            family="task-vector",
+            help="task vector trimmed to its top-density entries",
+        ),
+        Entry(
+            "dare",
+            "damoc.model.merge.dare:merge_dare",
+            family="task-vector",
+            help="task vector randomly dropped (DARE) and rescaled",
+        ),
+        Entry(
+            "linear",
+            "damoc.model.merge.linear:merge_linear",
+            family="linear",
+            help="ReplaceMe-style linear map folded into the down projection",
+        ),
+    ],
+)
 
 
 def merge_targets(n_layers: int, removed: Sequence[int]) -> dict[int, int]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from damoc.model.merge.base import MERGES, MergeContext, MergeInfo
+from damoc.model.merge.base import MergeContext, MergeInfo
 from damoc.model.merge.task_vector import dare_drop, merge_task_vectors
 
 
-@MERGES.register("dare", family="task-vector", help="task vector randomly dropped (DARE) and rescaled")
 def merge_dare(model, removed: list[int], ctx: MergeContext) -> MergeInfo:
     s = ctx.settings
     gen = torch.Generator().manual_seed(s.seed)

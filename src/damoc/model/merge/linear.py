@@ -33,7 +33,7 @@ from damoc.errors import DamocError
 from damoc.logging_utils import progress
 from damoc.model.arch import decoder_layers, model_device
 from damoc.model.importance import _hidden_arg, _hidden_out
-from damoc.model.merge.base import MERGES, MergeContext, MergeInfo, contiguous_blocks
+from damoc.model.merge.base import MergeContext, MergeInfo, contiguous_blocks
 from damoc.model.removal import skipping
 
 LOG = logging.getLogger(__name__)
@@ -274,7 +274,6 @@ def _fit_block(model, batches, p: int, target: torch.Tensor, settings) -> tuple[
     return t, figures
 
 
-@MERGES.register("linear", family="linear", help="ReplaceMe-style linear map folded into the down projection")
 @torch.no_grad()
 def merge_linear(model, removed: list[int], ctx: MergeContext) -> MergeInfo:
     s = ctx.settings

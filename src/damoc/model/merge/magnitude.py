@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from damoc.model.merge.base import MERGES, MergeContext, MergeInfo
+from damoc.model.merge.base import MergeContext, MergeInfo
 from damoc.model.merge.task_vector import merge_task_vectors, trim_top
 
 
-@MERGES.register("magnitude", family="task-vector", help="task vector trimmed to its top-density entries")
 def merge_magnitude(model, removed: list[int], ctx: MergeContext) -> MergeInfo:
     s = ctx.settings
     return merge_task_vectors(model, removed, s, lambda tau: trim_top(tau, s.density), "magnitude")

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from damoc.model.arch import decoder_layers
-from damoc.model.merge.base import MERGES, MergeContext, MergeInfo
+from damoc.model.merge.base import MergeContext, MergeInfo
 
 
-@MERGES.register("none", help="plain removal: kept layers untouched")
 def merge_none(model, removed: list[int], ctx: MergeContext) -> MergeInfo:
     del ctx
     decoder_layers(model)  # a clear error for a model whose layers cannot be found

@@ -28,4 +28,4 @@ class StructuredPruneConfig(StrictModel):
     samples: int = Field(32, ge=1)  # calibration texts for the gradients
     max_length: int = Field(256, ge=8)
     batch_size: int = Field(4, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)

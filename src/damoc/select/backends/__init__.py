@@ -1,1 +1,1 @@
-"""Where candidate work units run: ``local`` subprocesses or a ``ray`` cluster (SPEC 10)."""
+"""Where candidate work units run: ``local`` subprocesses or a ``ray`` cluster (docs/selection.md)."""

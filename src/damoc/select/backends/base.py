@@ -10,11 +10,16 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
-from damoc.registry import Registry
+from damoc.registry import Entry, Registry
+from damoc.select.lock import note_worker
+from damoc.select.orphans import PARENT_ENV
 from damoc.select.records import UnitRecord
 from damoc.select.worker import CandidateJob, UnitSpec, failed_record, read_progress
+
+if TYPE_CHECKING:
+    from damoc.select.config import RunSettings
 
 LOG = logging.getLogger(__name__)
 
@@ -22,10 +27,22 @@ OnDone = Callable[[UnitSpec, UnitRecord], None]
 
 
 class Backend(Protocol):
+    """A backend is built from the job's ``run:`` settings and runs every candidate's job."""
+
+    @classmethod
+    def from_run(cls, run: RunSettings) -> Backend: ...
+
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None: ...
 
 
-BACKENDS: Registry[Callable[..., Backend]] = Registry("backend")
+# Every backend ``run.backend`` can name (docs/selection.md, "Where candidates run").
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend",
+    [
+        Entry("local", "damoc.select.backends.local:LocalBackend"),
+        Entry("ray", "damoc.select.backends.ray_backend:RayBackend"),
+    ],
+)
 
 
 def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
@@ -34,13 +51,20 @@ def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     env["PYTHONUNBUFFERED"] = "1"
+    env[PARENT_ENV] = str(os.getpid())  # the worker ends when this process does (damoc.select.orphans)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return env
 
 
-def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.Popen, IO[bytes]]:
-    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log."""
+def start_worker(
+    job: CandidateJob, gpu: str | None = None, preexec_fn: Callable[[], None] | None = None
+) -> tuple[subprocess.Popen, IO[bytes]]:
+    """Write the job file and start its worker (on ``gpu`` when given), output to the candidate's log;
+    ``preexec_fn`` runs in the child before the worker starts (the Ray backend ties its life to the task).
+
+    The worker's pid goes into the run lock (a resumed run refuses to start while it runs), and the worker
+    ends if this process is killed (:mod:`damoc.select.orphans`)."""
     job.save()
     Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
     job.progress_path.unlink(missing_ok=True)  # a line from an earlier run is not this run's progress
@@ -52,8 +76,15 @@ def start_worker(job: CandidateJob, gpu: str | None = None) -> tuple[subprocess.
         stderr=subprocess.STDOUT,
         env=worker_env(threads, gpu),
         start_new_session=True,  # Ctrl-C reaches the parent only; it stops the workers it started
+        preexec_fn=preexec_fn,
     )
+    note_worker(proc.pid)
     return proc, log
+
+
+def worker_ended(proc: subprocess.Popen) -> None:
+    """Drop a finished worker from the run lock."""
+    note_worker(proc.pid, running=False)
 
 
 def exit_reason(returncode: int | None) -> str:
@@ -94,6 +125,7 @@ def finish_job(job: CandidateJob, returncode: int | None, wall_s: float, note: s
 def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
     """Stop one worker we started (its own process group), politely then firmly."""
     if proc.poll() is not None:
+        worker_ended(proc)
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -104,6 +136,7 @@ def stop_process(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+    worker_ended(proc)
 
 
 class ProgressReporter:

@@ -6,29 +6,38 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from damoc.select.backends.base import (
-    BACKENDS,
     OnDone,
     ProgressReporter,
     finish_job,
     report,
     start_worker,
     stop_process,
+    worker_ended,
 )
 from damoc.select.worker import CandidateJob
+
+if TYPE_CHECKING:
+    from damoc.select.config import RunSettings
 
 LOG = logging.getLogger(__name__)
 
 
-@BACKENDS.register("local", help="one subprocess per candidate on this machine (--jobs at a time)")
 @dataclass
 class LocalBackend:
+    """One subprocess per candidate on this machine, at most ``jobs`` at a time."""
+
     jobs: int = 1
     timeout_s: float | None = None  # per candidate process
     gpu_ids: list[str] | None = None  # one per running candidate; caps the parallelism
     poll_s: float = 0.2
     progress_s: float = 0.0  # log each running candidate's progress this often (0 = never)
+
+    @classmethod
+    def from_run(cls, run: RunSettings) -> LocalBackend:
+        return cls(jobs=run.jobs, timeout_s=run.timeout_s, gpu_ids=run.gpu_ids, progress_s=run.progress_s)
 
     def run(self, jobs: Sequence[CandidateJob], on_done: OnDone) -> None:
         queue = list(jobs)
@@ -56,6 +65,7 @@ class LocalBackend:
                             continue
                         stop_process(proc)
                         note = f"timed out after {limit:.0f} s"
+                    worker_ended(proc)
                     log.close()
                     running.remove(item)
                     if gpu is not None and free is not None:

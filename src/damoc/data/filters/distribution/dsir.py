@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection, register
+from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
 
@@ -48,7 +48,6 @@ def gumbel_top_k(log_w: np.ndarray, k: int, rng: np.random.Generator, temperatur
     return np.argsort(-keys, kind="stable")[:k]
 
 
-@register
 class DSIRFilter(Filter):
     """Importance resampling toward target (dev/seed) rows on hashed n-gram features."""
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection, register
+from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection
 from damoc.io.tasks import Example
 
 
@@ -36,7 +36,6 @@ def kcenter_greedy(x: np.ndarray, k: int, first: int) -> tuple[list[int], np.nda
     return chosen, dist
 
 
-@register
 class KCenterFilter(Filter):
     """k-center greedy on embeddings: each pick is the row farthest from those already picked."""
 

@@ -14,7 +14,6 @@ from damoc.data.filters.base import (
     Selection,
     allocate,
     kmeans_labels,
-    register,
 )
 from damoc.io.tasks import Example
 
@@ -25,7 +24,6 @@ class KMeansOptions(FilterOptions):
     max_iter: int = 100
 
 
-@register
 class KMeansFilter(Filter):
     """k-means clusters of the embeddings, sampled in proportion to cluster size."""
 

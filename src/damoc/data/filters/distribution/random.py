@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection, allocate, register
+from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection, allocate
 from damoc.io.tasks import Example
 
 
@@ -28,7 +28,6 @@ def stratified_sample(labels: Sequence[str | None], k: int, rng: np.random.Gener
     return [int(i) for i in rng.permutation(chosen)]
 
 
-@register
 class RandomFilter(Filter):
     """Uniform random sample, stratified by label when labels exist (the baseline)."""
 

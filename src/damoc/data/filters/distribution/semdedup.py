@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection, kmeans_labels, register
+from damoc.data.filters.base import Filter, FilterContext, FilterOptions, Selection, kmeans_labels
 from damoc.io.tasks import Example
 
 
@@ -36,7 +36,6 @@ def dedup_cluster(x: np.ndarray, order: np.ndarray, threshold: float) -> tuple[l
     return kept, dup
 
 
-@register
 class SemDeDupFilter(Filter):
     """Drop near-duplicates (cosine above a threshold) within k-means clusters, then fill the budget."""
 

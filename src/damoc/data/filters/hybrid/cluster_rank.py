@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, Selection, kmeans_labels, rank_desc, register
+from damoc.data.filters.base import Filter, FilterContext, Selection, kmeans_labels, rank_desc
 from damoc.data.filters.hybrid.common import HybridOptions, quality_scores
 from damoc.io.tasks import Example
 
@@ -27,7 +27,6 @@ def round_robin(groups: list[np.ndarray], k: int) -> list[int]:
     return chosen
 
 
-@register
 class ClusterRankFilter(Filter):
     """k-means clusters, then the highest-quality rows of each cluster in turn."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, Selection, rank_desc, register
+from damoc.data.filters.base import Filter, FilterContext, Selection, rank_desc
 from damoc.data.filters.hybrid.common import HybridOptions, quality_scores
 from damoc.io.tasks import Example
 
@@ -33,7 +33,6 @@ def deita_greedy(x: np.ndarray, order: np.ndarray, k: int, tau: float) -> tuple[
     return chosen[:k], admitted
 
 
-@register
 class DeitaFilter(Filter):
     """Quality-sorted greedy: admit a row only if its embedding is farther than tau from those chosen."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from damoc.data.filters.base import Filter, FilterContext, Selection, rank_desc, register
+from damoc.data.filters.base import Filter, FilterContext, Selection, rank_desc
 from damoc.data.filters.hybrid.common import HybridOptions, normalize_quality, quality_scores
 from damoc.io.tasks import Example
 
@@ -30,7 +30,6 @@ def quality_kcenter(x: np.ndarray, quality: np.ndarray, k: int, first: int, alph
     return chosen
 
 
-@register
 class QualityKCenterFilter(Filter):
     """k-center greedy where each candidate's distance is weighted by its normalised quality."""
 

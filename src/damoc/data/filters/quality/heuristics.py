@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter, register
+from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter
 from damoc.io.tasks import Example
 
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -63,7 +63,6 @@ def answer_in_context(ex: Example) -> bool:
     return bool(a) and a in normalize(ex.context)
 
 
-@register
 class HeuristicsFilter(QualityFilter):
     """Rule checks (length, repetition, non-text ratio, extractive answer in context); junk ranks last."""
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter, register
+from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter
 from damoc.data.filters.quality.perplexity import mean_token_nll
 from damoc.io.tasks import Example
 
@@ -23,7 +23,6 @@ def ifd_quality(ifd: np.ndarray, max_ifd: float) -> np.ndarray:
     return np.where(ifd < max_ifd, ifd, -ifd)
 
 
-@register
 class IFDFilter(QualityFilter):
     """Instruction-following difficulty: keep rows whose answer the question helps least (IFD < 1)."""
 

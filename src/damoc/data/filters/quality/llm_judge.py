@@ -13,7 +13,6 @@ from damoc.data.filters.base import (
     Judge,
     QualityFilter,
     load_reference_lm,
-    register,
 )
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
@@ -95,7 +94,6 @@ def hf_judge(model, tok, opts: LLMJudgeOptions) -> Judge:
     return judge
 
 
-@register
 class LLMJudgeFilter(QualityFilter):
     """A local instruct model rates each row 0-5 (AlpaGasus prompt); unparsable replies rank last."""
 

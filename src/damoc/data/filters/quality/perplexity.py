@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter, register
+from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter
 from damoc.io.tasks import Example
 
 
@@ -40,7 +40,6 @@ def mean_token_nll(
     return np.array([s.nll_per_token if s.n_tokens else np.nan for s in scores])
 
 
-@register
 class PerplexityFilter(QualityFilter):
     """Keep the middle perplexity band under a small reference LM (drops gibberish and boilerplate)."""
 

@@ -1,4 +1,4 @@
-"""Where the selection cost ratio goes with the size of the training data, from one run's measured parts.
+"""Where a selection run's cost ratio goes with the size of the training data, from its measured parts.
 
 ``damoc select`` records each unit's wall time per stage; its ``Cost`` splits each sweep into the parts
 that grow with the training rows (the full fine-tunes; the data stages and the proxy fine-tunes, whose
@@ -13,20 +13,23 @@ At ``scale`` 1 this gives back the measured ratio; as n grows it tends to
 full fine-tunes ÷ (data stages + proxy fine-tunes). It is arithmetic on measured components, not a
 measurement at the larger size: time per training row is taken as constant. With a fixed-row budget
 (``data.budget`` >= 1) the proxy's data stages and fine-tunes do not grow; only the filter does, since it
-passes over every training row, so the ratio has no limit short of full fine-tunes ÷ filter. This module
-applies it to the benchmark's committed summaries.
+passes over every training row, so the ratio has no limit short of full fine-tunes ÷ filter. The functions here read a
+run's ``leaderboard.json`` (or any mapping with its ``records`` and ``data``); docs/selection.md
+explains the projection.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
+
+from damoc.select.records import Cost, DataRecord, UnitRecord
+from damoc.select.report import best_full, compute_cost
 
 
-def cost_of(summary: dict):
-    """The ``Cost`` of a benchmark summary (``benchmarks/records/selection/<domain>.json``)."""
-    from damoc.select.records import DataRecord, UnitRecord
-    from damoc.select.report import best_full, compute_cost
-
+def cost_of(summary: Mapping[str, Any]) -> Cost:
+    """The :class:`Cost` of a run from its ``leaderboard.json`` (its ``records`` and ``data``)."""
     records = [UnitRecord.model_validate(r) for r in summary["records"]]
     hib = next((r.higher_is_better for r in records), False)
     cost = compute_cost(best_full(records, hib), DataRecord.model_validate(summary["data"]))
@@ -35,7 +38,7 @@ def cost_of(summary: dict):
     return cost
 
 
-def projected_ratio(summary: dict, rows: float, fixed_budget: bool | None = None) -> float:
+def projected_ratio(summary: Mapping[str, Any], rows: float, fixed_budget: bool | None = None) -> float:
     """Full sweep ÷ proxy sweep (wall) at ``rows`` training rows; ``fixed_budget`` projects the run as if
     its proxy subset were a fixed number of rows (True) or a fraction of them (False) whatever its budget
     said (at the measured size the two are the same run)."""
@@ -45,17 +48,17 @@ def projected_ratio(summary: dict, rows: float, fixed_budget: bool | None = None
     return cost.projected_wall_ratio(rows / summary["data"]["n_train"])
 
 
-def limit_ratio(summary: dict) -> float:
+def limit_ratio(summary: Mapping[str, Any]) -> float:
     """The ratio's limit as the training data grows (the fixed parts vanish)."""
     return cost_of(summary).wall_ratio_limit
 
 
-def rows_for(summary: dict, target: float) -> float | None:
+def rows_for(summary: Mapping[str, Any], target: float) -> float | None:
     """The fewest training rows at which the projected ratio reaches ``target`` (None: never)."""
     return _rows_for(cost_of(summary), summary["data"]["n_train"], target)
 
 
-def _rows_for(cost, n_train: int, target: float) -> float | None:
+def _rows_for(cost: Cost, n_train: int, target: float) -> float | None:
     grow_full, grow_proxy = cost.growing_wall_s
     # full_wall + grow_full * (s - 1) >= target * (proxy_wall + grow_proxy * (s - 1)), solved for s >= 0
     fixed_full = cost.full_wall_s - grow_full
@@ -73,7 +76,9 @@ def _limit(x: float) -> str:
     return "unbounded" if math.isinf(x) else f"{x:.1f}x"
 
 
-def projection_markdown(runs: list[tuple[str, str, dict]], sizes: list[int], target: float = 20.0) -> str:
+def projection_markdown(
+    runs: list[tuple[str, str, Mapping[str, Any]]], sizes: list[int], target: float = 20.0
+) -> str:
     """A table of (domain, proxy setting, summary) runs: measured ratio, projected ratios at ``sizes`` rows,
     the limit, and the training rows needed for ``target``."""
     head = "| domain | proxy | measured (rows) | " + "".join(f"{n:,} rows | " for n in sizes)
