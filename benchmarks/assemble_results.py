@@ -1,49 +1,139 @@
-"""Concatenate the per-area write-ups in benchmarks/results/ into benchmarks/RESULTS.md.
+"""Write benchmarks/RESULTS.md: an index of the results pages in benchmarks/results/.
 
-python benchmarks/assemble_results.py
+    python benchmarks/assemble_results.py            # write RESULTS.md
+    python benchmarks/assemble_results.py --check    # exit 1 if RESULTS.md is not what would be written
+
+The index holds the machine header, then for each page `results/<name>.md` (in ORDER, the rest by
+name) its title, a link to it and its summary. The rule, kept simple so any page can follow it:
+
+- the title is the page's first line that starts with "# ";
+- the summary is the first paragraph after the title that is prose: consecutive non-blank lines,
+  skipping headings, fenced code blocks, tables ("|"), images ("![") and HTML lines ("<"); its lines
+  are joined with single spaces, and its relative links are rewritten to work from RESULTS.md.
+
+So a page opens with its title, then one paragraph stating the current answer; the command, the table,
+its reading and limits follow. `--check` writes nothing; CI runs it, so a page whose opening changed
+fails until this script is run again. `--root DIR` reads DIR/results/ and writes DIR/RESULTS.md
+(default: this script's folder).
 """
 
 from __future__ import annotations
 
+import argparse
+import posixpath
+import re
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
 ORDER = [
+    "selection_suite",
+    "selection",
     "zoo",
     "layer_pruning",
     "data_filters",
     "data_compress",
-    "selection",
     "finetune_speed",
     "cross_calibration",
     "finescope",
 ]
 HEADER = """# damoc benchmark results
 
-Every figure below was measured by the script and command named in its section, on the development
-machine: an x86_64 VM with 2 CPU cores and 23 GiB RAM, no GPU, torch 2.13.0+cpu, transformers 5.23 (5.24 for the 2026-12-01 selection runs).
-While these ran, the 2 cores were shared with other jobs (load average 5-16), so **absolute wall
-times are inflated**; speed claims are made only as ratios measured in the same run, and rates,
-losses, perplexities and rankings do not depend on load. Records (the raw numbers, reusable by later
-runs) are under `benchmarks/records/<area>/`. Each section is kept in `benchmarks/results/<area>.md`
-and assembled here by `python benchmarks/assemble_results.py`.
+One page per area in `benchmarks/results/`. Each opens with its current answer (the command, one
+table, what it means, its limits) and names the records under `benchmarks/records/<area>/` that its
+figures come from. This index is written by `python benchmarks/assemble_results.py` from each page's
+title and first paragraph; `--check` fails when it is out of date.
 
+Machine: a shared 2-core x86_64 VM without AVX-512 (about 23 GiB RAM, no GPU, torch 2.13 CPU), with
+other jobs on the same cores while these ran. Absolute times are inflated and not comparable across
+runs: speed claims are ratios measured in the same run; losses, scores and rankings do not depend on
+the load.
 """
+_SKIP_PREFIXES = ("#", "|", "![", "<")
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
-def main() -> None:
+def page_title(text: str, name: str) -> str:
+    """The first "# " heading of a page, else its file name."""
+    for line in text.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return name
+
+
+def page_summary(text: str) -> str:
+    """The first prose paragraph after the title (the rule in the module docstring)."""
+    lines = text.splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.startswith("# ")), 0)
+    paragraph: list[str] = []
+    in_code = False
+    for line in lines[start:]:
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_code = not in_code
+            if paragraph:
+                break
+            continue
+        if in_code:
+            continue
+        if not stripped or stripped.startswith(_SKIP_PREFIXES):
+            if paragraph:
+                break
+            continue
+        paragraph.append(stripped)
+    return " ".join(paragraph)
+
+
+def rebase_links(text: str) -> str:
+    """Relative Markdown links written from results/ made to work from the index's folder."""
+
+    def rebase(match: re.Match) -> str:
+        target = match.group(1)
+        if target.startswith(("#", "/")) or re.match(r"^[a-z][a-z0-9+.-]*:", target):
+            return match.group(0)
+        return f"]({posixpath.normpath(posixpath.join('results', target))})"
+
+    return _LINK.sub(rebase, text)
+
+
+def page_names(results: Path) -> list[str]:
+    names = [n for n in ORDER if (results / f"{n}.md").exists()]
+    return names + sorted(p.stem for p in results.glob("*.md") if p.stem not in ORDER)
+
+
+def build_index(root: Path) -> str:
+    """The text of RESULTS.md for the pages in root/results/."""
+    results = root / "results"
     parts = [HEADER]
-    names = [n for n in ORDER if (HERE / "results" / f"{n}.md").exists()]
-    names += sorted(p.stem for p in (HERE / "results").glob("*.md") if p.stem not in ORDER)
-    parts.append("Sections: " + ", ".join(f"[{n}](#{n.replace('_', '-')})" for n in names) + "\n")
-    for n in names:
-        text = "\n" + (HERE / "results" / f"{n}.md").read_text(encoding="utf-8").strip()
-        parts.append(
-            f'\n<a id="{n.replace("_", "-")}"></a>\n\n' + text.replace("\n#", "\n##").lstrip("\n") + "\n"
-        )
-    (HERE / "RESULTS.md").write_text("\n".join(parts), encoding="utf-8")
-    print(f"wrote {HERE / 'RESULTS.md'} ({len(names)} sections)")
+    for name in page_names(results):
+        text = (results / f"{name}.md").read_text(encoding="utf-8")
+        summary = rebase_links(page_summary(text)) or "(no summary paragraph)"
+        parts.append(f"## [{page_title(text, name)}](results/{name}.md)\n\n{summary}\n")
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Write benchmarks/RESULTS.md, an index of benchmarks/results/*.md."
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if RESULTS.md differs; write nothing")
+    parser.add_argument("--root", type=Path, default=HERE, help="folder holding results/ and RESULTS.md")
+    args = parser.parse_args(argv)
+    if not (args.root / "results").is_dir():
+        print(f"error: no results/ folder under {args.root}", file=sys.stderr)
+        return 2
+    text = build_index(args.root)
+    target = args.root / "RESULTS.md"
+    if args.check:
+        current = target.read_text(encoding="utf-8") if target.exists() else None
+        if current != text:
+            print(f"{target} is out of date: run python benchmarks/assemble_results.py", file=sys.stderr)
+            return 1
+        return 0
+    target.write_text(text, encoding="utf-8")
+    print(f"wrote {target} ({text.count(chr(10) + '## ')} pages)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

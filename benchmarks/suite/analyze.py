@@ -36,6 +36,7 @@ ROOT = HERE.parents[1]
 PAGE = ROOT / "benchmarks" / "results" / "selection_suite.md"
 PLOT = ROOT / "benchmarks" / "results" / "selection_suite.png"
 ANALYSIS = RECORDS / "analysis.json"
+README = ROOT / "README.md"
 CANDIDATES = load_yaml(HERE / "defaults.yaml")["candidates"]
 # methods as the page names them: experiment files, or several (AtS: its subset sizes)
 METHODS = {
@@ -150,11 +151,13 @@ def analyse() -> dict:
     index = load_index()
     for task in TASKS:
         truth = truth_records(task, index)
-        if len(truth) < len(CANDIDATES):
-            out["tasks"][task] = {"truth_done": sorted(truth)}
-            continue
         t = TASKS[task]
-        entry: dict = {"truth_done": sorted(truth), "metrics": {}}
+        done = {c: metric_of(r, t.metric)[0] for c, r in truth.items()}
+        hours = sum(r.cpu_s or 0.0 for r in truth.values()) / 3600
+        if len(truth) < len(CANDIDATES):
+            out["tasks"][task] = {"truth_done": done, "truth_cpu_h": hours}
+            continue
+        entry: dict = {"truth_done": done, "truth_cpu_h": hours, "metrics": {}}
         truth_cost = unit_cost(truth.values())
         entry["truth_cost"] = asdict(truth_cost)
         for metric in (t.metric, "answer_bpb"):
@@ -243,6 +246,54 @@ def versus(an: dict, tasks: list[str], a: str, b: str) -> tuple[float, float, fl
     return statistics.mean(diffs), boots[50], boots[1949], len(diffs)
 
 
+README_BEGIN = "<!-- selection-suite:begin (python benchmarks/suite/analyze.py) -->"
+README_END = "<!-- selection-suite:end -->"
+
+
+def truth_table(an: dict) -> list[str]:
+    """Per task, each candidate's fine-tuned score on its task metric, as far as the truths have come."""
+    short = [c.split("-")[0] + "-" + c.split("-")[-1] for c in CANDIDATES]
+    lines = [
+        "| task | half | metric | " + " | ".join(short) + " | CPU hours |",
+        "|---|---|---|" + "---|" * len(CANDIDATES) + "---|",
+    ]
+    h = halves()
+    for half in ("development", "held_out"):
+        for task in h[half]:
+            e = an["tasks"][task]
+            cells = [_f(e["truth_done"].get(c), 3) for c in CANDIDATES]
+            lines.append(
+                f"| {task} | {half.replace('_', '-')} | {TASKS[task].metric} | "
+                + " | ".join(cells)
+                + f" | {e['truth_cpu_h']:.1f} |"
+            )
+    return lines
+
+
+def readme_block(an: dict) -> str:
+    n_done = sum("metrics" in e for e in an["tasks"].values())
+    n_units = sum(len(e["truth_done"]) for e in an["tasks"].values())
+    lines = [
+        README_BEGIN,
+        "",
+        f"Ground truths so far: {n_units} of {len(TASKS) * len(CANDIDATES)} fine-tunes, {n_done} of "
+        f"{len(TASKS)} tasks complete (each candidate LoRA-fine-tuned on the task's training split, scored on "
+        "200 dev rows by the task metric; — = not run yet):",
+        "",
+        *truth_table(an),
+        "",
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def with_readme_block(readme: str, block: str) -> str:
+    start, end = readme.find(README_BEGIN), readme.find(README_END)
+    if start < 0 or end < 0:
+        raise SystemExit(f"README.md lacks the markers {README_BEGIN!r} ... {README_END!r}")
+    return readme[:start] + block + readme[end + len(README_END) :]
+
+
 def page(an: dict) -> str:
     h = halves()
     lines = [
@@ -261,6 +312,12 @@ def page(an: dict) -> str:
         "fine-tunes, dev scoring), the full sweep's over the method's.",
         "",
         "![fidelity against cost](selection_suite.png)",
+        "",
+        "## Ground truths so far",
+        "",
+        "Each candidate's fine-tuned score on the task metric (— = not run yet); CPU hours of the truths.",
+        "",
+        *truth_table(an),
         "",
     ]
     for half in ("development", "held_out"):
@@ -412,11 +469,21 @@ def main() -> None:
         write_index()
     an = analyse()
     text = page(an)
+    readme = README.read_text(encoding="utf-8")
+    new_readme = with_readme_block(readme, readme_block(an))
     if args.check:
-        if not PAGE.is_file() or PAGE.read_text(encoding="utf-8") != text:
-            raise SystemExit(f"{PAGE} does not match its records: run python benchmarks/suite/analyze.py")
-        print(f"{PAGE.name} matches its records")
+        stale = [
+            p.name
+            for p, want in ((PAGE, text), (README, new_readme))
+            if not p.is_file() or p.read_text(encoding="utf-8") != want
+        ]
+        if stale:
+            raise SystemExit(
+                f"{', '.join(stale)} out of date with the records: run python benchmarks/suite/analyze.py"
+            )
+        print(f"{PAGE.name} and README.md match their records")
         return
+    README.write_text(new_readme, encoding="utf-8")
     ANALYSIS.parent.mkdir(parents=True, exist_ok=True)
     ANALYSIS.write_text(
         json.dumps(an, indent=1, default=lambda x: None if isinstance(x, float) and math.isnan(x) else x)

@@ -6,7 +6,7 @@ proxy score ends up *worse than its own uncompressed zero-shot score* was not br
 fine-tune, so its proxy score says more about what the compression did to it than about how it
 would fine-tune. Over the selection benchmark's runs, rankings in which some candidate failed this
 check found the full fine-tune's winner far less often than rankings in which every candidate passed
-(benchmarks/RESULTS.md, selection, "compression check").
+(benchmarks/results/selection.md, "The compression check").
 """
 
 from __future__ import annotations
