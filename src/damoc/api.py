@@ -105,7 +105,7 @@ def select(job: Any, *, resume: bool = False, overwrite: bool = False, **overrid
     from damoc.select.pipeline import run_select
 
     if isinstance(job, SelectConfig):
-        data = job.dump()
+        data = job.model_dump(mode="json", by_alias=True)  # not dump(): that masks credentials in URLs
     elif isinstance(job, dict):
         data = dict(job)
     else:
