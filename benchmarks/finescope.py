@@ -650,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                     "batch_size": 4,
                     "max_length": 256,
                     "seed": args.ft_seed,
+                    "precision": "fp32",  # as the records were made (the product's default is auto)
                 },
             },
             "score": {"eval_rows": args.eval_rows, "max_length": 256, "batch_size": 8},

@@ -312,6 +312,9 @@ def domain_config(
             "batch_size": 8,
             "few_shot_k": 2,
             "alias_field": {"squad": "answer_aliases", "wikidata": "aliases"}.get(domain),
+            # as the records were made (the product's default is auto; variants set bf16 themselves)
+            "precision": "fp32",
+            "prompt_format": "raw",
         },
         "model": {"layer_fraction": 0.25, "calibration_rows": 8, "calibration_max_length": 128},
         "proxy": {

@@ -7,4 +7,4 @@ PY=${PYTHON:-python3}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,embed,fidelity,ray]"
+python -m pip install -q -e ".[dev,embed,fidelity,ray,datasets]"

@@ -114,8 +114,8 @@ def test_proxy_and_truth_units_get_their_own_scoring_precision(qa_file, tmp_path
     assert bf16_truth["full"].cache_key != plain["full"].cache_key
 
 
-def test_report_names_the_scoring_precision_only_when_not_fp32(tmp_path):
-    from damoc.select.config import SelectConfig
+def test_report_names_the_scoring_precision_only_when_not_fp32(tmp_path, monkeypatch):
+    from damoc.select.config import SelectConfig, resolve_auto
     from damoc.select.records import DataRecord, UnitRecord
     from damoc.select.report import build_leaderboard, render_markdown
 
@@ -135,7 +135,9 @@ def test_report_names_the_scoring_precision_only_when_not_fp32(tmp_path):
 
     def report(**over):
         cfg = SelectConfig.model_validate({"task": {"path": "pubmedqa"}, "candidates": ["a", "b"], **over})
-        return render_markdown(build_leaderboard(cfg, data, recs, tmp_path))
+        return render_markdown(build_leaderboard(resolve_auto(cfg), data, recs, tmp_path))
+
+    monkeypatch.setenv("DAMOC_CPU_FLAGS", "avx2")  # precision auto resolves to fp32 on this CPU
 
     assert "dev scoring" not in report()
     assert "- dev scoring: bf16 for the proxies and baselines (bf16" in report(eval={"precision": "bf16"})

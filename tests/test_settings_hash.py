@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from damoc.config import StrictModel
-from damoc.select.config import SETTINGS_EPOCH, DataSettings, config_hash
+from damoc.select.config import _NONE, SETTINGS_EPOCH, DataSettings, config_hash, hash_default
 from damoc.select.worker import UnitSpec
 
 SNAPSHOT = Path(__file__).parent / "data" / "settings_defaults.json"
@@ -38,7 +38,9 @@ def _models(tp, seen: dict[str, type[BaseModel]]) -> None:
 
 
 def current_defaults() -> dict[str, dict[str, object]]:
-    """The default of every field of the settings that enter a settings hash (required fields left out)."""
+    """The value every field of the settings that enter a settings hash leaves out of it (required fields
+    left out): its default, or its hash default where it declares one (a field whose default became
+    ``auto`` keeps its old default out of the hash, so that value stands for it here)."""
     seen: dict[str, type[BaseModel]] = {}
     _models(UnitSpec, seen)
     _models(DataSettings, seen)
@@ -48,7 +50,9 @@ def current_defaults() -> dict[str, dict[str, object]]:
         for fname, info in cls.model_fields.items():
             if info.is_required():
                 continue
-            default = info.get_default(call_default_factory=True)
+            default = hash_default(info)
+            if default is _NONE:
+                default = info.get_default(call_default_factory=True)
             fields[fname] = default.model_dump(mode="json") if isinstance(default, BaseModel) else default
         out[name] = json.loads(json.dumps(fields, default=str))
     return out

@@ -458,7 +458,7 @@ def test_real_smollm2_fetch_loads_and_generates(tmp_path, monkeypatch):
     assert "Paris" in tok.decode(out[0][ids["input_ids"].shape[1] :])
 
 
-def test_hf_ids_resolve_only_from_the_local_hf_cache(tmp_path, monkeypatch):
+def test_hf_ids_resolve_from_the_hub_cache_when_offline(tmp_path, monkeypatch):
     from damoc.zoo import registry
 
     snap = tmp_path / "models--org--tiny" / "snapshots" / "abc123"
@@ -470,8 +470,10 @@ def test_hf_ids_resolve_only_from_the_local_hf_cache(tmp_path, monkeypatch):
     assert registry.hub_snapshot("org/other", cache_dir=tmp_path) is None
     assert registry.hub_snapshot("not-an-id", cache_dir=tmp_path) is None
 
-    real = registry.hub_snapshot
-    monkeypatch.setattr(registry, "hub_snapshot", lambda name: real(name, cache_dir=tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert resolve_zoo_model("org/tiny") == snap
-    with pytest.raises(DamocError, match="nor a Hugging Face id already in the local HF cache"):
+    with pytest.raises(DamocError, match="not in the local Hugging Face cache, and the hub is off"):
         resolve_zoo_model("org/other")
+    with pytest.raises(DamocError, match="nor a Hugging Face id"):
+        resolve_zoo_model("not-a-zoo-name")

@@ -67,7 +67,6 @@ def _click_error_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     _load_commands()
     try:

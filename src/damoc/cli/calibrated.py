@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from damoc.cli.apps import app, prune_app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 
 _GENERAL_HELP = (
     "General text: 'general' (bundled SQuAD paragraphs), a task name/file or a .txt file; 'none' for none."
@@ -62,6 +63,7 @@ def _run_job(
     calibration: dict,
     overwrite: bool,
     extra: dict | None = None,
+    hardware: tuple[str | None, str | None, bool] = (None, None, False),
 ):
     """List the family's methods, or parse the job (one-line errors) and run it, then print the summary."""
     if list_:
@@ -77,6 +79,7 @@ def _run_job(
     cls, spec_key = (PruneCalibratedJob, "prune") if family == "prune" else (QuantizeJob, "quant")
     data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
     job = parse_config(cls, {**data, **(extra or {}), "overwrite": overwrite})
+    use_hardware(*hardware, job=job)
     from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 
@@ -85,7 +88,7 @@ def _run_job(
     _summary(compress_job(job), out)
 
 
-MODEL_ARG = typer.Argument(None, help="A local HF model directory or an offline zoo name.")
+MODEL_ARG = typer.Argument(None, help="A local HF model directory, a zoo name or a Hugging Face hub id.")
 GENERAL_OPT = typer.Option("general", "--general", help=_GENERAL_HELP)
 DOMAIN_OPT = typer.Option(None, "--domain", help=_DOMAIN_HELP)
 ALPHA_OPT = typer.Option(0.5, "--alpha", help="Domain weight α in H = (1-α) H_general + α H_domain.")
@@ -123,6 +126,9 @@ def prune_calibrated(
     out: Path = OUT_OPT,
     overwrite: bool = OVERWRITE_OPT,
     list_: bool = typer.Option(False, "--list", help="List the pruning methods and exit."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Prune weights with calibration: Hessians from general and domain text, mixed by α, layer by layer."""
     _run_job(
@@ -134,6 +140,7 @@ def prune_calibrated(
         {"sparsity": sparsity, "pattern": pattern, "block_size": block_size, "damp": damp},
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
+        hardware=(device, dtype, offline),
     )
 
 
@@ -175,6 +182,9 @@ def quantize(
     out: Path = OUT_OPT,
     overwrite: bool = OVERWRITE_OPT,
     list_: bool = typer.Option(False, "--list", help="List the quantization methods and exit."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Quantize weights (GPTQ) with cross-calibration; saves a compressed-tensors (pack-quantized) checkpoint."""
     _run_job(
@@ -195,12 +205,13 @@ def quantize(
         _calibration(general, domain, alpha, samples, length, batch_size, seed, dev_size),
         overwrite,
         {"format": format_},
+        hardware=(device, dtype, offline),
     )
 
 
 @app.command("eval")
 def eval_(
-    model: str = typer.Argument(..., help="A local HF model directory or an offline zoo name."),
+    model: str = typer.Argument(..., help="A local HF model directory, a zoo name or a Hugging Face hub id."),
     general: str = GENERAL_OPT,
     domain: str = DOMAIN_OPT,
     task: str = typer.Option(
@@ -214,6 +225,18 @@ def eval_(
     seed: int = SEED_OPT,
     dev_size: float = DEV_OPT,
     out: Path = typer.Option(None, "--out", "-o", help="Write the report as JSON here."),
+    split: str = typer.Option(
+        None,
+        "--split",
+        help="Score the task's own split of this name (a saved DatasetDict or a hub dataset); default: its "
+        "validation split when it has one, else --dev-size rows held out.",
+    ),
+    prompt_format: str = typer.Option(
+        "raw", "--prompt-format", help="raw (Context/Question/Answer:), chat (the chat template) or auto."
+    ),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
 ) -> None:
     """Perplexity on held-out general and domain text, and the domain task score (bits/byte, label accuracy)."""
@@ -238,13 +261,20 @@ def eval_(
             "batch_size": batch_size,
             "seed": seed,
             "dev_size": dev_size,
+            "split": split,
+            "prompt_format": prompt_format,
         },
     )
     if not (cfg.general or cfg.domain or cfg.task):
         raise DamocError("nothing to evaluate: give --general, --domain or --task")
+    use_hardware(device, dtype, offline)
     if out is not None:
         check_output_file(out, overwrite)
     check_model(model)
+    from damoc.evaluate.report_eval import _task_source, eval_task
+
+    if cfg.split is not None and _task_source(cfg):
+        eval_task(_task_source(cfg), cfg)  # an unknown split fails before the model loads
     m, tok = load_model_quietly(model)
     report = evaluate_model(m, tok, cfg, name=str(model))
     if out is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from damoc.cli.apps import app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 
 _FIELDS = "Field mapping"
 
@@ -102,6 +103,9 @@ def compress_cmd(
     ),
     answer_field: str = typer.Option("answer", "--answer-field", rich_help_panel=_FIELDS),
     label_field: str = typer.Option("label", "--label-field", help="'' for none.", rich_help_panel=_FIELDS),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Compress a task's examples to a token rate: keep the words worth most per token, drop the rest.
 
@@ -136,6 +140,7 @@ def compress_cmd(
             },
         },
     )
+    use_hardware(device, dtype, offline, job)
     _check_outputs(out, overwrite)
     from damoc.model.arch import check_model
 
@@ -182,6 +187,9 @@ def rewrite_cmd(
     context_field: str = typer.Option("context", "--context-field", rich_help_panel=_FIELDS),
     answer_field: str = typer.Option("answer", "--answer-field", rich_help_panel=_FIELDS),
     label_field: str = typer.Option("label", "--label-field", rich_help_panel=_FIELDS),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Rewrite compressed examples into short fluent text, with feedback on what was lost.
 
@@ -210,6 +218,7 @@ def rewrite_cmd(
             },
         },
     )
+    use_hardware(device, dtype, offline, job)
     _check_outputs(out, overwrite)
     if rewriter is not None:
         from damoc.model.arch import check_model

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from damoc.cli.apps import app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
 
 
@@ -119,6 +120,9 @@ def filter_cmd(
         [], "--option", "-O", help="A method option KEY=VALUE (repeatable), e.g. -O threshold=0.85."
     ),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Keep a budget of a task's rows with a data filter; write the subset and every row's score.
 
@@ -174,6 +178,7 @@ def filter_cmd(
         },
         where="filter",
     )
+    use_hardware(device, dtype, offline, cfg)
     _check_outputs(cfg)
     from damoc.model.arch import check_model
 

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from damoc.cli.apps import app, prune_app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
 
 
@@ -63,6 +64,9 @@ def curate_cmd(
     ),
     job: Path = typer.Option(None, "--job", help="A YAML 'curate' job instead of the options above."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Pick the M pool rows most like the seed rows (FineScope: TopK-SAE signatures), write them with scores."""
     from damoc.config import load_job, parse_config
@@ -98,6 +102,7 @@ def curate_cmd(
             "sae": {"expansion": expansion, "k": k, "steps": sae_steps},
         }
         cfg = parse_config(CurateJob, data, where="curate")
+    use_hardware(device, dtype, offline, cfg)
     from damoc.io.outputs import check_output_file
 
     check_output_file(cfg.out, cfg.overwrite)
@@ -139,6 +144,9 @@ def prune_structured_cmd(
     samples: int = typer.Option(32, "--samples", help="Calibration rows used for the gradients."),
     max_length: int = typer.Option(256, "--max-length", help="Tokens per calibration row."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """LLM-Pruner-style structured pruning (heads + MLP channels, uniform per layer) to a loadable checkpoint."""
     from damoc.config import parse_config
@@ -147,6 +155,7 @@ def prune_structured_cmd(
 
     if not 0.0 < ratio < 1.0:
         raise DamocError(f"--ratio must be in (0, 1), got {ratio}")
+    use_hardware(device, dtype, offline)
     from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 
@@ -195,6 +204,9 @@ def distill_cmd(
         1.0, "--kl-weight", help="Weight of KL(teacher || student) on the answer tokens (0 = off)."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Self-data distillation: the teacher answers the prompts greedily, the student is fine-tuned on them."""
     from damoc.config import parse_config
@@ -218,6 +230,7 @@ def distill_cmd(
         },
         where="distill",
     )
+    use_hardware(device, dtype, offline)
     res = distill_to_dir(teacher, student, data, str(out), cfg, overwrite, max_rows)
     fb = f" ({res.stats['fallbacks']} gold fallbacks)" if cfg.teacher_mode == "rewrite_reference" else ""
     typer.echo(
@@ -231,6 +244,9 @@ def finescope_cmd(
     job: Path = typer.Argument(..., help="A YAML 'finescope' job (see examples/finescope.yaml)."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (overrides the job's 'out')."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty run directory."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """FineScope end to end: SAE curation -> structured pruning -> self-distillation, with domain scores."""
     from damoc.config import load_job
@@ -244,6 +260,7 @@ def finescope_cmd(
         cfg.out = str(out)
     if overwrite:
         cfg.overwrite = True
+    use_hardware(device, dtype, offline, cfg)
     from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 

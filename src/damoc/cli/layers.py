@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from damoc.cli.apps import layers_app, prune_app
+from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
 
 
@@ -46,6 +47,9 @@ def score(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Texts per forward pass."),
     out: Path | None = typer.Option(None, "--out", help="Write the scores as JSON here."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Score every decoder layer on calibration text: block influence BI = 1 − cos(h_l, h_l+1)
     (low = the layer changes little = safe to remove), and with --metric angular the angular distance of
@@ -56,6 +60,7 @@ def score(
 
     if metric not in METRICS:
         raise DamocError(f"unknown --metric '{metric}' (known: {', '.join(METRICS)})")
+    use_hardware(device, dtype, offline)
     if out is not None:
         from damoc.io.outputs import check_output_file
 
@@ -103,6 +108,9 @@ def prune_layers_cmd(
     out: Path | None = typer.Option(None, "--out", help="Output directory for the pruned checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output directory."),
     config: Path | None = typer.Option(None, "--config", help="Run a YAML job (job: prune-layers) instead."),
+    device: str | None = DEVICE_OPT,
+    dtype: str | None = DTYPE_OPT,
+    offline: bool = OFFLINE_OPT,
 ) -> None:
     """Remove decoder layers, merge them into the kept ones, and write a loadable Hugging Face checkpoint
     plus damoc_prune.json. The first and last layers are protected."""
@@ -145,6 +153,7 @@ def prune_layers_cmd(
     cfg = job.prune_config()
     if cfg.remove is None and cfg.fraction is None and cfg.layers is None:
         raise DamocError("say how many layers to remove: --remove N, --fraction F or --layers i,j")
+    use_hardware(device, dtype, offline, job)
     check_output_dir(job.out, job.overwrite)
     check_model(job.model)
     resolve_model(job.model)

@@ -24,6 +24,18 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
+def _splits(items: list[str]) -> dict[str, str]:
+    from damoc.errors import DamocError
+
+    out = {}
+    for item in items:
+        role, sep, name = item.partition("=")
+        if not sep or not name.strip():
+            raise DamocError(f"--split takes ROLE=NAME (train=... or dev=...), got '{item}'")
+        out[role.strip()] = name.strip()
+    return out
+
+
 @app.command("select")
 def select(
     job: Path | None = typer.Argument(None, help="A YAML job file (job: select); flags override its values."),
@@ -112,7 +124,30 @@ def select(
     backend: str | None = typer.Option(None, "--backend", help="local or ray."),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (backend ray)."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Candidates run at once."),
-    device: str | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    device: str | None = typer.Option(
+        None, "--device", help="Where candidates run: auto (a GPU when one is visible), cpu, cuda or cuda:N."
+    ),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="Candidates' weights: auto (float32 on a CPU, the checkpoint's own on a GPU), float32, "
+        "bfloat16 or float16.",
+    ),
+    offline: bool = typer.Option(
+        False, "--offline", help="Use only local files and the Hugging Face cache (as HF_HUB_OFFLINE=1)."
+    ),
+    split: list[str] | None = typer.Option(
+        None,
+        "--split",
+        help="ROLE=NAME: the task's own split for train or dev (repeat the flag), e.g. --split dev=test; a "
+        "source with named splits uses train and validation by default.",
+    ),
+    prompt_format: str | None = typer.Option(
+        None,
+        "--prompt-format",
+        help="raw (Context/Question/Answer:, the default), chat (each candidate's chat template) or auto "
+        "(chat where the candidate has a template).",
+    ),
     gpus: str | None = typer.Option(
         None, "--gpus", help="Local backend: GPU ids, one per running candidate (0,1)."
     ),
@@ -170,6 +205,12 @@ def select(
         raise DamocError("no task: pass --task FILE (or a built-in name) or set task.path in the job file")
     if dev_size is not None:
         _set(data, "task.dev_size", int(dev_size) if dev_size >= 1 else dev_size)
+    if split:
+        _set(data, "task.splits", _splits(split))
+    if offline:
+        from damoc.zoo.registry import set_hub_offline
+
+        set_hub_offline()
     if no_compress:
         data.setdefault("data", {})["compress_rate"] = None
     if budget is not None:
@@ -212,6 +253,8 @@ def select(
         "run.address": address,
         "run.jobs": jobs,
         "run.device": device,
+        "run.dtype": dtype,
+        "eval.prompt_format": prompt_format,
         "run.gpu_ids": [g.strip() for g in gpus.split(",") if g.strip()] if gpus else None,
         "task.fields.question": question_field,
         "task.fields.answer": answer_field,

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from damoc.config import JobConfig, StrictModel
 from damoc.curate.train_sae import SAETrainConfig
+from damoc.hardware import HardwareSettings
 from damoc.model.structured.config import StructuredPruneConfig
 from damoc.train.distill import DistillConfig
 
@@ -42,7 +43,7 @@ class CurationSettings(StrictModel):
     seed: int = Field(0, ge=0)
 
 
-class CurateJob(CurationSettings, JobConfig):
+class CurateJob(CurationSettings, JobConfig, HardwareSettings):
     """Curate a pool against seed rows; writes the top rows (with scores) and a report.
 
     Sample YAML (``examples/curate.yaml``; docs/finescope.md)::
@@ -86,7 +87,7 @@ class ScoreSettings(StrictModel):
     bootstrap_seed: int = Field(0, ge=0)
 
 
-class FinescopeJob(JobConfig):
+class FinescopeJob(JobConfig, HardwareSettings):
     """FineScope end to end: curate the pool, prune on the curated rows, recover with self-distillation.
 
     Stages scored on the ``eval`` rows: source, pruned, pruned + plain fine-tune on the curated rows'

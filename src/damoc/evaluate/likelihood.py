@@ -36,11 +36,13 @@ def encode_pair(
 ) -> tuple[list[int], int]:
     """Token ids of ``prompt + " " + answer`` and where the answer starts.
 
-    The prompt is cut from the left when the pair is too long; the answer is kept (cut from the right
-    only if it alone exceeds ``max_length``).
+    The answer follows after one space, or directly when the prompt already ends in white space (a chat
+    template's opened assistant turn ends in a new line). The prompt is cut from the left when the pair is
+    too long; the answer is kept (cut from the right only if it alone exceeds ``max_length``).
     """
     p_ids = tok(prompt, add_special_tokens=True)["input_ids"]
-    a_ids = tok(" " + answer.strip(), add_special_tokens=False)["input_ids"]
+    joiner = "" if prompt[-1:].isspace() else " "
+    a_ids = tok(joiner + answer.strip(), add_special_tokens=False)["input_ids"]
     if add_eos and tok.eos_token_id is not None:
         a_ids = a_ids + [tok.eos_token_id]
     a_ids = a_ids[: max(1, max_length - 1)]

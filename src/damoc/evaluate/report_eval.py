@@ -20,7 +20,8 @@ from pydantic import Field
 from damoc.config import StrictModel
 from damoc.evaluate.likelihood import answer_scores, collate, encode_pair
 from damoc.evaluate.perplexity import pack_sequences, sequence_perplexity
-from damoc.io.tasks import load_task
+from damoc.io.prompts import PromptFormat, format_prompts
+from damoc.io.tasks import Task, load_task, source_splits, to_examples
 from damoc.logging_utils import progress
 
 
@@ -42,6 +43,10 @@ class EvalConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     dev_size: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out fraction (must match calibration).")
     seed: int = Field(0, ge=0)
+    split: str | None = Field(
+        None, description="The task's own split to score (a saved DatasetDict or a hub dataset)."
+    )
+    prompt_format: PromptFormat = Field("raw", description="raw, chat (the chat template) or auto.")
 
 
 @dataclass
@@ -101,6 +106,23 @@ def label_nlls(
     return out
 
 
+def eval_task(source: str, cfg: EvalConfig) -> Task:
+    """The task to score: ``cfg.split`` of a source with named splits, else :func:`load_task`'s dev split."""
+    if cfg.split is None:
+        return load_task(source, dev_size=cfg.dev_size, seed=cfg.seed)
+    from damoc.errors import DamocError
+
+    own = source_splits(source)
+    if own is None:
+        raise DamocError(
+            f"{source} has no named splits (a saved DatasetDict or a hub dataset has): drop --split"
+        )
+    if cfg.split not in own:
+        raise DamocError(f"unknown split '{cfg.split}' for {source} (its splits: {', '.join(own)})")
+    dev = to_examples(own[cfg.split], source=f"{source}[{cfg.split}]")
+    return Task(name=Path(source).stem, train=[], dev=dev, source=source)
+
+
 def evaluate_model(model, tok, cfg: EvalConfig, name: str = "") -> EvalReport:
     """Measure one model; every part that has no source configured is left ``None``."""
     from damoc.model.calibrated.general_text import load_source_texts
@@ -119,9 +141,9 @@ def evaluate_model(model, tok, cfg: EvalConfig, name: str = "") -> EvalReport:
         rep.tokens[key] = ppl.n_tokens
     task_src = _task_source(cfg)
     if task_src:
-        task = load_task(task_src, dev_size=cfg.dev_size, seed=cfg.seed)
+        task = eval_task(task_src, cfg)
         dev = task.dev[: cfg.task_samples]
-        prompts = [e.prompt() for e in dev]
+        prompts = format_prompts(tok, dev, cfg.prompt_format)
         scores = answer_scores(model, tok, prompts, [e.answer for e in dev], cfg.batch_size, cfg.max_length)
         rep.task, rep.n_task = task.name, len(dev)
         rep.task_bpb = sum(s.bits_per_byte for s in scores) / len(scores)

@@ -21,6 +21,8 @@ from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.evaluate.likelihood import answer_scores, encode_pair, left_pad
 from damoc.evaluate.metrics import Metric, accuracy, get_metric, text_metric
+from damoc.hardware import Precision
+from damoc.io.prompts import PromptFormat, format_prompts
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
 
@@ -44,10 +46,15 @@ class EvalConfig(StrictModel):
     logits_budget_mb: int = Field(
         3000, ge=1
     )  # the batch shrinks so batch × length × vocab logits (×3 copies) fit this
-    # bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded); faster only where the
-    # hardware runs bf16 natively (CUDA, CPUs with AVX512-BF16 or AMX), emulated and slower elsewhere.
-    # Its speed and score shift on the zoo models: benchmarks/results/selection.md.
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # fp32, bf16 or auto. bf16: the scoring matmuls run under bf16 autocast (weights stay as loaded); auto: bf16 only where the
+    # device runs it natively (damoc.hardware: CUDA, CPUs with AVX512-BF16 or AMX), fp32 elsewhere, where
+    # bf16 is emulated and slower. Its speed and score shift on the zoo models:
+    # benchmarks/results/selection.md. Settings hashes leave fp32 out, as when it was the default, so
+    # records made then stay valid where auto resolves to it.
+    precision: Precision = Field("auto", json_schema_extra={"hash_default": "fp32"})
+    # raw: "Context/Question/Answer:" text; chat: the tokenizer's chat template; auto: chat where the model
+    # has a template (damoc.io.prompts)
+    prompt_format: PromptFormat = "raw"
 
 
 @dataclass
@@ -107,20 +114,30 @@ def example_options(example: Example, options_field: str) -> list[str]:
     return opts
 
 
-def shot_text(example: Example, metric: Metric, context_chars: int) -> str:
+def shot_example(example: Example, context_chars: int) -> Example:
+    """A few-shot example with its context cut to ``context_chars`` characters (at a word)."""
     ctx = example.context
     if len(ctx) > context_chars:
         ctx = ctx[:context_chars].rsplit(" ", 1)[0] + " ..."
-    shot = Example(id=example.id, question=example.question, answer=example.answer, context=ctx)
-    return f"{shot.prompt()} {target(example, metric)}"
+    return Example(id=example.id, question=example.question, answer=example.answer, context=ctx)
+
+
+def shot_text(example: Example, metric: Metric, context_chars: int) -> str:
+    return f"{shot_example(example, context_chars).prompt()} {target(example, metric)}"
 
 
 def build_prompts(
-    examples: Sequence[Example], metric: Metric, shots: Sequence[Example] = (), context_chars: int = 300
+    examples: Sequence[Example],
+    metric: Metric,
+    shots: Sequence[Example] = (),
+    context_chars: int = 300,
+    tok=None,
+    prompt_format: str = "raw",
 ) -> list[str]:
-    """Prompts for ``examples``; with ``shots``, each prompt starts with the solved shots."""
-    prefix = "".join(shot_text(s, metric, context_chars) + "\n\n" for s in shots)
-    return [prefix + e.prompt() for e in examples]
+    """Prompts for ``examples`` in ``prompt_format`` (``tok`` renders chat); with ``shots``, each prompt
+    starts with the solved shots."""
+    solved = [(shot_example(s, context_chars), target(s, metric)) for s in shots]
+    return format_prompts(tok, examples, prompt_format, solved)
 
 
 def _pair_tokens(tok, prompts: Sequence[str], answers: Sequence[str], max_length: int) -> int:
@@ -259,7 +276,7 @@ def score_examples(
         raise DamocError("no examples to score")
     metric = check_metric_fits(cfg.metric, examples, cfg.options_field)
     max_length = cfg.few_shot_max_length if shots else cfg.max_length
-    prompts = build_prompts(examples, metric, shots, cfg.shot_context_chars)
+    prompts = build_prompts(examples, metric, shots, cfg.shot_context_chars, tok, cfg.prompt_format)
     t0 = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -279,9 +296,13 @@ def score_examples(
 
 
 def scoring_precision(model, precision: str):
-    """The autocast context scoring runs in: bf16 matmuls for ``"bf16"``, a no-op for ``"fp32"``."""
+    """The autocast context scoring runs in: bf16 matmuls for ``"bf16"``, a no-op for ``"fp32"``; ``"auto"``
+    is bf16 where the model's device runs it natively."""
+    from damoc.hardware import resolve_precision
+
     dev = next(model.parameters()).device
-    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    bf16 = resolve_precision(precision, str(dev)) == "bf16"
+    return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _score(model, tok, examples, prompts, metric: Metric, cfg: EvalConfig, max_length: int, labels):

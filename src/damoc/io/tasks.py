@@ -1,14 +1,18 @@
-"""Task loading: JSONL / JSON / CSV files, `datasets` directories and the bundled domain sets.
+"""Task loading: JSONL / JSON / CSV files, `datasets` directories, hub datasets and the bundled domain sets.
 
 Every row becomes an :class:`Example` with ``question``, optional ``context``, ``answer`` and
-optional ``label``. Field names are mapped with :class:`FieldMap`. Errors are one-line
-:class:`~damoc.errors.DamocError` messages that name the file and, where it helps, the line.
+optional ``label``. Field names are mapped with :class:`FieldMap`. A source with named splits (a saved
+``DatasetDict``, or a Hugging Face hub dataset given as ``org/name``) keeps them: its train split trains
+and its validation split (or dev/valid/val/test, in that order) is the dev split, unless ``splits`` names
+others. Errors are one-line :class:`~damoc.errors.DamocError` messages that name the file and, where it
+helps, the line.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from dataclasses import dataclass, field
 from importlib import resources
@@ -59,14 +63,17 @@ class Example:
         row.update({k: v for k, v in self.meta.items() if k not in row})
         return row
 
-    def prompt(self) -> str:
-        """The text a model sees before the answer (context, then question)."""
+    def user_text(self) -> str:
+        """The context and the question: what a chat prompt puts in the user's turn."""
         parts = []
         if self.context:
             parts.append(f"Context: {self.context}")
         parts.append(f"Question: {self.question}")
-        parts.append("Answer:")
         return "\n".join(parts)
+
+    def prompt(self) -> str:
+        """The raw text a model sees before the answer (context, question, then ``Answer:``)."""
+        return f"{self.user_text()}\nAnswer:"
 
     def text(self) -> str:
         return f"{self.prompt()} {self.answer}"
@@ -144,36 +151,98 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         return [dict(r) for r in csv.DictReader(fh)]
 
 
-def _read_datasets_dir(path: Path) -> list[dict[str, Any]]:
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        raise DamocError(
-            f"{path} looks like a `datasets` directory: pip install datasets to read it"
-        ) from None
-    from datasets import DatasetDict, load_from_disk
+# Splits that serve as the dev split of a source with named splits, in order of preference.
+DEV_SPLITS = ("validation", "dev", "valid", "val", "test")
 
-    ds = load_from_disk(str(path))
-    if isinstance(ds, DatasetDict):
-        rows: list[dict[str, Any]] = []
-        for split in ds:
-            for r in ds[split]:
-                rows.append({**r, "split": r.get("split", split)})
-        return rows
+
+def _require_datasets(what: str):
+    try:
+        import datasets
+    except ImportError:
+        raise DamocError(f"{what}: pip install datasets to read it") from None
+    return datasets
+
+
+def is_datasets_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
+
+
+def is_hub_dataset(name: str) -> bool:
+    """``org/name`` that is not a local path: a Hugging Face hub dataset."""
+    from damoc.zoo.registry import is_hub_id
+
+    return not Path(name).expanduser().exists() and str(name) not in BUILTIN_TASKS and is_hub_id(str(name))
+
+
+def _hub_dataset(repo_id: str, subset: str | None = None):
+    """A hub dataset as a ``DatasetDict``: its repository through the hub client (downloaded when the
+    network is there, the cache when offline), then read by ``datasets`` from the local snapshot."""
+    datasets = _require_datasets(f"{repo_id} is a hub dataset")
+    from damoc.zoo.registry import hub_download
+
+    try:
+        local = hub_download(repo_id, repo_type="dataset")
+    except DamocError as exc:  # it may also be a mistyped local path
+        raise DamocError(f"{exc} (and no local file or directory {repo_id} exists)") from None
+    try:
+        loaded = datasets.load_dataset(
+            str(local), name=subset, cache_dir=os.environ.get("HF_DATASETS_CACHE") or None
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamocError(f"hub dataset '{repo_id}': {first}") from None
+    return loaded
+
+
+def source_splits(path: str | Path, subset: str | None = None) -> dict[str, list[dict[str, Any]]] | None:
+    """The rows of each named split of a source that has them (a saved ``DatasetDict`` or a hub dataset);
+    None for a file or a single dataset."""
+    p = Path(str(path)).expanduser()
+    if is_datasets_dir(p):
+        datasets = _require_datasets(f"{p} looks like a `datasets` directory")
+        ds = datasets.load_from_disk(str(p))
+    elif not p.exists() and is_hub_dataset(str(path)):
+        ds = _hub_dataset(str(path), subset)
+    else:
+        return None
+    if not isinstance(ds, dict):  # a single Dataset: no named splits
+        return None
+    return {name: [dict(r) for r in ds[name]] for name in ds}
+
+
+def _pooled(splits: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [{**r, "split": r.get("split", name)} for name, rows in splits.items() for r in rows]
+
+
+def _read_datasets_dir(path: Path) -> list[dict[str, Any]]:
+    datasets = _require_datasets(f"{path} looks like a `datasets` directory")
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        return _pooled({name: [dict(r) for r in ds[name]] for name in ds})
     return [dict(r) for r in ds]
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Read raw rows from a file or directory (no field mapping)."""
+def read_rows(path: str | Path, subset: str | None = None) -> list[dict[str, Any]]:
+    """Read raw rows from a file, directory or hub dataset (no field mapping; named splits pooled, each
+    row's split in a ``split`` column)."""
     p = Path(path)
     if not p.exists():
         if str(path) in BUILTIN_TASKS:
             p = builtin_path(str(path))
+        elif is_hub_dataset(str(path)):
+            splits = source_splits(str(path), subset)
+            rows = _pooled(splits) if splits else []
+            if not rows:
+                raise DamocError(f"hub dataset '{path}': no rows")
+            return rows
         else:
-            raise DamocError(f"task file {path} does not exist (built-in tasks: {', '.join(BUILTIN_TASKS)})")
+            raise DamocError(
+                f"task file {path} does not exist (built-in tasks: {', '.join(BUILTIN_TASKS)}; "
+                f"a Hugging Face dataset is named org/name)"
+            )
     try:
         if p.is_dir():
-            if (p / "dataset_info.json").exists() or (p / "dataset_dict.json").exists():
+            if is_datasets_dir(p):
                 rows = _read_datasets_dir(p)
             else:
                 files = sorted([*p.glob("*.jsonl"), *p.glob("*.csv"), *p.glob("*.json")])
@@ -277,6 +346,28 @@ def split_examples(
     return train, dev
 
 
+def pick_splits(available: list[str], splits: dict[str, str] | None, source: str) -> tuple[str, str] | None:
+    """The (train, dev) split names of a source with named splits: ``splits`` where given (each must
+    exist), else ``train`` and the first of :data:`DEV_SPLITS` it has; None when it has no such pair."""
+    splits = dict(splits or {})
+    for role, name in splits.items():
+        if role not in ("train", "dev"):
+            raise DamocError(f"unknown split role '{role}' (use train and dev, e.g. dev=validation)")
+        if name not in available:
+            raise DamocError(f"unknown split '{name}' for {source} (its splits: {', '.join(available)})")
+    train = splits.get("train", "train")
+    dev = splits.get("dev") or next((d for d in DEV_SPLITS if d in available and d != train), None)
+    if train not in available or dev is None:
+        if splits:
+            raise DamocError(
+                f"{source}: name both splits (its splits: {', '.join(available)}), e.g. train=train,dev=test"
+            )
+        return None
+    if train == dev:
+        raise DamocError(f"{source}: the train and dev splits are both '{train}'")
+    return train, dev
+
+
 def load_task(
     path: str | Path,
     fields: FieldMap | None = None,
@@ -284,19 +375,38 @@ def load_task(
     seed: int = 0,
     max_rows: int | None = None,
     dev_path: str | Path | None = None,
+    splits: dict[str, str] | None = None,
+    subset: str | None = None,
 ) -> Task:
-    """Load a task; with ``dev_path`` the dev split comes from that file, otherwise it is held out."""
-    rows = read_rows(path)
-    examples = to_examples(rows, fields, source=str(path))
+    """Load a task. The dev split comes from ``dev_path`` when given; else from the source's own splits
+    when it has them (``splits`` names them: ``{"train": "train", "dev": "validation"}``); else
+    ``dev_size`` rows are held out at random. ``max_rows`` bounds the training rows when the dev split is
+    given, the whole task when it is held out."""
     name = Path(str(path)).stem if str(path) not in BUILTIN_TASKS else str(path)
-    if dev_path is not None:
-        dev = to_examples(read_rows(dev_path), fields, source=str(dev_path))
+    own = source_splits(path, subset) if dev_path is None else None
+    if splits and own is None:
+        raise DamocError(
+            f"{path} has no named splits (a saved DatasetDict or a hub dataset has): drop the split setting"
+        )
+    picked = pick_splits(list(own), splits, str(path)) if own is not None else None
+    if dev_path is not None or picked is not None:
+        if picked is not None:
+            train_rows, dev_rows = own[picked[0]], own[picked[1]]  # type: ignore[index]
+            if not train_rows or not dev_rows:
+                raise DamocError(f"{path}: split '{picked[0] if not train_rows else picked[1]}' has no rows")
+            examples = to_examples(train_rows, fields, source=f"{path}[{picked[0]}]")
+            dev = to_examples(dev_rows, fields, source=f"{path}[{picked[1]}]")
+        else:
+            examples = to_examples(read_rows(path, subset), fields, source=str(path))
+            dev = to_examples(read_rows(dev_path), fields, source=str(dev_path))  # type: ignore[arg-type]
         rng = random.Random(seed)
         train = list(examples)
         rng.shuffle(train)
         if max_rows is not None:
             train = train[:max_rows]
         return Task(name=name, train=train, dev=dev, source=str(path))
+    rows = _pooled(own) if own is not None else read_rows(path, subset)
+    examples = to_examples(rows, fields, source=str(path))
     train, dev = split_examples(examples, dev_size, seed, max_rows)
     return Task(name=name, train=train, dev=dev, source=str(path))
 

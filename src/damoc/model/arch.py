@@ -17,7 +17,6 @@ from torch import nn
 from damoc.errors import DamocError
 from damoc.hf import quiet_load
 from damoc.hf import text_config as text_config  # re-exported: model code imports it from here
-from damoc.zoo import resolve_zoo_model
 
 LOG = logging.getLogger(__name__)
 
@@ -65,13 +64,23 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """A local HF directory as is, or an offline zoo name fetched into the cache."""
-    p = Path(name_or_path)
+    """A local HF directory as is, an offline zoo name fetched into the cache, or a hub id (``org/name``)
+    downloaded through the hub client (its cache when offline)."""
+    p = Path(name_or_path).expanduser()
     if is_model_dir(p):
         return p
     if p.exists():
         raise DamocError(f"{p} is not a model directory (no config.json)")
-    return resolve_zoo_model(str(name_or_path))
+    from damoc.zoo import resolve_zoo_model  # lazy: the zoo pulls in pip and gguf
+    from damoc.zoo.registry import ZOO, is_hub_id
+
+    name = str(name_or_path)
+    try:
+        return resolve_zoo_model(name)
+    except DamocError as exc:
+        if is_hub_id(name) and name not in ZOO:  # it may also be a mistyped local path
+            raise DamocError(f"{exc} (and no local directory {name} exists)") from None
+        raise
 
 
 class ModelLoadError(DamocError):
@@ -191,9 +200,9 @@ def diagnose_load_failure(path: Path, exc: BaseException) -> str:
 
 def check_model(name_or_path: str | Path, what: str = "model") -> None:
     """Before any work: ``name_or_path`` is a model directory that will load (its files checked, the weights
-    not read), a zoo model, or a Hugging Face id in the local cache; a one-line error otherwise. Nothing is
-    fetched."""
-    from damoc.zoo.registry import ZOO, hub_snapshot
+    not read), a zoo model, a Hugging Face id in the local cache, or (hub on) a hub id, downloaded when it
+    is loaded; a one-line error otherwise. Nothing is fetched here."""
+    from damoc.zoo.registry import ZOO, hub_offline, hub_snapshot, is_hub_id
 
     p = Path(name_or_path).expanduser()
     if is_model_dir(p):
@@ -206,8 +215,15 @@ def check_model(name_or_path: str | Path, what: str = "model") -> None:
     name = str(name_or_path)
     if name in ZOO or hub_snapshot(name) is not None:
         return
+    if is_hub_id(name):
+        if not hub_offline():
+            return
+        raise DamocError(
+            f"unknown {what} '{name}': no local directory {name}, not in the local Hugging Face cache, and "
+            "the hub is off (HF_HUB_OFFLINE / --offline)"
+        )
     raise DamocError(
-        f"{what} '{name}' is not a model directory, a zoo model ({', '.join(ZOO.names())}) nor a cached HF id"
+        f"{what} '{name}' is not a model directory, a zoo model ({', '.join(ZOO.names())}) nor a hub id"
     )
 
 
@@ -260,26 +276,108 @@ def load_tokenizer(name_or_path: str | Path):
     return tok
 
 
+def source_dtype(path: str | Path) -> torch.dtype | None:
+    """The dtype a checkpoint's config.json says its weights are in (None when it does not say)."""
+    import json
+
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    sub = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else {}
+    name = cfg.get("dtype") or cfg.get("torch_dtype") or sub.get("dtype") or sub.get("torch_dtype")
+    value = getattr(torch, str(name), None) if name else None
+    return value if isinstance(value, torch.dtype) else None
+
+
+def _load_dtype(dtype: torch.dtype | str | None, device: str, source: torch.dtype | None) -> torch.dtype:
+    from damoc.hardware import load_defaults, resolve_dtype
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return resolve_dtype(dtype or load_defaults()["dtype"], device, source)
+
+
 def load_model(
-    name_or_path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    name_or_path: str | Path,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[nn.Module, object]:
-    """Load ``(model, tokenizer)`` from a directory or zoo name, in eval mode.
+    """Load ``(model, tokenizer)`` from a directory, zoo name or hub id, in eval mode.
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and ``dtype`` (``auto``, ``float32``, ``bfloat16``,
+    ``float16`` or a torch dtype) default to the process's load defaults (:mod:`damoc.hardware`, set by
+    the CLI's ``--device``/``--dtype``): ``auto`` loads float32 on a CPU and the checkpoint's own dtype on
+    a GPU. Weights are read without a randomly initialised copy first (what ``low_cpu_mem_usage`` does;
+    transformers 5 always loads that way), and on a GPU they go straight to the device (``device_map``),
+    never through a full CPU copy. The dtype checkpoints made from this model are saved in
+    (:func:`save_dtype`) is the one asked for, or with ``auto`` the source's.
 
     A compressed-tensors checkpoint (``damoc quantize``'s default output) is dequantized while loading, the
     route transformers documents: damoc's tools work on plain weights.
     """
+    from damoc.hardware import load_defaults, resolve_device
+
+    target = resolve_device(str(device) if device is not None else load_defaults()["device"])
     path = resolve_model(name_or_path)
-    extra = {}
+    source = source_dtype(path)
+    asked = dtype if dtype is not None else load_defaults()["dtype"]
+    load_dtype = _load_dtype(dtype, target, source)
+    kwargs: dict = {"dtype": load_dtype}
+    if target != "cpu":
+        kwargs["device_map"] = target
     if _is_compressed_tensors(path):
         from transformers import CompressedTensorsConfig
 
-        extra["quantization_config"] = CompressedTensorsConfig(dequantize=True)
-    model = _from_pretrained(path, dtype=dtype, **extra)
-    model.to(device)
+        kwargs["quantization_config"] = CompressedTensorsConfig(dequantize=True)
+    model = _from_pretrained(path, **kwargs)
+    if target == "cpu":
+        model.to(target)
     model.eval()
     find_layers_path(model)
+    model._damoc_save_dtype = source if asked == "auto" and source is not None else load_dtype
     tok = load_tokenizer(path)
     return model, tok
+
+
+def save_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype a checkpoint of ``model`` is written in: the source's (or the one asked for at load)."""
+    saved = getattr(model, "_damoc_save_dtype", None)
+    return saved if isinstance(saved, torch.dtype) else next(model.parameters()).dtype
+
+
+def save_model(model: nn.Module, out: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """``save_pretrained`` in ``dtype`` (default :func:`save_dtype`), leaving the in-memory model as it is.
+
+    Floating-point tensors are cast on the way out (tensors shared by tied weights stay shared), and
+    config.json names the dtype the weights are stored in.
+    """
+    import json
+
+    out = Path(out)
+    target = dtype or save_dtype(model)
+    state = model.state_dict()
+    if all(not v.is_floating_point() or v.dtype == target for v in state.values()):
+        model.save_pretrained(str(out), safe_serialization=True)
+        return out
+    cast: dict[int, torch.Tensor] = {}
+    out_state = {}
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != target:
+            ptr = value.data_ptr()
+            if ptr not in cast:
+                cast[ptr] = value.detach().to(target)
+            value = cast[ptr]
+        out_state[key] = value
+    model.save_pretrained(str(out), state_dict=out_state, safe_serialization=True)
+    cfg_path = out / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    name = str(target).split(".")[-1]
+    cfg["dtype"] = name
+    if isinstance(cfg.get("text_config"), dict) and "dtype" in cfg["text_config"]:
+        cfg["text_config"]["dtype"] = name
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
 
 
 def _is_compressed_tensors(path: Path) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Literal
 
 from damoc.config import JobConfig
+from damoc.hardware import HardwareSettings
 from damoc.model.layer_pruning import LayerPruneConfig
 
 
-class PruneLayersJob(JobConfig, LayerPruneConfig):
+class PruneLayersJob(JobConfig, HardwareSettings, LayerPruneConfig):
     """``damoc prune layers`` as a YAML job: the model, the calibration data, the output, and the prune settings.
 
     Sample YAML (``examples/prune_layers.yaml``; docs/layer_pruning.md)::
@@ -21,11 +22,12 @@ class PruneLayersJob(JobConfig, LayerPruneConfig):
         merge: linear
 
     Fields:
-        model: the model to prune: a zoo name or a local Hugging Face directory
+        model: the model to prune: a zoo name, a Hugging Face hub id or a local Hugging Face directory
         data: calibration text: a task file, a built-in task or a .txt file
         out: the output directory (a loadable Hugging Face checkpoint plus damoc_prune.json)
         overwrite: replace a non-empty output directory
-        (every other field: the layer-pruning settings of LayerPruneConfig)
+        (device, dtype: where the model runs and in which dtype, HardwareSettings; every other field: the
+        layer-pruning settings of LayerPruneConfig)
     """
 
     job: Literal["prune-layers"] = "prune-layers"

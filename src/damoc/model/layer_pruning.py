@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.io.files import atomic_output_dir, write_json_atomic
-from damoc.model.arch import decoder_layers
+from damoc.model.arch import decoder_layers, save_model
 from damoc.model.importance import calibration_batches, choose_layers, protected_layers, score_batches
 from damoc.model.merge import MERGES, MergeContext, MergeSettings
 from damoc.model.removal import remove_layers, validate_removal
@@ -197,7 +197,7 @@ def save_pruned(model, tok, out_dir: str | Path, report: LayerPruneReport, overw
     """Write the pruned model as a Hugging Face checkpoint plus ``damoc_prune.json`` (atomically)."""
     out = Path(out_dir)
     with atomic_output_dir(out, overwrite) as tmp:
-        model.save_pretrained(tmp)
+        save_model(model, tmp)  # in the source's dtype (damoc.model.arch)
         if tok is not None:
             tok.save_pretrained(tmp)
         write_json_atomic(tmp / RECORD_NAME, report.to_json())

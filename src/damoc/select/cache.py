@@ -28,19 +28,24 @@ FINETUNE_KEY_FIELDS = (
 )  # fmt: skip
 EVAL_KEY_FIELDS = ("metric", "max_length", "max_new_tokens", "stop_at_newline", "alias_field")
 # scoring settings that enter the key only when set away from their default (older records stay valid)
-EVAL_KEY_OPTIONAL = ("precision", "extra_metrics", "options_field", "option_norm")
+EVAL_KEY_OPTIONAL = ("precision", "extra_metrics", "options_field", "option_norm", "prompt_format")
 # settings that change how fast a fine-tune runs, not what it computes: never in the key
 SPEED_ONLY_FIELDS = ("head_positions",)
 
 
 def stable_fields(cfg, fields: tuple[str, ...]) -> dict[str, Any]:
-    """``fields`` of a pydantic config, plus any other field set away from its default."""
+    """``fields`` of a pydantic config, plus any other field set away from its default (and from its hash
+    default: a field whose default became ``auto`` keeps its old default out of the key)."""
+    from damoc.select.config import hash_default
+
     data = cfg.model_dump(mode="json")
     out = {k: data[k] for k in fields if k in data}
     for name, info in type(cfg).model_fields.items():
         if name in fields or name not in data or name in SPEED_ONLY_FIELDS:
             continue
         default = info.get_default(call_default_factory=True)
+        if data[name] == hash_default(info):
+            continue
         if data[name] != (default.model_dump(mode="json") if hasattr(default, "model_dump") else default):
             out[name] = data[name]
     return out

@@ -14,7 +14,9 @@ from pydantic import Field, field_validator, model_validator
 from damoc.config import JobConfig, StrictModel
 from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
+from damoc.hardware import DeviceName, DTypeName, Precision
 from damoc.io.hashing import digest
+from damoc.io.prompts import PromptFormat
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
@@ -29,6 +31,10 @@ class TaskSettings(StrictModel):
     dev_size: int | float = 0.2  # held-out dev rows (a count, or a fraction < 1)
     max_rows: int | None = Field(None, ge=2)  # bound the task (train + held-out dev) to this many rows
     seed: int = Field(0, ge=0)
+    # a source with named splits (a saved DatasetDict, a hub dataset org/name) trains on its train split and
+    # scores on its validation split (or dev/valid/val/test); name others here, e.g. {dev: test}
+    splits: dict[Literal["train", "dev"], str] | None = None
+    subset: str | None = None  # a hub dataset's configuration (subset) name
 
     @field_validator("dev_size")
     @classmethod
@@ -120,6 +126,8 @@ class SelectEval(EvalConfig):
     # one fine-tune, several scores; the leaderboard ranks by ``metric``, the records keep every score
     extra_metrics: list[str] = Field(default_factory=list)
     train_target: Literal["auto", "answer", "label"] = "auto"  # auto: the label for label metrics
+    # per-candidate prompt formats overriding ``prompt_format`` (keys: candidates as listed)
+    prompt_formats: dict[str, PromptFormat] = Field(default_factory=dict)
 
 
 class ValidateSettings(StrictModel):
@@ -127,8 +135,11 @@ class ValidateSettings(StrictModel):
 
     enabled: bool = False
     train_rows: int | None = Field(None, ge=1)  # bound the ground-truth training rows (null: the whole split)
+    # the reference trains in fp32 unless told otherwise (precision: auto or bf16 to speed it up)
     finetune: FinetuneConfig = Field(
-        default_factory=lambda: FinetuneConfig(method="full", lr=2e-5, epochs=1.0, max_length=256)
+        default_factory=lambda: FinetuneConfig(
+            method="full", lr=2e-5, epochs=1.0, max_length=256, precision="fp32"
+        )
     )
     # Learning rates tried per candidate (one full fine-tune each; ``finetune.lr`` is then ignored): each
     # candidate's truth is its best dev score over the grid, as a user tuning the rate would get. One shared
@@ -137,7 +148,7 @@ class ValidateSettings(StrictModel):
     cache_dir: str = "~/.cache/damoc/groundtruth"
     # Scoring precision of the full fine-tunes (the reference: exact by default, whatever ``eval.precision``
     # the cheap sweep uses); a value other than fp32 enters the ground-truth cache key.
-    eval_precision: Literal["fp32", "bf16"] = "fp32"
+    eval_precision: Precision = "fp32"
 
     @field_validator("lr_grid")
     @classmethod
@@ -171,7 +182,8 @@ class RunSettings(StrictModel):
     # backend ray: Ray's runtime_env for the run, e.g. {pip: ["damoc[ray]"]} where damoc is not installed
     runtime_env: dict[str, Any] | None = None
     gpu_ids: list[str] | None = None  # local backend: one GPU per running candidate (CUDA_VISIBLE_DEVICES)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"  # auto, cpu, cuda or cuda:N (with gpu_ids each worker sees its own GPU)
+    dtype: DTypeName = "auto"  # candidates' weights: auto (float32 on a CPU, the checkpoint's own on a GPU)
     threads: int | None = Field(None, ge=1)  # torch threads per worker; null = the torch default
     timeout_s: float | None = Field(None, gt=0)  # per candidate process
     # seconds between progress lines of a running candidate (fine-tune steps, scoring batches) in its
@@ -327,7 +339,14 @@ class SelectConfig(JobConfig):
                 METRICS.get(name)  # raises the helpful unknown-name error
         if self.eval.metric in self.eval.extra_metrics:
             raise ValueError(f"eval.extra_metrics repeats the main metric '{self.eval.metric}'")
+        unknown = [c for c in self.eval.prompt_formats if c not in self.candidates]
+        if unknown:
+            raise ValueError(f"eval.prompt_formats names '{unknown[0]}', which is not a candidate")
         return self
+
+    def prompt_format(self, candidate: str) -> str:
+        """The prompt format of ``candidate``: its own entry in ``eval.prompt_formats``, else the job's."""
+        return self.eval.prompt_formats.get(candidate, self.eval.prompt_format)
 
     def dump(self) -> dict[str, Any]:
         """The settings as written to the run directory (credentials in URLs masked)."""
@@ -355,10 +374,39 @@ def candidate_slug(name: str) -> str:
 SETTINGS_EPOCH = 1
 
 
-def settings_payload(obj: Any) -> Any:
-    """``obj`` as JSON data with every pydantic field at its default left out (recursively)."""
+def hash_default(info: Any) -> Any:
+    """The value a field's settings hash leaves out besides its default: ``hash_default`` in its
+    ``json_schema_extra`` (a field whose default became ``auto`` names the value its old default had, so
+    records made under that value stay valid where ``auto`` resolves to it). ``_NONE`` when it has none."""
+    extra = getattr(info, "json_schema_extra", None)
+    return extra["hash_default"] if isinstance(extra, dict) and "hash_default" in extra else _NONE
+
+
+_NONE = object()
+
+
+def _drop_hash_defaults(obj: Any, data: Any) -> Any:
+    """``data`` (``obj`` dumped) without the fields whose value is their :func:`hash_default`."""
+    if hasattr(obj, "model_dump") and isinstance(data, dict):
+        for name, info in type(obj).model_fields.items():
+            if name not in data:
+                continue
+            value = getattr(obj, name)
+            if value == hash_default(info):
+                del data[name]
+            else:
+                data[name] = _drop_hash_defaults(value, data[name])
+    elif isinstance(obj, list | tuple) and isinstance(data, list):
+        return [_drop_hash_defaults(o, d) for o, d in zip(obj, data, strict=False)]
+    elif isinstance(obj, dict) and isinstance(data, dict):
+        return {k: _drop_hash_defaults(obj.get(k), v) for k, v in data.items()}
+    return data
+
+
+def settings_payload(obj: Any, exclude: set[str] | None = None) -> Any:
+    """``obj`` as JSON data with every pydantic field at its default (or hash default) left out, recursively."""
     if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json", exclude_defaults=True)
+        return _drop_hash_defaults(obj, obj.model_dump(mode="json", exclude_defaults=True, exclude=exclude))
     if isinstance(obj, dict):
         return {k: settings_payload(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -372,3 +420,33 @@ def config_hash(obj: Any) -> str:
     A field added later with a default leaves the hash, and so a resumable run's records, as they were.
     """
     return digest({"settings": settings_payload(obj), "epoch": SETTINGS_EPOCH})
+
+
+def resolve_auto(cfg: SelectConfig) -> SelectConfig:
+    """``cfg`` with every ``precision: auto`` replaced by what the run's device computes natively (bf16
+    where it is native, fp32 elsewhere), so that records, hashes and the report name the precision used.
+
+    A device that does not exist is a one-line error here, before anything is written.
+    """
+    from damoc.hardware import resolve_device, resolve_precision
+
+    device = resolve_device(cfg.run.device)
+
+    def concrete(p: str) -> str:
+        return resolve_precision(p, device)
+
+    truth = cfg.validate_.model_copy(
+        update={
+            "finetune": cfg.validate_.finetune.model_copy(
+                update={"precision": concrete(cfg.validate_.finetune.precision)}
+            ),
+            "eval_precision": concrete(cfg.validate_.eval_precision),
+        }
+    )
+    return cfg.model_copy(
+        update={
+            "eval": cfg.eval.model_copy(update={"precision": concrete(cfg.eval.precision)}),
+            "proxy": cfg.proxy.model_copy(update={"precision": concrete(cfg.proxy.precision)}),
+            "validate_": truth,
+        }
+    )

@@ -42,14 +42,14 @@ from damoc.select.adaptive_run import run_adaptive
 from damoc.select.backends.base import BACKENDS, Backend
 from damoc.select.cache import GroundTruthCache, ground_truth_key
 from damoc.select.calibrated_stage import check_settings
-from damoc.select.config import SelectConfig, candidate_slug, config_hash
+from damoc.select.config import SelectConfig, candidate_slug, config_hash, resolve_auto, settings_payload
 from damoc.select.lock import run_lock
 from damoc.select.records import DataRecord, Leaderboard, Method, UnitRecord
 from damoc.select.report import build_leaderboard, write_reports
 from damoc.select.worker import CandidateJob, UnitSpec, layer_prune_config, read_examples
 from damoc.threads import torch_threads
 from damoc.train.finetune import FinetuneConfig
-from damoc.zoo.registry import ZOO, hub_snapshot
+from damoc.zoo.registry import ZOO, hub_model_dir, is_hub_id
 
 LOG = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ class DataStage:
 
 
 def check_candidates(candidates: list[str]) -> None:
-    """Each candidate is an existing path, a zoo name, or a HF id in the local HF cache.
+    """Each candidate is an existing path, a zoo name, or a hub id (downloaded here, once, before any
+    worker starts; found in the hub cache when offline).
 
     A broken model directory is not caught here: it fails in its worker and is recorded.
     """
@@ -82,25 +83,17 @@ def check_candidates(candidates: list[str]) -> None:
     for c in candidates:
         if Path(c).expanduser().exists() or c.lower() in known:
             continue
-        if _hub_snapshot(c):
+        if is_hub_id(c):
+            hub_model_dir(c)  # a one-line error when the hub has no such model (or is off and lacks it)
             continue
         zoo = f"; zoo models: {', '.join(sorted(known))}" if known else ""
-        raise DamocError(
-            f"unknown candidate '{c}': not a model directory, a zoo model nor a cached HF id{zoo}"
-        )
-
-
-def _hub_snapshot(name: str) -> bool:
-    try:
-        return hub_snapshot(name) is not None
-    except Exception:  # an id the hub cache cannot parse
-        return False
+        raise DamocError(f"unknown candidate '{c}': not a model directory, a zoo model nor a hub id{zoo}")
 
 
 def load_checked_task(cfg: SelectConfig) -> tuple[Task, list[Example]]:
     """The task and the dev rows to score, with one-line errors for what cannot work."""
     t = cfg.task
-    task = load_task(t.path, t.fields, t.dev_size, t.seed, t.max_rows, t.dev_path)
+    task = load_task(t.path, t.fields, t.dev_size, t.seed, t.max_rows, t.dev_path, t.splits, t.subset)
     need = cfg.eval.dev_rows
     if need is not None and len(task.dev) < need:
         raise DamocError(
@@ -363,9 +356,10 @@ def _unit(
         record_path=str(candidate_dir(run, slug) / f"{name}.json"),
         dev_path=str(stage.dev),
         labels=labels,
-        eval=cfg.eval,
+        eval=cfg.eval.model_copy(update={"prompt_format": cfg.prompt_format(cand), "prompt_formats": {}}),
         train_target=target,  # type: ignore[arg-type]
         device=cfg.run.device,
+        dtype=cfg.run.dtype,
         threads=cfg.run.threads,
         checkpoint_every_s=cfg.run.checkpoint_every_s,
         seed=cfg.seed,
@@ -382,7 +376,7 @@ def _unit(
     elif method == "few_shot":
         spec = spec.model_copy(update={"shots_path": str(stage.shots)})
     elif method == "full":
-        truth_eval = cfg.eval.model_copy(update={"precision": cfg.validate_.eval_precision})
+        truth_eval = spec.eval.model_copy(update={"precision": cfg.validate_.eval_precision})
         spec = spec.model_copy(update={"train_path": str(stage.train), "finetune": ft, "eval": truth_eval})
     return spec
 
@@ -434,7 +428,7 @@ def attach_spec_hashes(units: list[UnitSpec], stage: DataStage) -> None:
     """Each unit's settings hash (its records are reused on resume only while it matches)."""
     skip = {"record_path", "device", "threads", "checkpoint_every_s", "spec_hash"}
     for i, u in enumerate(units):
-        payload = u.model_dump(mode="json", exclude=skip, exclude_defaults=True)
+        payload = settings_payload(u, exclude=skip)
         payload["data"] = stage.record.config_hash if u.method == "proxy" else stage.record.fingerprint
         units[i] = u.model_copy(update={"spec_hash": config_hash(payload)})
 
@@ -490,6 +484,7 @@ def run_select(
     leaderboard still shows every record already in the run directory. On resume, units with a
     record are skipped; failed ones too unless ``retry_failed``.
     """
+    cfg = resolve_auto(cfg)
     check_candidates(cfg.candidates)
     check_stages(cfg)
     task, dev = load_checked_task(cfg)

@@ -24,6 +24,7 @@ from typing import Literal
 
 from damoc.config import StrictModel
 from damoc.errors import DamocError
+from damoc.hardware import DeviceName, DTypeName
 from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
 from damoc.select.config import ModelSettings, SelectEval
 from damoc.select.records import Method, MetricScore, UnitRecord, now_iso
@@ -49,7 +50,10 @@ class UnitSpec(StrictModel):
     finetune: FinetuneConfig | None = None
     model: ModelSettings | None = None
     train_target: Literal["answer", "label"] = "answer"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
+    dtype: DTypeName = (
+        "auto"  # the candidate's weights (auto: float32 on a CPU, the checkpoint's own on a GPU)
+    )
     threads: int | None = None
     # seconds between saves of the fine-tune's state (RunSettings.checkpoint_every_s); None = no saves
     checkpoint_every_s: float | None = 600.0
@@ -112,20 +116,18 @@ def read_examples(path: str | Path) -> list[Example]:
     return to_examples(rows, FieldMap(), source=str(path)) if rows else []
 
 
-def _device(name: str) -> str:
-    import torch
+def _pairs(
+    examples: list[Example], target: str, tok=None, prompt_format: str = "raw"
+) -> list[tuple[str, str]]:
+    """(prompt, target) training pairs in the unit's prompt format (the one its scoring uses)."""
+    from damoc.io.prompts import format_prompts
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise DamocError("device 'cuda' was asked for but no CUDA device is visible")
-    return name
-
-
-def _pairs(examples: list[Example], target: str) -> list[tuple[str, str]]:
     if target == "label":
-        return [(e.prompt(), e.label or "") for e in examples if e.label is not None]
-    return [(e.prompt(), e.answer) for e in examples]
+        examples = [e for e in examples if e.label is not None]
+    prompts = format_prompts(tok, examples, prompt_format)
+    if target == "label":
+        return [(p, e.label or "") for p, e in zip(prompts, examples, strict=True)]
+    return [(p, e.answer) for p, e in zip(prompts, examples, strict=True)]
 
 
 def _count_params(model) -> int:
@@ -186,6 +188,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     import torch
 
     from damoc.evaluate.scoring import score_examples
+    from damoc.hardware import resolve_device
     from damoc.model.arch import load_model, num_layers
     from damoc.select.peak_memory import peak_gpu_mb, peak_rss_mb, reset_peak
     from damoc.train.finetune import finetune
@@ -207,14 +210,14 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     torch.manual_seed(spec.seed)
-    device = _device(spec.device)
+    device = resolve_device(spec.device)
     rec.device = device
     reset_peak()
     t_all = time.perf_counter()
     cpu0 = time.process_time()
 
     t0 = time.perf_counter()
-    model, tok = load_model(spec.candidate, device=device)
+    model, tok = load_model(spec.candidate, device=device, dtype=spec.dtype)
     rec.stage_s["load"] = time.perf_counter() - t0
     rec.n_params_orig = _count_params(model)
 
@@ -228,7 +231,7 @@ def run_unit(spec: UnitSpec) -> UnitRecord:
             rec.stage_s["calibrated"] = time.perf_counter() - t0
     if spec.method in ("proxy", "full"):
         train = read_examples(spec.train_path) if spec.train_path else []
-        pairs = _pairs(train, spec.train_target)
+        pairs = _pairs(train, spec.train_target, tok, spec.eval.prompt_format)
         if not pairs:
             raise DamocError(f"no training rows for the {spec.method} fine-tune")
         t0 = time.perf_counter()
@@ -373,7 +376,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m damoc.select.worker JOB.json\n")
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from damoc.select.orphans import die_with_parent
 
     die_with_parent()

@@ -35,6 +35,7 @@ from pydantic import Field
 from damoc.config import StrictModel
 from damoc.evaluate.likelihood import left_pad
 from damoc.logging_utils import progress
+from damoc.model.arch import save_model
 from damoc.train.finetune import FinetuneConfig, FinetuneResult, finetune
 
 LOG = logging.getLogger(__name__)
@@ -356,7 +357,7 @@ def distill_to_dir(
         labels=[e.label for e in examples],
     )
     with atomic_output_dir(out, overwrite) as tmp:
-        res.model.save_pretrained(tmp)
+        save_model(res.model, tmp)  # in the source's dtype (damoc.model.arch)
         tok.save_pretrained(tmp)
         write_jsonl_atomic(
             tmp / "teacher_answers.jsonl",

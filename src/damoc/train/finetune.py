@@ -20,6 +20,7 @@ from pydantic import Field
 
 from damoc.config import StrictModel
 from damoc.evaluate.likelihood import collate, encode_pair, token_nll
+from damoc.hardware import Precision, resolve_precision
 from damoc.logging_utils import progress
 from damoc.train import checkpoint as ckpt
 
@@ -44,7 +45,9 @@ class FinetuneConfig(StrictModel):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
     lora_targets: list[str] | Literal["all-linear"] = "all-linear"
     add_eos: bool = True
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast matmuls, weights and optimizer stay fp32
+    # fp32, bf16 or auto. bf16: autocast matmuls, weights and optimizer stay as loaded; auto: bf16 only where
+    # the device runs it natively (damoc.hardware). Settings hashes leave fp32 out, as when it was the default.
+    precision: Precision = Field("auto", json_schema_extra={"hash_default": "fp32"})
     seed: int = Field(0, ge=0)
     # where the output head runs: "answer" only at the positions that carry a loss (the answer tokens;
     # the same loss and gradients, without the vocabulary projection of every prompt token), "all" at
@@ -120,6 +123,7 @@ def finetune(
     )
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     dev = next(work.parameters()).device
+    bf16 = resolve_precision(cfg.precision, str(dev)) == "bf16"
     t0 = time.perf_counter()
     tokens, step, losses = 0, 0, []
     order: list[int] = []
@@ -162,7 +166,7 @@ def finetune(
             order.extend(perm)
         idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         batch = collate([enc[i][0] for i in idx], [enc[i][1] for i in idx], pad)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             loss = batch_loss(work, batch, cfg.head_positions, dev)
         loss.backward()
         if cfg.grad_clip:

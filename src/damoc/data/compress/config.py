@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JobConfig, StrictModel
+from damoc.hardware import HardwareSettings
 from damoc.io.tasks import FieldMap
 
 SEGMENTS = ("context", "question", "answer")
@@ -184,7 +185,7 @@ class RewriteConfig(StrictModel):
         return self
 
 
-class CompressJob(JobConfig):
+class CompressJob(JobConfig, HardwareSettings):
     """Compress a task's examples to a token rate (``damoc compress``; docs/token_compression.md).
 
     Sample YAML (``examples/compress.yaml``)::
@@ -210,7 +211,7 @@ class CompressJob(JobConfig):
     compress: CompressConfig = Field(default_factory=CompressConfig)
 
 
-class RewriteJob(JobConfig):
+class RewriteJob(JobConfig, HardwareSettings):
     """Rewrite compressed examples into fluent text with feedback (``damoc rewrite``; docs/rewriting.md).
 
     Sample YAML (``examples/rewrite.yaml``)::

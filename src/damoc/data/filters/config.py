@@ -19,10 +19,11 @@ from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JobConfig
 from damoc.data.filters.base import FILTERS
+from damoc.hardware import HardwareSettings
 from damoc.io.tasks import FieldMap
 
 
-class FilterJob(JobConfig):
+class FilterJob(JobConfig, HardwareSettings):
     """Keep a budget of a task's rows with one filter, or compare several (``damoc filter``; docs/data_filters.md).
 
     Sample YAML (``examples/filter.yaml``)::

@@ -5,7 +5,7 @@
   serves it with its weight-only int kernels, transformers loads it (with compressed-tensors installed).
 - ``dense``: plain weights (pruned weights as exact zeros, quantized ones dequantized) that any loader reads.
 
-Both keep the dtype of the source checkpoint. The record (``damoc_calibrated.json``) is the only other file.
+Both keep the dtype of the source checkpoint unless another was asked for (``--dtype``). The record (``damoc_calibrated.json``) is the only other file.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def save_checkpoint(
     dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write the model in ``dtype`` (packed when ``payloads`` and ``fmt`` is compressed-tensors), the
-    tokenizer and the record. The model is changed in place (cast; quantized layers packed)."""
+    tokenizer and the record. The compressed-tensors format changes the model in place (cast; quantized
+    layers packed); the dense one leaves it as it is."""
     out = Path(out_dir)
     if payloads and fmt == COMPRESSED:
         if spec is None:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from damoc.config import JobConfig, StrictModel
+from damoc.hardware import HardwareSettings
 
 SUPPORTED_BITS = (2, 3, 4, 8)
 GENERAL_DEFAULT = "general"  # the bundled SQuAD v1.1 dev paragraphs (resources/general)
@@ -157,7 +158,7 @@ class QuantSpec(StrictModel):
         return n_in if self.group_size <= 0 else self.group_size
 
 
-class PruneCalibratedJob(JobConfig):
+class PruneCalibratedJob(JobConfig, HardwareSettings):
     """Prune weights with cross-calibration (``damoc prune calibrated``; docs/calibrated.md).
 
     Sample YAML (``examples/prune_calibrated.yaml``)::
@@ -170,7 +171,7 @@ class PruneCalibratedJob(JobConfig):
         calibration: {general: general, domain: pubmedqa, alpha: 0.5}
 
     Fields:
-        model: the model to prune: a zoo name or a local Hugging Face directory
+        model: the model to prune: a zoo name, a Hugging Face hub id or a local Hugging Face directory
         out: the output directory (a loadable Hugging Face checkpoint)
         method: a pruning method: magnitude, wanda or sparsegpt
         prune: how much and how to prune (PruneSpec: sparsity or an N:M pattern)
@@ -187,7 +188,7 @@ class PruneCalibratedJob(JobConfig):
     overwrite: bool = False
 
 
-class QuantizeJob(JobConfig):
+class QuantizeJob(JobConfig, HardwareSettings):
     """Quantize weights with cross-calibration (``damoc quantize``; docs/calibrated.md).
 
     Sample YAML (``examples/quantize.yaml``)::
@@ -200,8 +201,8 @@ class QuantizeJob(JobConfig):
         calibration: {general: general, domain: finance}
 
     Fields:
-        model: the model to quantize: a zoo name or a local Hugging Face directory
-        out: the output directory (dequantized checkpoint plus damoc_quant.safetensors)
+        model: the model to quantize: a zoo name, a Hugging Face hub id or a local Hugging Face directory
+        out: the output directory (a loadable checkpoint in the chosen format, plus damoc_calibrated.json)
         method: a quantization method: gptq or rtn
         quant: bits, group size and GPTQ options (QuantSpec)
         calibration: the calibration text and its mix (CalibrationConfig)

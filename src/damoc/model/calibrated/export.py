@@ -17,7 +17,6 @@ compressed-tensors calls ``actorder: weight``.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -33,16 +32,6 @@ COMPRESSED = "compressed-tensors"
 DENSE = "dense"
 FORMATS = (COMPRESSED, DENSE)
 PACKED_FORMAT = "pack-quantized"
-
-
-def source_dtype(model_dir: str | Path) -> torch.dtype:
-    """The dtype a checkpoint declares in its ``config.json`` (float32 when it declares none we save in)."""
-    try:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return torch.float32
-    name = cfg.get("dtype") or cfg.get("torch_dtype") or (cfg.get("text_config") or {}).get("dtype")
-    return {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(str(name), torch.float32)
 
 
 def _args_for(spec: QuantSpec, n_in: int) -> dict[str, Any] | str:
@@ -166,7 +155,8 @@ def save_compressed(
 
 
 def save_dense(model: nn.Module, out: str | Path, dtype: torch.dtype) -> None:
-    """Plain weights (pruned zeros, or dequantized values) in ``dtype``: every loader reads them."""
-    model.to(dtype)
-    model.config.dtype = dtype
-    _quietly(model.save_pretrained, str(out), safe_serialization=True)
+    """Plain weights (pruned zeros, or dequantized values) in ``dtype``: every loader reads them. The
+    in-memory model keeps its dtype (the weights are cast on the way out)."""
+    from damoc.model.arch import save_model
+
+    _quietly(save_model, model, out, dtype)

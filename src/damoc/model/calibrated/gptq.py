@@ -30,13 +30,13 @@ class _QuantRounder(Rounder):
         self.w = w  # replaced by the sweep's working weight in start_block
         rows, cols = w.shape
         n_groups = (cols + self.group - 1) // self.group
-        self.codes = torch.zeros(rows, cols)
-        self.scales = torch.zeros(rows, n_groups)
-        self.zeros = torch.zeros(rows, n_groups)
+        self.codes = torch.zeros(rows, cols, device=w.device)
+        self.scales = torch.zeros(rows, n_groups, device=w.device)
+        self.zeros = torch.zeros(rows, n_groups, device=w.device)
         self.scale = self.zero = None
         self.static = spec.static_groups
         # the (original-order) group of each column in sweep order, for static groups
-        self.col_group = (perm if perm is not None else torch.arange(cols)) // self.group
+        self.col_group = (perm if perm is not None else torch.arange(cols, device=w.device)) // self.group
         if self.static:
             for g in range(n_groups):
                 s, z = minmax_params(

@@ -6,13 +6,20 @@
 2. For each block: hook every ``nn.Linear`` inside to accumulate ``Σ x xᵀ`` per calibration source,
    mix the sources' Hessians, compress each linear, then run the COMPRESSED block to produce the
    inputs of the next block. Only one block's activations (per source) are held at a time.
+
+With an accelerator ``device`` and the model in CPU memory, the blocks stay on the CPU and visit the
+device one at a time (the embeddings and the rest of the trunk sit on it throughout), so the device needs
+room for one block, its Hessians and the calibration activations, not the whole model: a 7B model in
+bf16 fits a 24 GB GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,10 +77,13 @@ def _block_output(out: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def capture_block_inputs(model: nn.Module, seqs: torch.Tensor, batch_size: int) -> _BlockInputs:
-    """Run the model's embedding and mask/position set-up on ``seqs`` and record what each block receives."""
+def capture_block_inputs(
+    model: nn.Module, seqs: torch.Tensor, batch_size: int, device: torch.device | None = None
+) -> _BlockInputs:
+    """Run the model's embedding and mask/position set-up on ``seqs`` and record what each block receives
+    (on ``device``, where the embeddings are; default: where the model's first parameter is)."""
     layers = decoder_layers(model)
-    device = next(model.parameters()).device
+    device = device if device is not None else next(model.parameters()).device
     records: list[dict[str, Any]] = []
     hidden0: list[torch.Tensor] = []
 
@@ -153,6 +163,41 @@ class _GramHooks:
         self._cache.clear()
 
 
+@contextlib.contextmanager
+def trunk_on(model: nn.Module, device: torch.device) -> Iterator[None]:
+    """Everything but the decoder blocks (embeddings, norms, rotary tables, head) on ``device`` for the
+    duration; the blocks stay where they are. Afterwards the trunk goes back where it was."""
+    prefix = find_layers_path(model)
+    parent_path, attr = prefix.rsplit(".", 1)
+    parent = model.get_submodule(parent_path)
+    layers = getattr(parent, attr)
+    home = next((p.device for n, p in model.named_parameters() if not n.startswith(prefix + ".")), None)
+    setattr(parent, attr, nn.ModuleList())
+    try:
+        model.to(device)
+    finally:
+        setattr(parent, attr, layers)
+    try:
+        yield
+    finally:
+        if home is not None:
+            setattr(parent, attr, nn.ModuleList())
+            try:
+                model.to(home)
+            finally:
+                setattr(parent, attr, layers)
+
+
+def _on_cpu(payload: QuantPayload) -> QuantPayload:
+    return dataclasses.replace(
+        payload,
+        codes=payload.codes.cpu(),
+        scales=payload.scales.cpu(),
+        zeros=payload.zeros.cpu(),
+        g_idx=payload.g_idx.cpu(),
+    )
+
+
 def _linears(block: nn.Module) -> dict[str, nn.Linear]:
     return {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
 
@@ -176,13 +221,37 @@ def compress_model(
     method: str,
     spec: Any,
     batch_size: int = 8,
+    device: str | torch.device | None = None,
+    offload: bool | None = None,
 ) -> CompressionResult:
     """Compress every linear layer of every decoder block of ``model`` in place, block by block.
 
     ``calibration`` maps a source name to its token windows (n, length); ``weights`` gives each source's
     mixing weight (sources with weight 0 are not run at all). Returns per-layer statistics and, for
-    quantization methods, the integer payloads keyed by module path.
+    quantization methods, the integer payloads keyed by module path (on the CPU).
+
+    ``device`` is where the work runs (default: where the model is). With ``offload`` (default: when
+    ``device`` is not where the model is) each block moves to ``device`` for its turn and back after it.
     """
+    home = next(model.parameters()).device
+    exec_dev = torch.device(device) if device is not None else home
+    if offload is None:
+        same = exec_dev.type == home.type and exec_dev.index in (None, home.index)
+        offload = not same
+    with trunk_on(model, exec_dev) if offload else contextlib.nullcontext():
+        return _compress_blocks(model, calibration, weights, method, spec, batch_size, exec_dev, offload)
+
+
+def _compress_blocks(
+    model: nn.Module,
+    calibration: Mapping[str, torch.Tensor],
+    weights: Mapping[str, float],
+    method: str,
+    spec: Any,
+    batch_size: int,
+    exec_dev: torch.device,
+    offload: bool,
+) -> CompressionResult:
     fn = METHODS.get(method)
     family = method_family(method)
     needs_data = getattr(fn, "needs_calibration", True)
@@ -207,9 +276,14 @@ def compress_model(
         if hasattr(model.config, "use_cache"):
             model.config.use_cache = False
         inputs = (
-            {s: capture_block_inputs(model, calibration[s], batch_size) for s in active} if needs_data else {}
+            {s: capture_block_inputs(model, calibration[s], batch_size, exec_dev) for s in active}
+            if needs_data
+            else {}
         )
         for idx, block in enumerate(progress(layers, desc=f"{method} blocks", unit="block")):
+            block_home = next(block.parameters()).device
+            if offload:
+                block.to(exec_dev)
             linears = _linears(block)
             hooks = None
             if needs_data:
@@ -234,7 +308,7 @@ def compress_model(
                     lin.weight.data.copy_(out.weight.to(w.dtype))
                     full = f"{prefix}.{idx}.{name}"
                     if out.quant is not None:
-                        result.payloads[full] = out.quant
+                        result.payloads[full] = _on_cpu(out.quant)
                     result.layers.append(
                         LayerStats(
                             full, tuple(w.shape), sparsity_of(lin.weight.data), err, time.perf_counter() - t1
@@ -244,6 +318,8 @@ def compress_model(
                 del hooks
                 for s in active:
                     inputs[s].hidden = _run_block(block, inputs[s], idx)
+            if offload:
+                block.to(block_home)
     finally:
         if use_cache is not None:
             model.config.use_cache = use_cache

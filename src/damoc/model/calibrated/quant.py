@@ -46,7 +46,7 @@ def group_index(n_in: int, group: int, perm: torch.Tensor | None = None) -> torc
     pos = torch.arange(n_in)
     if perm is not None:
         pos = torch.empty_like(perm)
-        pos[perm] = torch.arange(n_in)
+        pos[perm] = torch.arange(n_in, device=perm.device)
     return (pos // group).to(torch.int32)
 
 
@@ -55,9 +55,9 @@ def rtn(w: torch.Tensor, h: torch.Tensor | None, spec: QuantSpec) -> LayerResult
     rows, cols = wf.shape
     group = spec.group(cols)
     n_groups = (cols + group - 1) // group
-    codes = torch.zeros(rows, cols)
-    scales = torch.zeros(rows, n_groups)
-    zeros = torch.zeros(rows, n_groups)
+    codes = torch.zeros(rows, cols, device=wf.device)
+    scales = torch.zeros(rows, n_groups, device=wf.device)
+    zeros = torch.zeros(rows, n_groups, device=wf.device)
     for g in range(n_groups):
         sl = slice(g * group, min(cols, (g + 1) * group))
         s, z = minmax_params(wf[:, sl], spec.bits, spec.symmetric)

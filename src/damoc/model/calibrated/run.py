@@ -13,10 +13,10 @@ import torch
 from damoc.errors import DamocError
 from damoc.evaluate.perplexity import pack_sequences
 from damoc.io.files import atomic_output_dir, check_output_dir
-from damoc.model.arch import resolve_model
+from damoc.model.arch import save_dtype
 from damoc.model.calibrated.checkpoint import save_checkpoint
 from damoc.model.calibrated.config import CalibrationConfig, PruneCalibratedJob, QuantizeJob
-from damoc.model.calibrated.export import COMPRESSED, DENSE, PACKED_FORMAT, check_exportable, source_dtype
+from damoc.model.calibrated.export import COMPRESSED, DENSE, PACKED_FORMAT, check_exportable
 from damoc.model.calibrated.general_text import load_source_texts
 from damoc.model.calibrated.hessian import source_weights
 from damoc.model.calibrated.methods import METHODS, method_family
@@ -69,7 +69,7 @@ def _check_method(method: str, family: str) -> None:
         raise DamocError(f"'{method}' is not a {family} method (use one of: {', '.join(names)})")
 
 
-def load_model_quietly(name: str):
+def load_model_quietly(name: str, device: str | None = None, dtype=None):
     from transformers.utils import logging as hf_logging
 
     from damoc.model.arch import load_model
@@ -77,10 +77,28 @@ def load_model_quietly(name: str):
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        return load_model(name)
+        return load_model(name, dtype=dtype, device=device)
     finally:
         if enabled:
             hf_logging.enable_progress_bar()
+
+
+def load_for_offload(name: str):
+    """``(model, tok, device)``: on an accelerator the model is loaded into CPU memory in the dtype it would
+    have on the device, so that the sequential pipeline moves one block at a time onto the device."""
+    from damoc.hardware import load_defaults, resolve_device, resolve_dtype
+    from damoc.model.arch import resolve_model, source_dtype
+
+    device = resolve_device(load_defaults()["device"])
+    if device == "cpu":
+        model, tok = load_model_quietly(name, device="cpu")
+        return model, tok, device
+    source = source_dtype(resolve_model(name))
+    asked = load_defaults()["dtype"]
+    model, tok = load_model_quietly(name, device="cpu", dtype=resolve_dtype(asked, device, source))
+    if asked == "auto" and source is not None:
+        model._damoc_save_dtype = source
+    return model, tok, device
 
 
 def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) -> CompressionRecord:
@@ -95,14 +113,15 @@ def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) ->
 
         tok = load_tokenizer(job.model)
     calib = calibration_sequences(tok, job.calibration) if needs_data else {}  # bad text fails before loading
+    device = None
     if model is None:
-        model, tok = load_model_quietly(job.model)
+        model, tok, device = load_for_offload(job.model)
     fmt = job.format if isinstance(job, QuantizeJob) else DENSE
     if family == "quantize" and fmt == COMPRESSED:
         check_exportable(model, job.quant)  # before the work: the format's limits are known up front
-    dtype = source_dtype(resolve_model(job.model))
+    dtype = save_dtype(model)  # the source's, or the one asked for with --dtype
     result: CompressionResult = compress_model(
-        model, calib, mixing_weights(job.calibration), job.method, spec, job.calibration.batch_size
+        model, calib, mixing_weights(job.calibration), job.method, spec, job.calibration.batch_size, device
     )
     storage = _storage(family, fmt, dtype)
     record = CompressionRecord(

@@ -16,10 +16,10 @@ from damoc.model.calibrated.obs import Rounder, damped_inverse_cholesky, handle_
 
 
 class _MaskRounder(Rounder):
-    def __init__(self, spec: PruneSpec, rows: int, cols: int):
+    def __init__(self, spec: PruneSpec, rows: int, cols: int, device: torch.device | None = None):
         self.spec = spec
         self.nm = spec.nm
-        self.keep = torch.ones(rows, cols, dtype=torch.bool)
+        self.keep = torch.ones(rows, cols, dtype=torch.bool, device=device)
         self.block_keep: torch.Tensor | None = None
         self.col0 = 0
 
@@ -48,7 +48,7 @@ def sparsegpt(w: torch.Tensor, h: torch.Tensor, spec: PruneSpec) -> LayerResult:
         nm_mask(torch.zeros(1, cols), *spec.nm)  # raises the one-line error
     w32, h32 = handle_dead_inputs(w.detach().float(), h.float())
     hinv = damped_inverse_cholesky(h32, spec.damp)
-    rounder = _MaskRounder(spec, rows, cols)
+    rounder = _MaskRounder(spec, rows, cols, w32.device)
     new = obs_sweep(w32, hinv, rounder, spec.block_size)
     new = new * rounder.keep  # exact zeros where pruned
     return LayerResult(weight=new.to(w.dtype), mask=rounder.keep)

@@ -7,6 +7,7 @@ from pathlib import Path
 from torch import nn
 
 from damoc.io.files import atomic_output_dir, write_json_atomic
+from damoc.model.arch import save_model
 from damoc.model.structured.prune import PruneReport
 
 
@@ -15,7 +16,7 @@ def save_model_dir(model: nn.Module, tok, out: Path) -> None:
     conf = model.config
     if getattr(conf, "quantization_config", None) is not None:
         del conf.quantization_config
-    model.save_pretrained(out)
+    save_model(model, out)  # in the source's dtype (damoc.model.arch)
     tok.save_pretrained(out)
 
 

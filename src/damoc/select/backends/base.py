@@ -50,7 +50,6 @@ def worker_env(threads: int | None, gpu: str | None = None) -> dict[str, str]:
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
-    env.setdefault("HF_HUB_OFFLINE", "1")
     env["PYTHONUNBUFFERED"] = "1"
     env[PARENT_ENV] = str(os.getpid())  # the worker ends when this process does (damoc.select.orphans)
     if threads:
