@@ -26,9 +26,9 @@ class CurationSettings(StrictModel):
     center: bool = True  # subtract the pool's mean signature before the cosine (all methods)
     idf: bool = True  # weight SAE latents by inverse document frequency over the pool
     max_length: int = Field(128, ge=4)  # tokens per row fed to the model
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)  # rows per forward pass through the model
     max_train_tokens: int = Field(100_000, ge=16)  # SAE training tokens (sampled from the pool)
-    sae: SAETrainConfig = SAETrainConfig()
+    sae: SAETrainConfig = SAETrainConfig()  # the SAE's shape and training (SAETrainConfig)
     # a trained SAE to use instead of training one: a directory in damoc's layout (sae.safetensors +
     # sae_config.json) or sae-lens's (cfg.json + sae_weights.safetensors); its layer is used when
     # ``layer`` is None and the files name one
@@ -40,7 +40,7 @@ class CurationSettings(StrictModel):
     text_view: Literal["text", "prompt", "question"] = "text"
     domain_field: str = "domain"  # pool column holding a known domain label, for precision
     target_domain: str | None = None  # default: the most common domain among the seeds
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # seed of the random method's scores (the SAE has its own, sae.seed)
 
 
 class CurateJob(CurationSettings, JobConfig, HardwareSettings):
@@ -79,12 +79,12 @@ class CurateJob(CurationSettings, JobConfig, HardwareSettings):
 class ScoreSettings(StrictModel):
     """How each stage's domain score is measured (teacher-forced answer bits per byte, label accuracy)."""
 
-    batch_size: int = Field(8, ge=1)
-    max_length: int = Field(384, ge=8)
+    batch_size: int = Field(8, ge=1)  # eval rows per forward pass
+    max_length: int = Field(384, ge=8)  # tokens per scored row (prompt cut from the left, answer kept)
     eval_rows: int = Field(100, ge=1)  # held-out domain rows scored per stage
     bootstrap: int = Field(2000, ge=100)  # draws of the paired bootstrap (self-distillation vs plain)
-    bootstrap_level: float = Field(0.95, gt=0.0, lt=1.0)
-    bootstrap_seed: int = Field(0, ge=0)
+    bootstrap_level: float = Field(0.95, gt=0.0, lt=1.0)  # confidence level of the bootstrap interval
+    bootstrap_seed: int = Field(0, ge=0)  # seed of the bootstrap's row resampling
 
 
 class FinescopeJob(JobConfig, HardwareSettings):

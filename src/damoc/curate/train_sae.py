@@ -27,12 +27,12 @@ LOG = logging.getLogger(__name__)
 class SAETrainConfig(StrictModel):
     """SAE shape and optimisation settings (defaults: 16x width, k = 32, as in FineScope's setting)."""
 
-    expansion: int = Field(16, ge=1)
-    k: int = Field(32, ge=1)
-    steps: int = Field(400, ge=1)
-    batch_size: int = Field(512, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    seed: int = Field(0, ge=0)
+    expansion: int = Field(16, ge=1)  # SAE width (latents) = expansion x the model's hidden size
+    k: int = Field(32, ge=1)  # latents kept active per token (TopK); capped at the SAE width
+    steps: int = Field(400, ge=1)  # Adam steps
+    batch_size: int = Field(512, ge=1)  # activation vectors (tokens) sampled per step
+    lr: float = Field(1e-3, gt=0)  # Adam learning rate
+    seed: int = Field(0, ge=0)  # seeds the SAE's initialisation, batch sampling and training-token subsample
     stats_tokens: int = Field(
         16384, ge=1
     )  # at most this many training tokens are re-encoded for FVU and dead latents

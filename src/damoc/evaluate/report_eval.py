@@ -40,9 +40,11 @@ class EvalConfig(StrictModel):
     max_labels: int = Field(
         10, ge=2, description="Label accuracy only for tasks with at most this many labels."
     )
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1, description="Sequences per forward pass.")
     dev_size: float = Field(0.2, gt=0.0, lt=1.0, description="Held-out fraction (must match calibration).")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(
+        0, ge=0, description="Seed of the held-out split and the perplexity windows (must match calibration)."
+    )
     split: str | None = Field(
         None, description="The task's own split to score (a saved DatasetDict or a hub dataset)."
     )

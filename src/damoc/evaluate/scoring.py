@@ -30,8 +30,8 @@ from damoc.logging_utils import progress
 class EvalConfig(StrictModel):
     """How candidates are scored on the dev split (the same for every candidate and method)."""
 
-    metric: str = "answer_bpb"
-    batch_size: int = Field(8, ge=1)
+    metric: str = "answer_bpb"  # the registered metric the leaderboard ranks by (docs/metrics.md)
+    batch_size: int = Field(8, ge=1)  # dev rows per forward pass (shrunk to fit logits_budget_mb)
     max_length: int = Field(256, ge=2)  # prompt + answer tokens; the prompt is cut from the left
     max_new_tokens: int = Field(32, ge=1)  # generation metrics
     stop_at_newline: bool = True  # generation metrics: the answer ends at the first new line

@@ -25,12 +25,12 @@ from damoc.train.finetune import FinetuneConfig
 class TaskSettings(StrictModel):
     """The task: a file/directory or a built-in name (``pubmedqa``, ``finance``)."""
 
-    path: str
-    fields: FieldMap = Field(default_factory=FieldMap)
+    path: str  # a JSONL/JSON/CSV file, a datasets directory, a hub dataset (org/name) or a built-in name
+    fields: FieldMap = Field(default_factory=FieldMap)  # the task's column names (question, context, ...)
     dev_path: str | None = None  # a separate dev file; otherwise ``dev_size`` rows are held out
     dev_size: int | float = 0.2  # held-out dev rows (a count, or a fraction < 1)
     max_rows: int | None = Field(None, ge=2)  # bound the task (train + held-out dev) to this many rows
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # seed of the row shuffle that picks the held-out dev rows and max_rows
     # a source with named splits (a saved DatasetDict, a hub dataset org/name) trains on its train split and
     # scores on its validation split (or dev/valid/val/test); name others here, e.g. {dev: test}
     splits: dict[Literal["train", "dev"], str] | None = None
@@ -49,10 +49,12 @@ class DataSettings(StrictModel):
 
     filter: str | None = "random"  # a registered filter method (damoc filter --list), or null for none
     budget: int | float = 0.1  # fraction (< 1) or number of training rows kept by the filter
+    # the filter's own options (docs/data_filters.md) and its context, e.g. reference_model, embedder
     filter_options: dict[str, Any] = Field(default_factory=dict)
     compress_rate: float | None = 0.5  # kept/original tokens; null = no token compression
     compress_options: dict[str, Any] = Field(default_factory=dict)  # other CompressConfig fields
     rewrite: bool = False  # iterative rewriting (slow on CPU)
+    # RewriteConfig fields (docs/rewriting.md); no rewriter or endpoint: the local smollm2-135m
     rewrite_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("budget")
@@ -104,7 +106,7 @@ class ModelSettings(StrictModel):
     layer_fraction: float = 0.25  # fraction of decoder layers removed (0 = keep all)
     merge: str | None = None  # merge method for removed layers; null = the layer-pruning default
     calibration_rows: int = Field(16, ge=1)  # training texts used to score layer importance
-    calibration_max_length: int = Field(256, ge=2)
+    calibration_max_length: int = Field(256, ge=2)  # tokens per calibration text (longer ones are cut)
     prune_options: dict[str, Any] = Field(default_factory=dict)  # other LayerPruneConfig fields
     calibrated: CalibratedSettings | None = None  # cross-calibrated pruning/quantization; null = off
 
@@ -133,7 +135,7 @@ class SelectEval(EvalConfig):
 class ValidateSettings(StrictModel):
     """Ground truth: full fine-tune of every uncompressed candidate on the (bounded) training split."""
 
-    enabled: bool = False
+    enabled: bool = False  # run the ground truth (slow): a full fine-tune of every candidate
     train_rows: int | None = Field(None, ge=1)  # bound the ground-truth training rows (null: the whole split)
     # the reference trains in fp32 unless told otherwise (precision: auto or bf16 to speed it up)
     finetune: FinetuneConfig = Field(
@@ -145,7 +147,7 @@ class ValidateSettings(StrictModel):
     # candidate's truth is its best dev score over the grid, as a user tuning the rate would get. One shared
     # rate can favour one model (a large-vocabulary head drifts under Adam at a rate another model needs).
     lr_grid: list[float] | None = None
-    cache_dir: str = "~/.cache/damoc/groundtruth"
+    cache_dir: str = "~/.cache/damoc/groundtruth"  # finished full fine-tunes are kept here for any later run
     # Scoring precision of the full fine-tunes (the reference: exact by default, whatever ``eval.precision``
     # the cheap sweep uses); a value other than fp32 enters the ground-truth cache key.
     eval_precision: Precision = "fp32"
@@ -171,8 +173,8 @@ class ValidateSettings(StrictModel):
 class RunSettings(StrictModel):
     """Where and how the work runs."""
 
-    run_dir: str = "runs/select"
-    backend: Literal["local", "ray"] = "local"
+    run_dir: str = "runs/select"  # the run's records, report and leaderboard are written here
+    backend: Literal["local", "ray"] = "local"  # local: one subprocess per candidate here; ray: Ray tasks
     jobs: int = 1  # candidates run at once (backend ray: a cap only when set; Ray schedules by resources)
     address: str | None = None  # Ray cluster address (backend ray); null starts a local Ray instance
     cpus_per_candidate: float = Field(1.0, gt=0)  # backend ray: CPUs each candidate's task asks for

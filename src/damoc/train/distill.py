@@ -46,8 +46,8 @@ TeacherMode = Literal["answer", "rewrite_reference"]
 class GenerationConfig(StrictModel):
     """Greedy decoding of the teacher's answers."""
 
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(64, ge=1)  # most tokens generated per teacher answer
+    batch_size: int = Field(8, ge=1)  # prompts per generate call
     max_prompt_length: int = Field(384, ge=8)  # prompts are cut from the left to this many tokens
     # The answer ends at the first of these strings (the model going on to a new question, etc.).
     stop: list[str] = ["\n\n", "\nQuestion:", "\nContext:", "\nAnswer:"]
@@ -64,7 +64,7 @@ class RewriteConfig(StrictModel):
     min_chars: int = Field(8, ge=0)  # a shorter rewrite falls back to the gold answer
     # Share of the gold answer's content words (>= min_word_chars letters) the rewrite must contain.
     min_gold_recall: float = Field(0.3, ge=0.0, le=1.0)
-    min_word_chars: int = Field(4, ge=1)
+    min_word_chars: int = Field(4, ge=1)  # gold words this long or longer are content words (min_gold_recall)
     # Decision words: if the rewrite's last one differs from the gold's (the gold text's last one, else
     # the row's label), the rewrite changed the answer and falls back.
     decision_words: list[str] = ["yes", "no", "maybe"]
@@ -73,18 +73,18 @@ class RewriteConfig(StrictModel):
 
 
 class DistillConfig(StrictModel):
-    generation: GenerationConfig = GenerationConfig()
-    finetune: FinetuneConfig = FinetuneConfig()
+    generation: GenerationConfig = GenerationConfig()  # how the teacher decodes (GenerationConfig)
+    finetune: FinetuneConfig = FinetuneConfig()  # the student's fine-tune on the teacher's answers
     min_answer_chars: int = Field(1, ge=0)  # drop pairs whose teacher answer is shorter than this
     teacher_mode: TeacherMode = (
         "rewrite_reference"  # measured better than "answer" (benchmarks/results/finescope.md)
     )
-    rewrite: RewriteConfig = RewriteConfig()
+    rewrite: RewriteConfig = RewriteConfig()  # teacher_mode rewrite_reference: the prompt and its checks
     # Weight of KL(teacher || student) per answer token, added to the cross-entropy (0 = off). 1.0 won
     # back more of the pruning loss than 0 in every FineScope run (benchmarks/results/finescope.md),
     # at ~1.75x the training time of the distillation stage (one teacher forward per batch).
     kl_weight: float = Field(1.0, ge=0.0)
-    kl_temperature: float = Field(1.0, gt=0.0)
+    kl_temperature: float = Field(1.0, gt=0.0)  # softmax temperature T of the KL term (scaled by T^2)
 
 
 @dataclass

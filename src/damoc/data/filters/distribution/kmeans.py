@@ -21,7 +21,7 @@ from damoc.io.tasks import Example
 class KMeansOptions(FilterOptions):
     clusters: int | None = None  # default: round(sqrt(n)), at least 2
     within: Literal["random", "centroid"] = "random"  # how rows are taken inside a cluster
-    max_iter: int = 100
+    max_iter: int = 100  # most k-means (Lloyd) iterations per run (scikit-learn KMeans, 3 restarts)
 
 
 class KMeansFilter(Filter):

@@ -15,7 +15,7 @@ class SemDeDupOptions(FilterOptions):
     threshold: float = 0.9  # cosine similarity above which two rows are near-duplicates
     clusters: int | None = None  # default: round(sqrt(n)), at least 1
     keep: Literal["far", "near"] = "far"  # which duplicate survives: farthest from / nearest to the centroid
-    max_iter: int = 100
+    max_iter: int = 100  # most k-means (Lloyd) iterations per run (scikit-learn KMeans, 3 restarts)
 
 
 def dedup_cluster(x: np.ndarray, order: np.ndarray, threshold: float) -> tuple[list[int], np.ndarray]:

@@ -11,7 +11,7 @@ from damoc.io.tasks import Example
 
 class ClusterRankOptions(HybridOptions):
     clusters: int | None = None  # default: the budget (one best row per cluster)
-    max_iter: int = 100
+    max_iter: int = 100  # most k-means (Lloyd) iterations per run (scikit-learn KMeans, 3 restarts)
 
 
 def round_robin(groups: list[np.ndarray], k: int) -> list[int]:

@@ -16,13 +16,13 @@ _TEXTLIKE = set(".,;:!?'\"()[]-–—%/$€£&|") | {"\u2019", "\u2018", "\u201c
 
 
 class HeuristicsOptions(FilterOptions):
-    min_question_words: int = 3
-    max_question_words: int = 512
-    min_answer_words: int = 1
-    max_answer_words: int = 1024
-    max_context_words: int = 4096
+    min_question_words: int = 3  # question word count below this fails the length check
+    max_question_words: int = 512  # question word count above this fails the length check
+    min_answer_words: int = 1  # answer word count below this fails the length check
+    max_answer_words: int = 1024  # answer word count above this fails the length check
+    max_context_words: int = 4096  # context word count above this fails the length check
     ngram: int = 3  # repetition is the share of repeated word n-grams of this size
-    max_repetition: float = 0.5
+    max_repetition: float = 0.5  # repeated n-gram share (question, context, answer) above this fails
     max_non_text: float = 0.1  # share of non-space characters that are not letters, digits or punctuation
     extractive: bool | None = None  # require the answer inside the context; None: on when most rows are
     extractive_share: float = 0.8  # "most rows" for the automatic choice

@@ -13,8 +13,8 @@ from damoc.io.tasks import Example
 
 class IFDOptions(FilterOptions):
     max_ifd: float = 1.0  # rows at or above this (the prompt does not help) go last
-    max_length: int = 256
-    batch_size: int = 8
+    max_length: int = 256  # tokens per prompt+answer pair (prompt cut from the left, answer kept)
+    batch_size: int = 8  # pairs per reference-LM forward pass
 
 
 def ifd_quality(ifd: np.ndarray, max_ifd: float) -> np.ndarray:

@@ -34,9 +34,9 @@ class LLMJudgeOptions(FilterOptions):
     score_pattern: str = r"(?<![\d.])(?<!to )(?<![-–])(\d+(?:\.\d+)?)(?!\s*(?:to\b|[-–%]|\d))"
     unparsable_score: float = -1.0  # given to replies with no valid score: ranked after every parsed one
     max_context_chars: int = 2000  # context shown to the judge is cut to this
-    max_new_tokens: int = 8
-    batch_size: int = 4
-    max_prompt_tokens: int = 768
+    max_new_tokens: int = 8  # tokens the judge may generate per reply (greedy); the score comes first
+    batch_size: int = 4  # prompts per generate call
+    max_prompt_tokens: int = 768  # judge prompt is truncated to this many tokens
     chat_template: bool = True  # wrap the prompt in the judge tokenizer's chat template when it has one
 
 

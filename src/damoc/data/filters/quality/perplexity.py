@@ -12,9 +12,9 @@ from damoc.io.tasks import Example
 
 class PerplexityOptions(FilterOptions):
     low: float = 0.25  # band of perplexity quantiles to keep: [low, high]
-    high: float = 0.75
+    high: float = 0.75  # upper quantile of the kept band; rows outside it score lower the farther out
     max_length: int = 256  # tokens per scored text
-    batch_size: int = 8
+    batch_size: int = 8  # texts per reference-LM forward pass
 
 
 def band_quality(values: np.ndarray, low: float, high: float) -> np.ndarray:
