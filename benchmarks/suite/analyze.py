@@ -311,8 +311,11 @@ def page(an: dict) -> str:
         "top-1 hit. Cost: CPU seconds of everything a method's ranking needs (data stages, model loads, "
         "fine-tunes, dev scoring), the full sweep's over the method's.",
         "",
-        "![fidelity against cost](selection_suite.png)",
-        "",
+        *(
+            ["![fidelity against cost](selection_suite.png)", ""]
+            if any("metrics" in e for e in an["tasks"].values())
+            else []
+        ),
         "## Ground truths so far",
         "",
         "Each candidate's fine-tuned score on the task metric (— = not run yet); CPU hours of the truths.",
@@ -490,7 +493,8 @@ def main() -> None:
         + "\n"
     )
     PAGE.write_text(text, encoding="utf-8")
-    plot(an, PLOT)
+    if any("metrics" in e for e in an["tasks"].values()):  # nothing to plot before a task is judged
+        plot(an, PLOT)
     print(text)
 
 
