@@ -220,7 +220,7 @@ class ConfidenceSettings(StrictModel):
 
     level: float = Field(0.95, gt=0.0, lt=1.0)
     n_boot: int = Field(2000, ge=100)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class AdaptiveSettings(StrictModel):
