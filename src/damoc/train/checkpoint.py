@@ -8,8 +8,6 @@ never stopped. A save made for other rows or other settings (its fingerprint dif
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -18,18 +16,14 @@ from typing import Any
 
 import torch
 
+from damoc.io.hashing import digest, rows_digest
+
 LOG = logging.getLogger(__name__)
 
 
 def fingerprint(cfg_dump: dict[str, Any], pairs: Sequence[tuple[str, str]]) -> str:
-    """Hex digest of the settings and the training pairs a save belongs to."""
-    h = hashlib.sha256(json.dumps(cfg_dump, sort_keys=True, default=str).encode())
-    for prompt, answer in pairs:
-        h.update(prompt.encode())
-        h.update(b"\0")
-        h.update(answer.encode())
-        h.update(b"\1")
-    return h.hexdigest()
+    """Digest of the settings and the training pairs a save belongs to (damoc's one hashing scheme)."""
+    return digest({"settings": cfg_dump, "pairs": rows_digest(list(p) for p in pairs)})
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
