@@ -48,3 +48,31 @@ def test_no_resolved_pair_gives_no_pair_accuracy():
     truth = resolve_truth({"a": same, "b": list(same)}, higher_is_better=True)
     f = judge(truth, {"a": 1.0, "b": 0.0}, method_higher_is_better=True)
     assert f.resolved_pair_acc is None and f.top1_within_noise and f.regret == 0.0
+
+
+def test_separated_agreement_counts_what_the_truth_says_of_each_separated_pair():
+    from damoc.select.fidelity import separated_agreement
+
+    truth = resolve_truth(
+        {"a": _rows(0.9, seed=1), "b": _rows(0.5, seed=2), "c": list(_rows(0.5, seed=2))},
+        higher_is_better=True,
+    )
+    # the method is sure c beats a (truth: a beats c) and b beats a (wrong too), sure b beats c (truth: tie)
+    method = {"a": [0.0] * 50 + [1.0] * 10, "b": [1.0] * 60, "c": [1.0] * 30 + [0.0] * 30}
+    got = separated_agreement(method, True, truth)
+    assert (got.pairs, got.separated) == (3, 3)
+    assert (got.agree, got.disagree, got.truth_tied) == (0, 2, 1) and got.agreement == 0.0
+    # the truth's own rows, scored by the method: every separated pair agrees; tied ones are not separated
+    same = separated_agreement(
+        {
+            c: list(v)
+            for c, v in zip("abc", (_rows(0.9, seed=1), _rows(0.5, seed=2), _rows(0.5, seed=2)), strict=True)
+        },
+        True,
+        truth,
+    )
+    assert same.separated == 2 and same.agree == 2 and same.agreement == 1.0
+    # a method on fewer rows than the truth: weights are cut to its rows
+    w = [1.0] * 200
+    short = separated_agreement({"a": [1.0] * 40, "b": [0.0] * 40, "c": [0.0] * 40}, True, truth, weights=w)
+    assert short.separated == 2 and short.agree == 2 and short.agreement == 1.0

@@ -138,3 +138,47 @@ def judge(truth: ResolvedTruth, method: Mapping[str, float], method_higher_is_be
         resolved_pair_acc=right / len(resolved) if resolved else None,
         kendall=tau,
     )
+
+
+@dataclass
+class SeparatedAgreement:
+    """The pairs a method's own paired interval separates, judged by the truth."""
+
+    pairs: int  # pairs of candidates the method scored
+    separated: int  # of them, pairs whose interval over the method's own dev rows excludes zero
+    agree: int  # separated, and the truth resolves the pair the same way
+    disagree: int  # separated, and the truth resolves it the other way
+    truth_tied: int  # separated, but the truth ties the pair (no order is right or wrong)
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of separated pairs the truth orders the same way, among those the truth resolves."""
+        judged = self.agree + self.disagree
+        return self.agree / judged if judged else None
+
+
+def separated_agreement(
+    per_row: Mapping[str, Sequence[float]],
+    higher_is_better: bool,
+    truth: ResolvedTruth,
+    weights: Sequence[float] | None = None,
+    level: float = 0.95,
+) -> SeparatedAgreement:
+    """Whether the pairs a leaderboard would call separated (the method's own paired-bootstrap interval over
+    its dev rows excludes zero) are ordered as the truth orders them. ``per_row`` may cover fewer rows than
+    the truth (a method scored on the first n dev rows); ``weights`` are then cut to those rows."""
+    n = len(next(iter(per_row.values())))
+    own = resolve_truth(per_row, higher_is_better, list(weights)[:n] if weights is not None else None, level)
+    out = SeparatedAgreement(len(own.pairs), 0, 0, 0, 0)
+    for p in own.resolved:
+        t = next((q for q in truth.pairs if {q.a, q.b} == {p.a, p.b}), None)
+        if t is None:
+            raise ValueError(f"the truth has no pair {p.a} / {p.b}")
+        out.separated += 1
+        if t.better is None:
+            out.truth_tied += 1
+        elif t.better == p.better:
+            out.agree += 1
+        else:
+            out.disagree += 1
+    return out
