@@ -9,7 +9,8 @@ Tasks, sources and splits: ``tasks.py``; the two halves: ``split.yaml``; the set
 (and the truth recipe): ``defaults.yaml``; the settings compared: ``experiments/*.yaml``. Ground-truth
 records are cached under ``benchmarks/records/suite/groundtruth/`` by the key of (training rows, dev rows,
 candidate, fine-tune and scoring settings) and committed, so no truth is computed twice; a method's records
-go to ``benchmarks/records/suite/methods/<experiment>/<task>.json``.
+go to ``benchmarks/records/suite/methods/<experiment>/<task>.json``. A method runs on the held-out half only
+once ``frozen.yaml`` names it (the setting chosen on the development half, or one of its peers).
 """
 
 from __future__ import annotations
@@ -111,12 +112,32 @@ def run_truth(args) -> None:
                     )
 
 
+FROZEN = HERE / "frozen.yaml"
+
+
+def check_held_out(experiment_name: str, names: list[str]) -> None:
+    """The held-out half runs only what ``frozen.yaml`` (committed before any method ran there) names: the
+    setting chosen on the development half and the peers it is compared with."""
+    held = [t for t in names if t in halves()["held_out"]]
+    if not held:
+        return
+    frozen = load_yaml(FROZEN) if FROZEN.is_file() else {}
+    allowed = [frozen.get("chosen"), *frozen.get("peers", [])]
+    if experiment_name not in allowed:
+        raise SystemExit(
+            f"'{experiment_name}' may not run on held-out task(s) {', '.join(held)}: the held-out half runs only "
+            f"the setting frozen in {FROZEN.name} and its peers"
+            + (f" ({', '.join(a for a in allowed if a)})" if frozen else " (no setting is frozen yet)")
+        )
+
+
 def run_method(args) -> None:
     from damoc.select.pipeline import run_select
 
     over = experiment(args.experiment)
     methods = over.get("methods", ["proxy"])
     out = RECORDS / "methods" / args.experiment
+    check_held_out(args.experiment, _tasks(args))
     for name in _tasks(args):
         run_dir = RUNS / name / args.experiment
         cfg = task_config(name, over, run_dir, truth=False)
