@@ -95,20 +95,37 @@ def wait_gone(marker: str, lock: dict | None = None, timeout_s: float = 15.0) ->
     return left
 
 
-def start(job: Path, *extra: str, pause: str | None = None, marker: Path | None = None) -> subprocess.Popen:
+def _default_sigint() -> None:
+    """In the child before it starts: Ctrl-C back to its default. A shell without job control starts a
+    background command with SIGINT ignored, and an ignored signal stays ignored across ``exec``: Python
+    then installs no KeyboardInterrupt handler, and the SIGINT this test sends would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start(
+    job: Path,
+    *extra: str,
+    pause: str | None = None,
+    marker: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
+    """``damoc select JOB EXTRA...`` as its own process (environment ``env``, default this one's), with
+    the pause points of tests/pausepoints on its PYTHONPATH (armed only when ``pause`` is given)."""
     import damoc
 
-    paths = [str(PAUSE_DIR), str(Path(damoc.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    env.pop("DAMOC_PAUSE_AT", None)
+    base = dict(os.environ if env is None else env)
+    paths = [str(PAUSE_DIR), str(Path(damoc.__file__).parents[1]), base.get("PYTHONPATH", "")]
+    base["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    base.pop("DAMOC_PAUSE_AT", None)
     if pause:
-        env.update(DAMOC_PAUSE_AT=pause, DAMOC_PAUSE_MARKER=str(marker))
+        base.update(DAMOC_PAUSE_AT=pause, DAMOC_PAUSE_MARKER=str(marker))
     return subprocess.Popen(
         [sys.executable, "-m", "damoc", "select", str(job), *extra],
-        env=env,
+        env=base,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_default_sigint,
     )
 
 
@@ -127,13 +144,35 @@ def wait_marker(proc: subprocess.Popen, marker: Path, timeout_s: float = 240.0) 
     return text
 
 
-def kill_parent_at(job: Path, run: Path, pause: str, marker: Path, *extra: str) -> dict:
-    """Start (or resume) the job, SIGKILL its parent at ``pause``; what was seen just before the kill."""
-    proc = start(job, *extra, pause=pause, marker=marker)
+def workers_per_candidate(run: Path) -> dict[str, int]:
+    """Live worker processes of each candidate of the run (a worker's command line names its job file)."""
+    return {
+        d.name: len(run_processes(str(d / "job.json")))
+        for d in sorted((run / "candidates").glob("*"))
+        if d.is_dir()
+    }
+
+
+def kill_parent_at(
+    job: Path,
+    run: Path,
+    pause: str,
+    marker: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    while_paused=None,
+) -> dict:
+    """Start (or resume) the job, SIGKILL its parent at ``pause``; what was seen just before the kill.
+
+    ``while_paused`` (no arguments) runs at the pause point, before the kill; what it returns is kept
+    under ``"while_paused"``."""
+    proc = start(job, *extra, pause=pause, marker=marker, env=env)
     where = wait_marker(proc, marker)
-    seen = {"where": where, "processes": run_processes(str(run))}
+    seen = {"where": where, "processes": run_processes(str(run)), "per_candidate": workers_per_candidate(run)}
     lock = run.parent / f".{run.name}.lock"
     seen["lock"] = json.loads(lock.read_text()) if lock.exists() else None
+    if while_paused is not None:
+        seen["while_paused"] = while_paused()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     seen["orphans"] = wait_gone(str(run), seen["lock"])
@@ -178,7 +217,13 @@ def test_kills_at_three_points_then_resume_equal_an_uninterrupted_run(
         time.sleep(30)
 
     monkeypatch.setattr(pipeline, "prepare_data", interrupted)
-    code, _, err = run_cli("select", job)
+    old = signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # even where the suite runs with it ignored
+    try:
+        code, _, err = run_cli("select", job)
+    finally:
+        signal.signal(signal.SIGINT, old)
     monkeypatch.undo()
     assert code == 130 and "--resume" in err.strip().splitlines()[-1], err[-2000:]
     assert not (run.parent / f".{run.name}.lock").exists()
@@ -193,12 +238,14 @@ def test_kills_at_three_points_then_resume_equal_an_uninterrupted_run(
     paused_pid = int(seen["where"].split()[0])
     assert paused_pid in [w["pid"] for w in seen["lock"]["workers"]]  # the lock names the live workers
     assert paused_pid in seen["processes"] and seen["orphans"] == []
+    assert list(seen["per_candidate"].values()) == [1, 1]  # one worker per candidate, not two
     first = {p: UnitRecord.load(p) for p in run.glob("candidates/*/*.json") if p.name != "job.json"}
     assert any(r.candidate == llama and r.method == "proxy" and r.status == "ok" for r in first.values())
 
     # 3. SIGKILL while the first candidate's worker scores (the unit it was killed in before)
     seen = kill_parent_at(job, run, "score:llama:1", marker, "--resume")
     assert "score" in seen["where"] and seen["orphans"] == []
+    assert max(seen["per_candidate"].values()) == 1  # the resumed run started no second worker of one
 
     # the last resume (in this process) finishes the run
     code, _, err = run_cli("select", job, "--resume")
