@@ -98,9 +98,10 @@ def select(job: Any, *, resume: bool = False, overwrite: bool = False, **overrid
     ``job`` is a YAML path, a dict or a ``SelectConfig``; ``overrides`` replace top-level sections (e.g.
     ``candidates=[...]``, ``run={"run_dir": ...}``). A candidate may be a ``(model, tokenizer)`` pair in
     memory: it is saved beside the run directory first (``<run_dir>.inputs/``; each candidate runs in
-    its own process).
+    its own process). As with ``damoc select``, a YAML file's ``api_key_env`` must be ``OPENAI_API_KEY`` or
+    a name listed in ``DAMOC_API_KEY_ENVS``; a dict or ``SelectConfig`` built in code is the caller's choice.
     """
-    from damoc.config import parse_config, read_yaml
+    from damoc.config import check_key_envs, parse_config, read_yaml
     from damoc.select.config import SelectConfig
     from damoc.select.pipeline import run_select
 
@@ -110,6 +111,7 @@ def select(job: Any, *, resume: bool = False, overwrite: bool = False, **overrid
         data = dict(job)
     else:
         data = read_yaml(job)
+        check_key_envs(data, str(job))  # a job file (maybe shared) names its key as the CLI allows it
     data.setdefault("job", "select")
     for key, value in overrides.items():
         base = data.get(key)
