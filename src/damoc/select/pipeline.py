@@ -131,18 +131,22 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
     return None if a == b else where
 
 
-def open_run_dir(cfg: SelectConfig, resume: bool, overwrite: bool) -> Path:
-    run = Path(cfg.run.run_dir).expanduser()
+def refuse_a_used_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
+    """A run directory that already holds something is continued (resume) or replaced (overwrite), never
+    mixed with a new run; checked before the lock is taken (nothing is written to refuse) and again under it."""
     if run.exists() and not run.is_dir():
         raise DamocError(f"run directory {run} exists and is not a directory")
+    if not (resume or overwrite) and run.is_dir() and any(run.iterdir()):
+        raise DamocError(f"run directory {run} is not empty (pass --resume to continue it, or --overwrite)")
+
+
+def open_run_dir(cfg: SelectConfig, resume: bool, overwrite: bool) -> Path:
+    run = Path(cfg.run.run_dir).expanduser()
+    refuse_a_used_run_dir(run, resume, overwrite)
     saved = run / "config.yaml"
     if run.is_dir() and any(run.iterdir()):
         if overwrite:
             shutil.rmtree(run)
-        elif not resume:
-            raise DamocError(
-                f"run directory {run} is not empty (pass --resume to continue it, or --overwrite)"
-            )
         elif saved.is_file():
             old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
             new = cfg.dump()
@@ -490,6 +494,7 @@ def run_select(
     task, dev = load_checked_task(cfg)
     if cfg.run.backend == "ray":
         require("ray", "ray")
+    refuse_a_used_run_dir(Path(cfg.run.run_dir).expanduser(), resume, overwrite)
     with run_lock(Path(cfg.run.run_dir)):
         return _run_locked(cfg, task, dev, resume, overwrite, methods, retry_failed)
 
