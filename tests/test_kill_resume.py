@@ -362,3 +362,51 @@ def test_a_dead_but_unreaped_worker_does_not_block(tmp_path):
             pass
     finally:
         zombie.wait()
+
+
+_CHILD = """
+import os, sys, time
+import damoc.select.orphans as o
+if sys.argv[1] == "watchdog":
+    o._set_pdeathsig = lambda sig: False  # as where prctl is not available
+how = o.die_with_parent(every_s=0.1)
+with open(sys.argv[2], "w") as fh:
+    fh.write(how)
+time.sleep(60)
+"""
+
+_PARENT = """
+import os, subprocess, sys, time
+env = {**os.environ, "DAMOC_PARENT_PID": str(os.getpid())}
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]], env=env)
+print(child.pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["prctl", "watchdog"])
+def test_a_worker_ends_when_its_parent_is_killed(tmp_path, how):
+    """Both ways a worker follows its parent: the kernel's parent-death signal, and the watchdog thread
+    used where that signal cannot be asked for."""
+    import damoc
+    from damoc.select.lock import _alive
+
+    said = tmp_path / "how"
+    env = {**os.environ, "PYTHONPATH": str(Path(damoc.__file__).parents[1])}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, _CHILD, how, str(said)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        child = int(parent.stdout.readline())
+        t0 = time.monotonic()
+        while not said.exists() or not said.read_text():
+            assert time.monotonic() - t0 < 60, "the child never started"
+            time.sleep(0.05)
+        assert said.read_text() == how and _alive(child)
+    finally:
+        parent.kill()
+        parent.wait()
+    t0 = time.monotonic()
+    while _alive(child) and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    assert not _alive(child), f"the child ({how}) outlived its killed parent"
