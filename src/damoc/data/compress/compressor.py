@@ -75,6 +75,13 @@ class _Plan:
             if sc
         )
 
+    def chunk_tokens(self, si: int, units: list[int]) -> int:
+        return sum(self.segments[si].units[u].n_tokens for u in units)
+
+    def selected_tokens(self) -> int:
+        """Tokens of every chunk to select from, LM-scored or by coverage alone (what the bar counts)."""
+        return sum(self.chunk_tokens(si, units) for si, units in self.chunks)
+
 
 def _needles(ex: Example, cfg: CompressConfig) -> list[str]:
     needles = [ex.answer] if cfg.keep_answer_spans and ex.answer.strip() else []
@@ -236,10 +243,13 @@ def _apply(
     return [o for (lo, hi), u in zip(bounds, units, strict=True) if u in kept for o in range(lo, hi)]
 
 
-def _next_scored(plan: _Plan, sep: list[int], cfg: CompressConfig) -> tuple[int, list[int]] | None:
-    """Apply the plan's chunks that the LM does not score (coverage alone) up to the next scored one."""
+def _next_scored(plan: _Plan, sep: list[int], cfg: CompressConfig, bar=None) -> tuple[int, list[int]] | None:
+    """Apply the plan's chunks that the LM does not score (coverage alone) up to the next scored one;
+    ``bar`` (a progress bar) advances by their tokens."""
     while (nxt := _advance(plan, sep)) is not None and not plan.scored[plan.next_chunk]:
         _apply(plan, *nxt, None, cfg)
+        if bar is not None:
+            bar.update(plan.chunk_tokens(*nxt))
     return nxt
 
 
@@ -278,18 +288,20 @@ def run_plans(
     (:class:`PrefixCache`); the scores are those of the uncached re-scoring of the whole compressed
     prefix, up to float rounding. With ``cfg.reuse_kept_keys`` the kept tokens of a chunk are not
     re-fed: their keys stay from the pass that scored them (:meth:`PrefixCache.keep`), which is
-    cheaper and no longer equal to the uncached scores. The progress bar counts scored tokens.
+    cheaper and no longer equal to the uncached scores. The progress bar counts the tokens selected
+    from, LM-scored or by coverage alone (a long context selected by coverage takes time too).
     """
+    bar = progress(total=sum(p.selected_tokens() for p in plans), desc=desc, unit="tok")
     if not any(any(p.scored) for p in plans):
         for p in plans:
-            _next_scored(p, [], cfg)
+            _next_scored(p, [], cfg, bar)
+        bar.close()
         return
     start = start_token_id(tok)
     pad = tok.pad_token_id if tok.pad_token_id is not None else start
     sep = tok("\n\n", add_special_tokens=False)["input_ids"]
     order = sorted(range(len(plans)), key=lambda i: sum(s.n_tokens for s in plans[i].segments))
     cached = kv_cache and cache_is_exact(model)
-    bar = progress(total=sum(p.scored_tokens() for p in plans), desc=desc, unit="tok")
     size = batch_size(cfg, model)
     for b in range(0, len(order), size):
         group = [plans[i] for i in order[b : b + size]]
@@ -300,7 +312,7 @@ def run_plans(
         while True:
             todo = []
             for k, p in enumerate(group):
-                nxt = _next_scored(p, sep, cfg)
+                nxt = _next_scored(p, sep, cfg, bar)
                 if nxt is not None:
                     todo.append((k, nxt))
             if not todo:
