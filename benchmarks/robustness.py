@@ -326,9 +326,7 @@ def main() -> None:
         if not args.no_kills and (args.redo_kills or not previous or previous.get("stopped", "n/a")):
             kills = run_kills(work / "kills", models, env)
             earlier = (previous or {}).pop("earlier_attempts", []) + ([previous] if previous else [])
-            kills["earlier_attempts"] = [
-                {"date": e.get("date"), "stopped": e.get("stopped", "n/a")} for e in earlier
-            ]
+            kills["earlier_attempts"] = [attempt_summary(e) for e in earlier]
             kills["date"] = dt.date.today().isoformat()
             kills["load_average_at_start"] = os.getloadavg()[0]
             record["kills"] = kills
@@ -336,6 +334,25 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_page(record)
+
+
+def attempt_summary(kills: dict) -> dict:
+    """What an earlier run of the kill sequence showed (kept in the record when it is run again)."""
+    if "survived" in kills or "final" not in kills:  # already a summary, or one that stopped early
+        return {k: kills.get(k) for k in ("date", "stopped", "survived", "tried", "nothing_lost")}
+    f, sigint = kills["final"], kills.get("sigint") or {}
+    return {
+        "date": kills.get("date"),
+        "stopped": kills.get("stopped"),
+        "tried": len(kills["kills"]) + (1 if sigint else 0),
+        "survived": sum(k["survived"] for k in kills["kills"]) + (1 if sigint.get("ok") else 0),
+        "nothing_lost": bool(
+            f["leaderboard_equal"]
+            and f["units_finished_once"]
+            and f["records_kept"]
+            and kills.get("symlink", {}).get("refused")
+        ),
+    }
 
 
 def _yes(flag: bool) -> int:
@@ -523,7 +540,15 @@ def write_page(record: dict) -> None:
         if kills.get("stopped"):
             lines += ["", f"The sequence stopped early: {kills['stopped']}"]
         for e in kills.get("earlier_attempts", []):
-            lines += ["", f"An earlier attempt ({e['date']}) stopped: {e['stopped']}"]
+            if e.get("stopped") or e.get("survived") is None:
+                lines += ["", f"An earlier run of the sequence ({e['date']}) stopped early: {e['stopped']}"]
+            else:
+                lines += [
+                    "",
+                    f"An earlier run of the sequence ({e['date']}): {e['survived']} of {e['tried']} "
+                    f"interruptions survived; symlink refused, leaderboard equal, units once, records kept: "
+                    f"{'yes' if e['nothing_lost'] else 'NO'}.",
+                ]
     PAGE.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {PAGE}")
 
