@@ -145,3 +145,34 @@ def test_compare_bad_input(compared, run_cli, tmp_path):
     truth.write_text(json.dumps({"scores": {"someone": 1.0}, "higher_is_better": False}))
     code, _, err = run_cli(*base[:-1], tmp_path / "new", "--truth", truth)
     assert code == 2 and "the truth has no score for" in err and not (tmp_path / "new").exists()
+
+
+def test_select_job_credentials_reach_the_comparison_unmasked(tmp_path, monkeypatch):
+    """A --select-job's endpoint URL is used as written (masking is for what is written to disk)."""
+    import damoc.select.filter_compare as fc
+    from damoc.cli.filter import _ranking_compare
+
+    url = "http://user:s3cret@127.0.0.1:9/v1"
+    job = {
+        "job": "select",
+        "task": {"path": "pubmedqa"},
+        "candidates": ["x"],
+        "data": {"rewrite_options": {"endpoint": url}},
+    }
+    (tmp_path / "select.yaml").write_text(yaml.safe_dump(job))
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def capture(cfg, resume=False):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(fc, "run_filter_ranking", capture)
+    with pytest.raises(Stop):
+        _ranking_compare(
+            "pubmedqa", "random", "a,b", 8, tmp_path / "cmp", 0, {}, 0.2, None, None, None, {}, None,
+            tmp_path / "select.yaml", False,
+        )  # fmt: skip
+    assert seen["cfg"].select.data.rewrite_options["endpoint"] == url

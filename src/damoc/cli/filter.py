@@ -246,7 +246,8 @@ def _ranking_compare(
         base = load_job(select_job)
         if not isinstance(base, SelectConfig):
             raise DamocError(f"{select_job}: a '{base.job}' job; --select-job takes a 'select' job")
-        data = base.dump()
+        # the job's own settings, credentials included (dump() masks them for files, not for use)
+        data = base.model_dump(mode="json", by_alias=True)
         data.update(task=task_settings, candidates=cands, seed=seed)
     else:
         data = {
