@@ -176,3 +176,16 @@ def test_select_job_credentials_reach_the_comparison_unmasked(tmp_path, monkeypa
             tmp_path / "select.yaml", False,
         )  # fmt: skip
     assert seen["cfg"].select.data.rewrite_options["endpoint"] == url
+
+
+def test_ctrl_c_in_a_ranking_comparison_says_how_to_resume(monkeypatch, capsys):
+    import damoc.cli.filter as cli_filter
+    from damoc.cli import main
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_filter, "_ranking_compare", ctrl_c)
+    argv = ["filter", "pubmedqa", "--compare", "random", "--candidates", "a,b", "--out", "cmp"]
+    assert main(argv) == 130
+    assert "run the same command with --resume" in capsys.readouterr().err

@@ -146,10 +146,17 @@ def filter_cmd(
     if candidates or truth or select_job:
         if not candidates or not compare:
             raise DamocError("--truth and --select-job go with --compare and --candidates")
-        _ranking_compare(
-            task, compare, candidates, budget, out, seed, fields, dev_size, max_rows, dev_rows, threads,
-            _parse_options(option), truth, select_job, resume,
-        )  # fmt: skip
+        try:
+            _ranking_compare(
+                task, compare, candidates, budget, out, seed, fields, dev_size, max_rows, dev_rows, threads,
+                _parse_options(option), truth, select_job, resume,
+            )  # fmt: skip
+        except KeyboardInterrupt:  # finished sweeps are kept in --out; say how to continue
+            typer.echo(
+                "interrupted: finished sweeps are kept; run the same command with --resume to continue",
+                err=True,
+            )
+            raise typer.Exit(130) from None
         return
     from damoc.config import parse_config
     from damoc.data.filters.config import FilterJob
