@@ -1,4 +1,7 @@
+import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -18,6 +21,14 @@ def tiny_dirs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     return {arch: save_tiny_model(root / arch, arch, n_layers=4, seed=1) for arch in TINY_ARCHS}
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    """A tiny random llama and its tokenizer, the scoring model of the token-compression tests."""
+    from damoc.testing import tiny_model, tiny_tokenizer
+
+    return tiny_model("llama", n_layers=2, seed=3), tiny_tokenizer()
 
 
 @pytest.fixture
@@ -62,3 +73,41 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+class _ChatHandler(BaseHTTPRequestHandler):
+    """An OpenAI-compatible ``/chat/completions`` endpoint: records each request and its authorization;
+    answers the server's ``reply``, or 401 with the authorization echoed back (as a careless server might)
+    when the server's ``fail`` is set."""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        auth = self.headers.get("Authorization", "")
+        self.server.seen.append((self.path, body))
+        self.server.auth.append(auth)
+        if self.server.fail:
+            data = json.dumps({"error": f"bad credentials: {auth}"}).encode()
+            self.send_response(401, f"Unauthorized ({auth})")
+        else:
+            reply = {"choices": [{"message": {"role": "assistant", "content": self.server.reply}}]}
+            data = json.dumps(reply).encode()
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_endpoint():
+    """A fake OpenAI-compatible endpoint on a free local port, served from a thread. Its ``seen`` lists
+    (path, JSON body) per request, ``auth`` the Authorization headers; set ``reply`` (the assistant's
+    text) or ``fail`` (answer 401) to change what it answers."""
+    server = HTTPServer(("127.0.0.1", 0), _ChatHandler)
+    server.seen, server.auth, server.fail, server.reply = [], [], False, " rewritten text "
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()

@@ -6,6 +6,7 @@ import json
 import random
 
 import pytest
+from compress_cases import WORDS, clinical_examples, count_tokens
 
 from damoc.data.compress import CompressConfig, compress_examples, compress_text
 from damoc.data.compress.budget import (
@@ -20,39 +21,7 @@ from damoc.data.compress.compressor import batch_size, plan_example, prepare_seg
 from damoc.data.compress.scoring import PrefixCache, cache_is_exact, next_token_nll, self_information
 from damoc.data.compress.units import find_spans, mark_keep, tokenize_segment
 from damoc.errors import DamocError
-from damoc.io.tasks import Example
-from damoc.testing import tiny_model, tiny_tokenizer
-
-WORDS = (
-    "the patients trial reduced symptoms of chronic pain after twelve weeks in a randomized cohort with "
-    "placebo control and the primary outcome was measured by standard scales while adverse events were rare"
-).split()
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    return tiny_model("llama", n_layers=2, seed=3), tiny_tokenizer()
-
-
-def _examples(n=12, seed=0, extractive=False):
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        ctx = " ".join(rng.choice(WORDS) for _ in range(rng.randint(25, 60)))
-        ans = f"reduced by {10 + i}%"
-        if extractive:
-            words = ctx.split()
-            words.insert(len(words) // 2, ans)
-            ctx = " ".join(words)
-        out.append(
-            Example(id=f"e{i}", question=f"Did compound {i} help the patients?", answer=ans, context=ctx)
-        )
-    return out
-
-
-def _count(tok, text):
-    return len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
-
+from damoc.testing import tiny_model
 
 # --- budget controller: known answers -------------------------------------------------------------
 
@@ -233,7 +202,7 @@ def test_prefix_cache_keep_hides_dropped_targets_and_keeps_their_positions(score
 
 def test_reusing_kept_keys_feeds_fewer_tokens_and_still_hits_the_rate(scorer):
     model, tok = scorer
-    exs = _examples(6, seed=11)
+    exs = clinical_examples(6, seed=11)
     fed = []
     hook = model.register_forward_pre_hook(
         lambda m, a, kw: fed.append(int(kw["input_ids"].numel())), with_kwargs=True
@@ -265,7 +234,7 @@ def test_cache_is_exact_only_without_sliding_windows():
 
 def test_kv_cache_gives_the_same_compression(scorer):
     model, tok = scorer
-    exs = _examples(6, seed=7, extractive=True)
+    exs = clinical_examples(6, seed=7, extractive=True)
     cfg = CompressConfig(
         rate=0.4, fidelity_floor=None, chunk_tokens=24, batch_size=3, reuse_kept_keys=False, info_weight=1.0
     )
@@ -290,7 +259,7 @@ def test_batch_size_defaults_to_one_on_cpu_and_batching_does_not_change_the_outp
     assert batch_size(CompressConfig(batch_size=5), model) == 5
     meta = torch.nn.Linear(2, 2, device="meta")
     assert batch_size(CompressConfig(accelerator_batch_size=6), meta) == 6
-    exs = _examples(6, seed=11)
+    exs = clinical_examples(6, seed=11)
     outs = [
         compress_examples(
             exs,
@@ -320,14 +289,14 @@ def test_next_token_nll_equals_cross_entropy():
 @pytest.mark.parametrize("rate, budget", [(0.5, "prompt"), (0.33, "prompt"), (0.4, "example")])
 def test_hits_target_rate_on_average(scorer, rate, budget):
     model, tok = scorer
-    exs = _examples(8, seed=int(rate * 100))
+    exs = clinical_examples(8, seed=int(rate * 100))
     cfg = CompressConfig(rate=rate, budget=budget, fidelity_floor=None, chunk_tokens=64)
     res = compress_examples(exs, cfg, model, tok)
     fields = ("context", "question", "answer") if budget == "example" else ("context", "question")
     errs, rates = [], []
     for o, c, rec in zip(exs, res.examples, res.records, strict=True):
-        n = sum(_count(tok, getattr(o, f)) for f in fields)
-        k = sum(_count(tok, getattr(c, f)) for f in fields)
+        n = sum(count_tokens(tok, getattr(o, f)) for f in fields)
+        k = sum(count_tokens(tok, getattr(c, f)) for f in fields)
         assert rec.kept_tokens == k and rec.original_tokens == n
         rates.append(k / n)
         errs.append(abs(k / n - rate))
@@ -337,24 +306,27 @@ def test_hits_target_rate_on_average(scorer, rate, budget):
     assert s.achieved_rate == pytest.approx(sum(rates) / len(rates))  # the rate: mean over examples
     assert s.mean_abs_error == pytest.approx(sum(errs) / len(errs))
     assert s.tokens_saved > 0
-    ctx = [_count(tok, c.context) / _count(tok, o.context) for o, c in zip(exs, res.examples, strict=True)]
+    ctx = [
+        count_tokens(tok, c.context) / count_tokens(tok, o.context)
+        for o, c in zip(exs, res.examples, strict=True)
+    ]
     assert s.segment_rates["context"] == pytest.approx(sum(ctx) / len(ctx))
 
 
 def test_prompt_budget_counts_context_and_question(scorer):
     model, tok = scorer
-    exs = _examples(6)
+    exs = clinical_examples(6)
     res = compress_examples(exs, CompressConfig(rate=0.5, budget="prompt", fidelity_floor=None), model, tok)
     for o, c in zip(exs, res.examples, strict=True):
-        n = _count(tok, o.context) + _count(tok, o.question)
-        k = _count(tok, c.context) + _count(tok, c.question)
+        n = count_tokens(tok, o.context) + count_tokens(tok, o.question)
+        k = count_tokens(tok, c.context) + count_tokens(tok, c.question)
         assert abs(k / n - 0.5) <= 0.03
         assert c.answer == o.answer
 
 
 def test_answer_untouched_and_question_light(scorer):
     model, tok = scorer
-    exs = _examples(6)
+    exs = clinical_examples(6)
     res = compress_examples(exs, CompressConfig(rate=0.4, fidelity_floor=None), model, tok)
     for o, c, rec in zip(exs, res.examples, res.records, strict=True):
         assert c.answer == o.answer
@@ -365,7 +337,7 @@ def test_answer_untouched_and_question_light(scorer):
 
 def test_never_drops_must_keep_spans(scorer):
     model, tok = scorer
-    exs = _examples(8, extractive=True)
+    exs = clinical_examples(8, extractive=True)
     for e in exs:
         e.context += " dose 250 mg daily"
     cfg = CompressConfig(rate=0.25, fidelity_floor=None, keep_patterns=[r"\d+ mg"])
@@ -378,7 +350,7 @@ def test_never_drops_must_keep_spans(scorer):
 
 def test_keep_fields_from_row(scorer):
     model, tok = scorer
-    ex = _examples(1)[0]
+    ex = clinical_examples(1)[0]
     ex.context = "the total sales were $1,496.5 in 2019 and the rest " * 3
     ex.meta["answer_spans"] = ["$1,496.5"]
     res = compress_examples([ex], CompressConfig(rate=0.3, fidelity_floor=None), model, tok)
@@ -387,7 +359,7 @@ def test_keep_fields_from_row(scorer):
 
 def test_rate_one_keeps_everything(scorer):
     model, tok = scorer
-    exs = _examples(4)
+    exs = clinical_examples(4)
     res = compress_examples(exs, CompressConfig(rate=1.0, fidelity_floor=None), model, tok)
     assert [e.to_row() for e in res.examples] == [e.to_row() for e in exs]
     assert all(r.status == "unchanged" and r.achieved_rate == 1.0 for r in res.records)
@@ -395,7 +367,7 @@ def test_rate_one_keeps_everything(scorer):
 
 def test_fidelity_backoff_then_kept_whole(scorer):
     model, tok = scorer
-    exs = _examples(4)
+    exs = clinical_examples(4)
     calls = []
 
     def low(cands, refs):
@@ -421,7 +393,7 @@ def test_fidelity_backoff_then_kept_whole(scorer):
 
 def test_fidelity_backoff_retry_succeeds(scorer):
     model, tok = scorer
-    exs = _examples(4)
+    exs = clinical_examples(4)
 
     def by_length(cands, refs):  # passes only texts that kept at least 70% of the characters
         return [0.9 if len(c) >= 0.7 * len(r) else 0.6 for c, r in zip(cands, refs, strict=True)]
@@ -458,7 +430,7 @@ def test_config_rejects_bad_rate():
 def test_model_without_tokenizer_is_an_error(scorer):
     model, _ = scorer
     with pytest.raises(DamocError, match="without its tokenizer"):
-        compress_examples(_examples(1), CompressConfig(fidelity_floor=None), model, None)
+        compress_examples(clinical_examples(1), CompressConfig(fidelity_floor=None), model, None)
 
 
 # --- CLI ----------------------------------------------------------------------------------------------

@@ -9,40 +9,16 @@ import random
 
 import numpy as np
 import pytest
+from compress_cases import clinical_examples
 
 from damoc.data.compress import CompressConfig, compress_examples
 from damoc.data.compress.budget import select_units
 from damoc.data.compress.coverage import Coverage, build_coverage, select_covering, standardise
 from damoc.data.compress.records import rate_text
-from damoc.io.tasks import Example
-from damoc.testing import tiny_model, tiny_tokenizer
-
-WORDS = (
-    "the patients trial reduced symptoms of chronic pain after twelve weeks in a randomized cohort with "
-    "placebo control and the primary outcome was measured by standard scales while adverse events were rare"
-).split()
-
-
-@pytest.fixture(scope="module")
-def scorer():
-    return tiny_model("llama", n_layers=2, seed=3), tiny_tokenizer()
 
 
 def _examples(n=6, seed=0):
-    rng = random.Random(seed)
-    return [
-        Example(
-            id=f"e{i}",
-            question=f"Did compound {i} help the patients?",
-            answer=f"reduced by {10 + i}%",
-            context=" ".join(rng.choice(WORDS) for _ in range(rng.randint(30, 60))),
-        )
-        for i in range(n)
-    ]
-
-
-def _count(tok, text):
-    return len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+    return clinical_examples(n, seed, min_words=30)
 
 
 # --- coverage: known answers ------------------------------------------------------------------------

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -130,30 +128,9 @@ def test_config_needs_exactly_one_backend():
         RewriteConfig(rewriter="m", endpoint="http://x")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.server.seen.append((self.path, body))
-        reply = {"choices": [{"message": {"role": "assistant", "content": " rewritten text "}}]}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _Handler)
-    server.seen = []
-    th = threading.Thread(target=server.serve_forever, daemon=True)
-    th.start()
-    yield server
-    server.shutdown()
+def endpoint(chat_endpoint):
+    return chat_endpoint
 
 
 def test_endpoint_rewriter_speaks_openai_chat(endpoint):

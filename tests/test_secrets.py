@@ -7,8 +7,6 @@ when asked to fail, answers 401 with the header echoed back in its body, as a ca
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,35 +17,12 @@ KEY = "sk-test-4f1c9e77aa"
 SECRETS = (PASSWORD, KEY)
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        self.rfile.read(int(self.headers["Content-Length"]))
-        auth = self.headers.get("Authorization", "")
-        self.server.auth.append(auth)
-        if self.server.fail:
-            data = json.dumps({"error": f"bad credentials: {auth}"}).encode()
-            self.send_response(401, f"Unauthorized ({auth})")
-        else:
-            data = json.dumps(
-                {"choices": [{"message": {"role": "assistant", "content": "fluent text"}}]}
-            ).encode()
-            self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), _Endpoint)
-    server.auth, server.fail = [], False
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
+def endpoint(chat_endpoint):
+    """The shared fake endpoint (tests/conftest.py): it records the authorization it receives and, when
+    ``fail`` is set, echoes it back in a 401."""
+    chat_endpoint.reply = "fluent text"
+    return chat_endpoint
 
 
 def _url(server) -> str:
