@@ -221,19 +221,46 @@ def _with(base: list[str], *extra: str, replace: dict[str, str] | None = None) -
     return [*args, *extra]
 
 
-CASES: list[tuple[str, str, list[str], str]] = [
+Case = tuple[str, str, list[str], str]
+BROKEN = {"hidden": "config.json", "trunc": "safetensors"}  # the broken model and the phrase naming it
+
+
+def _inputs(cmd: str, base: list[str], *out: str, malformed: str = "JSON") -> list[Case]:
+    """The input file missing, empty and malformed (``out``: the output options the command line needs)."""
+    return [
+        (cmd, "missing", _with(base, *out, replace={"{good}": "{nope}"}), "does not exist"),
+        (cmd, "empty", _with(base, *out, replace={"{good}": "{empty}"}), "no rows"),
+        (cmd, "malformed", _with(base, *out, replace={"{good}": "{malformed}"}), malformed),
+    ]
+
+
+def _outputs(cmd: str, base: list[str], flag: str, name: str, is_dir: bool) -> list[Case]:
+    """The output ``name`` (a directory where ``is_dir``, else a file) in a read-only directory, under a
+    regular file, and given as a path of the other kind (a directory for a file, a file for a directory)."""
+    wrong, phrase = ("{afile}", "not a directory") if is_dir else ("{adir}", "is a directory")
+    return [
+        (cmd, "read-only output", _with(base, flag, "{ro}/" + name), "not writable"),
+        (cmd, "output under a file", _with(base, flag, "{afile}/" + name), "is a file"),
+        (cmd, "directory-as-file", _with(base, flag, wrong), phrase),
+    ]
+
+
+def _broken(cmd: str, base: list[str], *out: str, models: tuple[str, ...]) -> list[Case]:
+    """The model replaced by each of the broken ``models`` (keys of ``BROKEN``)."""
+    return [
+        (cmd, "broken model", _with(base, *out, replace={"{model}": "{" + m + "}"}), BROKEN[m])
+        for m in models
+    ]
+
+
+def _files(cmd: str, base: list[str], flag: str, name: str, is_dir: bool, **kw) -> list[Case]:
+    """``_inputs`` then ``_outputs`` for a command that writes ``flag {root}/name``."""
+    return [*_inputs(cmd, base, flag, "{root}/" + name, **kw), *_outputs(cmd, base, flag, name, is_dir)]
+
+
+CASES: list[Case] = [
     # select
-    ("select", "missing", _with(SEL, "-o", "{root}/r", replace={"{good}": "{nope}"}), "does not exist"),
-    ("select", "empty", _with(SEL, "-o", "{root}/r", replace={"{good}": "{empty}"}), "no rows"),
-    (
-        "select",
-        "malformed",
-        _with(SEL, "-o", "{root}/r", replace={"{good}": "{malformed}"}),
-        "not valid JSON",
-    ),
-    ("select", "read-only output", _with(SEL, "-o", "{ro}/r"), "not writable"),
-    ("select", "output under a file", _with(SEL, "-o", "{afile}/r"), "is a file"),
-    ("select", "directory-as-file", _with(SEL, "-o", "{afile}"), "not a directory"),
+    *_files("select", SEL, "-o", "r", True, malformed="not valid JSON"),
     ("select", "out-of-range number", _with(SEL, "-o", "{root}/r", "--max-steps", "0"), "greater than"),
     ("select", "out-of-range number", _with(SEL, "-o", "{root}/r", "--max-steps", "-1"), "greater than"),
     ("select", "out-of-range number", _with(SEL, "-o", "{root}/r", "--epochs", "-1"), "greater than"),
@@ -255,17 +282,7 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("validate", "unknown key", ["validate", "{select_unknown_key}"], "unknown key"),
     ("validate", "unknown key", ["validate", "{select_key_env}"], "DATABASE_PASSWORD"),
     # filter
-    (
-        "filter",
-        "missing",
-        _with(FILTER, "-o", "{root}/f.jsonl", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("filter", "empty", _with(FILTER, "-o", "{root}/f.jsonl", replace={"{good}": "{empty}"}), "no rows"),
-    ("filter", "malformed", _with(FILTER, "-o", "{root}/f.jsonl", replace={"{good}": "{malformed}"}), "JSON"),
-    ("filter", "read-only output", _with(FILTER, "-o", "{ro}/f.jsonl"), "not writable"),
-    ("filter", "output under a file", _with(FILTER, "-o", "{afile}/f.jsonl"), "is a file"),
-    ("filter", "directory-as-file", _with(FILTER, "-o", "{adir}"), "is a directory"),
+    *_files("filter", FILTER, "-o", "f.jsonl", False),
     (
         "filter",
         "broken model",
@@ -284,28 +301,8 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ),
     ("filter", "unknown key", _with(FILTER, "-o", "{root}/f.jsonl", "-O", "nosuch=1"), "nosuch"),
     # compress
-    (
-        "compress",
-        "missing",
-        _with(COMPRESS, "-o", "{root}/c.jsonl", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("compress", "empty", _with(COMPRESS, "-o", "{root}/c.jsonl", replace={"{good}": "{empty}"}), "no rows"),
-    (
-        "compress",
-        "malformed",
-        _with(COMPRESS, "-o", "{root}/c.jsonl", replace={"{good}": "{malformed}"}),
-        "JSON",
-    ),
-    ("compress", "read-only output", _with(COMPRESS, "-o", "{ro}/c.jsonl"), "not writable"),
-    ("compress", "output under a file", _with(COMPRESS, "-o", "{afile}/c.jsonl"), "is a file"),
-    ("compress", "directory-as-file", _with(COMPRESS, "-o", "{adir}"), "is a directory"),
-    (
-        "compress",
-        "broken model",
-        _with(COMPRESS, "-o", "{root}/c.jsonl", replace={"{model}": "{trunc}"}),
-        "safetensors",
-    ),
+    *_files("compress", COMPRESS, "-o", "c.jsonl", False),
+    *_broken("compress", COMPRESS, "-o", "{root}/c.jsonl", models=("trunc",)),
     ("compress", "out-of-range number", _with(COMPRESS, "-o", "{root}/c.jsonl", "--rate", "1.5"), "rate"),
     ("compress", "out-of-range number", _with(COMPRESS, "-o", "{root}/c.jsonl", "--limit", "0"), "limit"),
     (
@@ -316,28 +313,8 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ),
     ("compress", "unknown key", _with(COMPRESS, "-o", "{root}/c.jsonl", "--no-such-flag"), "No such option"),
     # rewrite
-    (
-        "rewrite",
-        "missing",
-        _with(REWRITE, "-o", "{root}/w.jsonl", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("rewrite", "empty", _with(REWRITE, "-o", "{root}/w.jsonl", replace={"{good}": "{empty}"}), "no rows"),
-    (
-        "rewrite",
-        "malformed",
-        _with(REWRITE, "-o", "{root}/w.jsonl", replace={"{good}": "{malformed}"}),
-        "JSON",
-    ),
-    ("rewrite", "read-only output", _with(REWRITE, "-o", "{ro}/w.jsonl"), "not writable"),
-    ("rewrite", "output under a file", _with(REWRITE, "-o", "{afile}/w.jsonl"), "is a file"),
-    ("rewrite", "directory-as-file", _with(REWRITE, "-o", "{adir}"), "is a directory"),
-    (
-        "rewrite",
-        "broken model",
-        _with(REWRITE, "-o", "{root}/w.jsonl", replace={"{model}": "{hidden}"}),
-        "config.json",
-    ),
+    *_files("rewrite", REWRITE, "-o", "w.jsonl", False),
+    *_broken("rewrite", REWRITE, "-o", "{root}/w.jsonl", models=("hidden",)),
     ("rewrite", "out-of-range number", _with(REWRITE, "-o", "{root}/w.jsonl", "--tau", "2"), "tau"),
     (
         "rewrite",
@@ -352,47 +329,16 @@ CASES: list[tuple[str, str, list[str], str]] = [
         "not a column",
     ),
     ("rewrite", "unknown key", _with(REWRITE, "-o", "{root}/w.jsonl", "--no-such-flag"), "No such option"),
-    # layers score
-    ("layers score", "missing", _with(SCORE, replace={"{good}": "{nope}"}), "does not exist"),
-    ("layers score", "empty", _with(SCORE, replace={"{good}": "{empty}"}), "no rows"),
-    ("layers score", "malformed", _with(SCORE, replace={"{good}": "{malformed}"}), "JSON"),
-    ("layers score", "read-only output", _with(SCORE, "--out", "{ro}/s.json"), "not writable"),
-    ("layers score", "output under a file", _with(SCORE, "--out", "{afile}/s.json"), "is a file"),
-    ("layers score", "directory-as-file", _with(SCORE, "--out", "{adir}"), "is a directory"),
+    # layers score (writes to stdout unless --out is given)
+    *_inputs("layers score", SCORE),
+    *_outputs("layers score", SCORE, "--out", "s.json", False),
     ("layers score", "directory-as-file", _with(SCORE, "--out", "{afile}"), "exists"),
-    ("layers score", "broken model", _with(SCORE, replace={"{model}": "{hidden}"}), "config.json"),
-    ("layers score", "broken model", _with(SCORE, replace={"{model}": "{trunc}"}), "safetensors"),
+    *_broken("layers score", SCORE, models=("hidden", "trunc")),
     ("layers score", "out-of-range number", _with(SCORE, "--block", "0"), "--block"),
     ("layers score", "unknown key", _with(SCORE, "--no-such-flag"), "No such option"),
     # prune layers
-    (
-        "prune layers",
-        "missing",
-        _with(PRUNE, "--out", "{root}/p", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("prune layers", "empty", _with(PRUNE, "--out", "{root}/p", replace={"{good}": "{empty}"}), "no rows"),
-    (
-        "prune layers",
-        "malformed",
-        _with(PRUNE, "--out", "{root}/p", replace={"{good}": "{malformed}"}),
-        "JSON",
-    ),
-    ("prune layers", "read-only output", _with(PRUNE, "--out", "{ro}/p"), "not writable"),
-    ("prune layers", "output under a file", _with(PRUNE, "--out", "{afile}/p"), "is a file"),
-    ("prune layers", "directory-as-file", _with(PRUNE, "--out", "{afile}"), "not a directory"),
-    (
-        "prune layers",
-        "broken model",
-        _with(PRUNE, "--out", "{root}/p", replace={"{model}": "{hidden}"}),
-        "config.json",
-    ),
-    (
-        "prune layers",
-        "broken model",
-        _with(PRUNE, "--out", "{root}/p", replace={"{model}": "{trunc}"}),
-        "safetensors",
-    ),
+    *_files("prune layers", PRUNE, "--out", "p", True),
+    *_broken("prune layers", PRUNE, "--out", "{root}/p", models=("hidden", "trunc")),
     (
         "prune layers",
         "out-of-range number",
@@ -407,33 +353,8 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ),
     ("prune layers", "unknown key", ["prune", "layers", "--config", "{prune_unknown_key}"], "unknown key"),
     # prune calibrated
-    (
-        "prune calibrated",
-        "missing",
-        _with(CALIB, "--out", "{root}/pc", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    (
-        "prune calibrated",
-        "empty",
-        _with(CALIB, "--out", "{root}/pc", replace={"{good}": "{empty}"}),
-        "no rows",
-    ),
-    (
-        "prune calibrated",
-        "malformed",
-        _with(CALIB, "--out", "{root}/pc", replace={"{good}": "{malformed}"}),
-        "JSON",
-    ),
-    ("prune calibrated", "read-only output", _with(CALIB, "--out", "{ro}/pc"), "not writable"),
-    ("prune calibrated", "output under a file", _with(CALIB, "--out", "{afile}/pc"), "is a file"),
-    ("prune calibrated", "directory-as-file", _with(CALIB, "--out", "{afile}"), "not a directory"),
-    (
-        "prune calibrated",
-        "broken model",
-        _with(CALIB, "--out", "{root}/pc", replace={"{model}": "{hidden}"}),
-        "config.json",
-    ),
+    *_files("prune calibrated", CALIB, "--out", "pc", True),
+    *_broken("prune calibrated", CALIB, "--out", "{root}/pc", models=("hidden",)),
     (
         "prune calibrated",
         "out-of-range number",
@@ -443,51 +364,21 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("prune calibrated", "out-of-range number", _with(CALIB, "--out", "{root}/pc", "--alpha", "2"), "alpha"),
     ("prune calibrated", "unknown key", _with(CALIB, "--out", "{root}/pc", "-m", "nosuch"), "nosuch"),
     # quantize
-    (
-        "quantize",
-        "missing",
-        _with(QUANT, "--out", "{root}/q", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("quantize", "empty", _with(QUANT, "--out", "{root}/q", replace={"{good}": "{empty}"}), "no rows"),
-    ("quantize", "malformed", _with(QUANT, "--out", "{root}/q", replace={"{good}": "{malformed}"}), "JSON"),
-    ("quantize", "read-only output", _with(QUANT, "--out", "{ro}/q"), "not writable"),
-    ("quantize", "output under a file", _with(QUANT, "--out", "{afile}/q"), "is a file"),
-    ("quantize", "directory-as-file", _with(QUANT, "--out", "{afile}"), "not a directory"),
-    (
-        "quantize",
-        "broken model",
-        _with(QUANT, "--out", "{root}/q", replace={"{model}": "{trunc}"}),
-        "safetensors",
-    ),
+    *_files("quantize", QUANT, "--out", "q", True),
+    *_broken("quantize", QUANT, "--out", "{root}/q", models=("trunc",)),
     ("quantize", "out-of-range number", _with(QUANT, "--out", "{root}/q", "--bits", "5"), "bits"),
     ("quantize", "unknown key", _with(QUANT, "--out", "{root}/q", "--no-such-flag"), "No such option"),
-    # eval
-    ("eval", "missing", _with(EVAL, replace={"{good}": "{nope}"}), "does not exist"),
-    ("eval", "empty", _with(EVAL, replace={"{good}": "{empty}"}), "no rows"),
-    ("eval", "malformed", _with(EVAL, replace={"{good}": "{malformed}"}), "JSON"),
-    ("eval", "read-only output", _with(EVAL, "-o", "{ro}/e.json"), "not writable"),
-    ("eval", "output under a file", _with(EVAL, "-o", "{afile}/e.json"), "is a file"),
-    ("eval", "directory-as-file", _with(EVAL, "-o", "{adir}"), "is a directory"),
+    # eval (writes to stdout unless -o is given)
+    *_inputs("eval", EVAL),
+    *_outputs("eval", EVAL, "-o", "e.json", False),
     ("eval", "directory-as-file", _with(EVAL, "-o", "{afile}"), "exists"),
-    ("eval", "broken model", _with(EVAL, replace={"{model}": "{hidden}"}), "config.json"),
-    ("eval", "broken model", _with(EVAL, replace={"{model}": "{trunc}"}), "safetensors"),
+    *_broken("eval", EVAL, models=("hidden", "trunc")),
     ("eval", "out-of-range number", _with(EVAL, "--dev-size", "1.5"), "dev_size"),
     ("eval", "out-of-range number", _with(EVAL, "--task-samples", "0"), "task_samples"),
     ("eval", "missing", ["eval", "{model}", "--general", "none"], "nothing to evaluate"),
     ("eval", "unknown key", _with(EVAL, "--no-such-flag"), "No such option"),
     # curate
-    (
-        "curate",
-        "missing",
-        _with(CURATE, "-o", "{root}/k.jsonl", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("curate", "empty", _with(CURATE, "-o", "{root}/k.jsonl", replace={"{good}": "{empty}"}), "no rows"),
-    ("curate", "malformed", _with(CURATE, "-o", "{root}/k.jsonl", replace={"{good}": "{malformed}"}), "JSON"),
-    ("curate", "read-only output", _with(CURATE, "-o", "{ro}/k.jsonl"), "not writable"),
-    ("curate", "output under a file", _with(CURATE, "-o", "{afile}/k.jsonl"), "is a file"),
-    ("curate", "directory-as-file", _with(CURATE, "-o", "{adir}"), "is a directory"),
+    *_files("curate", CURATE, "-o", "k.jsonl", False),
     (
         "curate",
         "broken model",
@@ -506,28 +397,8 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ("curate", "out-of-range number", _with(CURATE, "-o", "{root}/k.jsonl", "--top", "0"), "top"),
     ("curate", "unknown key", ["curate", "--job", "{curate_unknown_key}"], "unknown key"),
     # prune structured
-    (
-        "prune structured",
-        "missing",
-        _with(STRUCT, "-o", "{root}/ps", replace={"{good}": "{nope}"}),
-        "does not exist",
-    ),
-    ("prune structured", "empty", _with(STRUCT, "-o", "{root}/ps", replace={"{good}": "{empty}"}), "no rows"),
-    (
-        "prune structured",
-        "malformed",
-        _with(STRUCT, "-o", "{root}/ps", replace={"{good}": "{malformed}"}),
-        "JSON",
-    ),
-    ("prune structured", "read-only output", _with(STRUCT, "-o", "{ro}/ps"), "not writable"),
-    ("prune structured", "output under a file", _with(STRUCT, "-o", "{afile}/ps"), "is a file"),
-    ("prune structured", "directory-as-file", _with(STRUCT, "-o", "{afile}"), "not a directory"),
-    (
-        "prune structured",
-        "broken model",
-        _with(STRUCT, "-o", "{root}/ps", replace={"{model}": "{trunc}"}),
-        "safetensors",
-    ),
+    *_files("prune structured", STRUCT, "-o", "ps", True),
+    *_broken("prune structured", STRUCT, "-o", "{root}/ps", models=("trunc",)),
     ("prune structured", "out-of-range number", _with(STRUCT, "-o", "{root}/ps", "--ratio", "1.5"), "ratio"),
     (
         "prune structured",
@@ -537,18 +408,8 @@ CASES: list[tuple[str, str, list[str], str]] = [
     ),
     ("prune structured", "unknown key", _with(STRUCT, "-o", "{root}/ps", "--importance", "nosuch"), "nosuch"),
     # distill
-    ("distill", "missing", _with(DISTILL, "-o", "{root}/d", replace={"{good}": "{nope}"}), "does not exist"),
-    ("distill", "empty", _with(DISTILL, "-o", "{root}/d", replace={"{good}": "{empty}"}), "no rows"),
-    ("distill", "malformed", _with(DISTILL, "-o", "{root}/d", replace={"{good}": "{malformed}"}), "JSON"),
-    ("distill", "read-only output", _with(DISTILL, "-o", "{ro}/d"), "not writable"),
-    ("distill", "output under a file", _with(DISTILL, "-o", "{afile}/d"), "is a file"),
-    ("distill", "directory-as-file", _with(DISTILL, "-o", "{afile}"), "not a directory"),
-    (
-        "distill",
-        "broken model",
-        _with(DISTILL, "-o", "{root}/d", replace={"{model}": "{hidden}"}),
-        "config.json",
-    ),
+    *_files("distill", DISTILL, "-o", "d", True),
+    *_broken("distill", DISTILL, "-o", "{root}/d", models=("hidden",)),
     ("distill", "out-of-range number", _with(DISTILL, "-o", "{root}/d", "--lr", "-1"), "greater than"),
     ("distill", "out-of-range number", _with(DISTILL, "-o", "{root}/d", "--epochs", "-1"), "greater than"),
     ("distill", "out-of-range number", _with(DISTILL, "-o", "{root}/d", "--max-steps", "0"), "greater than"),
