@@ -215,15 +215,15 @@ def _calibrated(
     from damoc.hardware import resolve_device, using
     from damoc.model.calibrated.config import CalibrationConfig
     from damoc.model.calibrated.run import (
-        CompressionRecord,
-        _check_method,
-        _storage,
         calibration_sequences,
+        check_method,
+        compression_record,
         mixing_weights,
-        peak_rss_mb,
+        needs_calibration,
+        storage_text,
     )
 
-    _check_method(method, family)
+    check_method(method, family)
     calib_cfg = _options(CalibrationConfig, family, **calibration)
     if out is not None:
         from damoc.io.files import check_output_dir
@@ -240,29 +240,18 @@ def _calibrated(
             mdl, tok, name = _load(model, tokenizer, device, dtype)
     from damoc.model.arch import save_dtype
     from damoc.model.calibrated.export import COMPRESSED, check_exportable
-    from damoc.model.calibrated.methods import METHODS
     from damoc.model.calibrated.pipeline import compress_model
 
     packed = family == "quantize" and fmt == COMPRESSED and out is not None
     if packed:
         check_exportable(mdl, spec)  # the format's limits, before the work
-    needs_data = getattr(METHODS.get(method), "needs_calibration", True)
-    calib = calibration_sequences(tok, calib_cfg) if needs_data else {}
+    calib = calibration_sequences(tok, calib_cfg) if needs_calibration(method) else {}
     result = compress_model(
         mdl, calib, mixing_weights(calib_cfg), method, spec, calib_cfg.batch_size, exec_device
     )
-    record = CompressionRecord(
-        job={"model": name, "method": method, family: spec.model_dump(mode="json"), **calib_cfg.model_dump()},
-        method=method,
-        family=result.family,
-        weights=result.weights,
-        tokens=result.tokens,
-        sparsity=result.sparsity,
-        wall_s=result.wall_s,
-        peak_rss_mb=peak_rss_mb(),
-        layers=[vars(s) for s in result.layers],
-        storage=_storage(family, fmt if family == "quantize" else "dense", save_dtype(mdl)) if out else "",
-    )
+    job = {"model": name, "method": method, family: spec.model_dump(mode="json"), **calib_cfg.model_dump()}
+    storage = storage_text(family, fmt if family == "quantize" else "dense", save_dtype(mdl)) if out else ""
+    record = compression_record(job, result, storage)
     path = None
     if out is not None:
         from damoc.io.files import atomic_output_dir

@@ -62,7 +62,29 @@ class CompressionRecord:
     storage: str = ""
 
 
-def _check_method(method: str, family: str) -> None:
+def compression_record(job: dict[str, Any], result: CompressionResult, storage: str) -> CompressionRecord:
+    """The record of a finished compression: the job as run, the achieved numbers, this process's peak memory."""
+    return CompressionRecord(
+        job=job,
+        method=result.method,
+        family=result.family,
+        weights=result.weights,
+        tokens=result.tokens,
+        sparsity=result.sparsity,
+        wall_s=result.wall_s,
+        peak_rss_mb=peak_rss_mb(),
+        layers=[asdict(s) for s in result.layers],
+        storage=storage,
+    )
+
+
+def needs_calibration(method: str) -> bool:
+    """Whether ``method`` reads calibration data (magnitude pruning and round-to-nearest do not)."""
+    return getattr(METHODS.get(method), "needs_calibration", True)
+
+
+def check_method(method: str, family: str) -> None:
+    """A one-line error unless ``method`` is a registered method of ``family`` (prune or quantize)."""
     METHODS.entry(method)
     if method_family(method) != family:
         names = [e.name for e in METHODS.entries() if (e.family or "prune") == family]
@@ -105,9 +127,9 @@ def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) ->
     """Run a job end to end; ``model``/``tok`` may be passed in (already loaded) to skip loading."""
     family = "prune" if isinstance(job, PruneCalibratedJob) else "quantize"
     spec = job.prune if isinstance(job, PruneCalibratedJob) else job.quant
-    _check_method(job.method, family)
+    check_method(job.method, family)
     check_output_dir(job.out, job.overwrite)
-    needs_data = getattr(METHODS.get(job.method), "needs_calibration", True)
+    needs_data = needs_calibration(job.method)
     if model is None:
         from damoc.model.arch import load_tokenizer
 
@@ -123,25 +145,13 @@ def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) ->
     result: CompressionResult = compress_model(
         model, calib, mixing_weights(job.calibration), job.method, spec, job.calibration.batch_size, device
     )
-    storage = _storage(family, fmt, dtype)
-    record = CompressionRecord(
-        job=job.model_dump(mode="json"),
-        method=job.method,
-        family=family,
-        weights=result.weights,
-        tokens=result.tokens,
-        sparsity=result.sparsity,
-        wall_s=result.wall_s,
-        peak_rss_mb=peak_rss_mb(),
-        layers=[asdict(s) for s in result.layers],
-        storage=storage,
-    )
+    record = compression_record(job.model_dump(mode="json"), result, storage_text(family, fmt, dtype))
     with atomic_output_dir(job.out, job.overwrite) as tmp:
         save_checkpoint(model, tok, tmp, record, result.payloads or None, spec, fmt, dtype)
     return record
 
 
-def _storage(family: str, fmt: str, dtype: torch.dtype) -> str:
+def storage_text(family: str, fmt: str, dtype: torch.dtype) -> str:
     """How the checkpoint holds the weights, in words (for the record)."""
     name = str(dtype).removeprefix("torch.")
     if family == "prune":
