@@ -37,6 +37,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 RECORDS = HERE / "records" / "adaptive_vs_fixed"
+CALIBRATION = RECORDS / "calibration_selection.json"  # the interval calibration, recomputed by `calibration`
 PAGE = HERE / "results" / "adaptive_vs_fixed.md"
 RUNS = ROOT / "runs" / "adaptive_vs_fixed"
 SELECTION = HERE / "records" / "selection"
@@ -398,10 +399,22 @@ def _share(c: dict[str, int]) -> str:
 
 
 def write_page(level: float = 0.95, n_boot: int = 2000) -> str:
-    """The results page from the records (the calibration is recomputed from the committed selection ones)."""
+    """The results page, the calibration recomputed from the committed selection records and saved as a
+    record (``calibration_selection.json``) first."""
     cal = calibration(level, n_boot)
     RECORDS.mkdir(parents=True, exist_ok=True)
-    (RECORDS / "calibration_selection.json").write_text(json.dumps(cal, indent=1) + "\n")
+    CALIBRATION.write_text(json.dumps(cal, indent=1) + "\n")
+    text = render_page(cal)
+    PAGE.parent.mkdir(parents=True, exist_ok=True)
+    PAGE.write_text(text)
+    return text
+
+
+def render_page(cal: dict | None = None) -> str:
+    """The results page from the records alone (no model runs, no bootstrap): the calibration record
+    (``cal``, by default the committed ``calibration_selection.json``) and the suite records ``*@*.json``."""
+    cal = cal if cal is not None else json.loads(CALIBRATION.read_text())
+    level, n_boot = cal["level"], cal["n_boot"]
     suite = [json.loads(p.read_text()) for p in sorted(RECORDS.glob("*@*.json"))]
     rec = cal["by_setting"].get("lf0_ep3", {})
     base = cal["by_setting"].get("base", {})
@@ -470,10 +483,7 @@ def write_page(level: float = 0.95, n_boot: int = 2000) -> str:
         lines += ["No suite task has been run with both proxies yet.", ""]
     else:
         lines += _suite_table(suite)
-    text = "\n".join(lines)
-    PAGE.parent.mkdir(parents=True, exist_ok=True)
-    PAGE.write_text(text)
-    return text
+    return "\n".join(lines)
 
 
 def _cost(s: dict, mode: str) -> str:

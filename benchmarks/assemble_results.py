@@ -15,11 +15,17 @@ So a page opens with its title, then one paragraph stating the current answer; t
 its reading and limits follow. `--check` writes nothing; CI runs it, so a page whose opening changed
 fails until this script is run again. `--root DIR` reads DIR/results/ and writes DIR/RESULTS.md
 (default: this script's folder).
+
+`--check` on this folder also re-renders the pages listed in RENDERED from their committed records
+(each script's render function: no model runs) and fails when a page, or one of its tables, is not
+byte-identical to what its records give. The selection suite's page has its own check
+(`benchmarks/suite/analyze.py --check`).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import posixpath
 import re
 import sys
@@ -49,6 +55,15 @@ other jobs on the same cores while these ran. Absolute times are inflated and no
 runs: speed claims are ratios measured in the same run; losses, scores and rankings do not depend on
 the load.
 """
+# Pages a benchmark script renders from its committed records: page -> (script, function, what). The
+# function takes no argument and writes nothing. "page": it returns the whole page; "tables": each table it
+# returns (a run of lines starting with "|") must stand in the page as it is, the text around them being
+# written by hand.
+RENDERED = {
+    "adaptive_vs_fixed": ("adaptive_vs_fixed.py", "render_page", "page"),
+    "data_compress": ("data_level.py", "render_tables", "tables"),
+    "layer_pruning": ("layer_pruning.py", "render_tables", "tables"),
+}
 _SKIP_PREFIXES = ("#", "|", "![", "<")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
 
@@ -112,6 +127,50 @@ def build_index(root: Path) -> str:
     return "\n".join(parts)
 
 
+def tables(text: str) -> list[str]:
+    """The Markdown tables of ``text``: each run of consecutive lines that start with "|"."""
+    out, run = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            run.append(line)
+        elif run:
+            out.append("\n".join(run))
+            run = []
+    return out
+
+
+def _render(script: Path, function: str) -> str:
+    """Call ``function`` of the benchmark script ``script`` (imported with its folder on sys.path)."""
+    sys.path.insert(0, str(script.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_rendered_{script.stem}", script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return getattr(module, function)()
+    finally:
+        sys.path.remove(str(script.parent))
+
+
+def stale_pages(root: Path) -> list[str]:
+    """One line per page in RENDERED (or table of one) that differs from what its records render."""
+    problems = []
+    for name, (script, function, what) in RENDERED.items():
+        page = (root / "results" / f"{name}.md").read_text(encoding="utf-8")
+        rendered = _render(root / script, function)
+        how = f"run python benchmarks/{script} to render it from its records"
+        if what == "page" and page != rendered:
+            problems.append(f"results/{name}.md is not what its records give: {how}")
+        elif what == "tables":
+            have = tables(page)
+            for i, table in enumerate(tables(rendered), 1):
+                if table not in have:
+                    head = table.splitlines()[0][:60]
+                    problems.append(
+                        f"results/{name}.md: table {i} ({head}...) is not what its records give: {how}"
+                    )
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Write benchmarks/RESULTS.md, an index of benchmarks/results/*.md."
@@ -129,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         if current != text:
             print(f"{target} is out of date: run python benchmarks/assemble_results.py", file=sys.stderr)
             return 1
+        if args.root.resolve() == HERE.resolve():
+            problems = stale_pages(args.root)
+            for line in problems:
+                print(line, file=sys.stderr)
+            return 1 if problems else 0
         return 0
     target.write_text(text, encoding="utf-8")
     print(f"wrote {target} ({text.count(chr(10) + '## ')} pages)")

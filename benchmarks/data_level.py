@@ -380,7 +380,7 @@ TITLES = {
 }
 
 
-def write_markdown_table(n: int) -> str:
+def compress_table(n: int) -> str:
     """The comparison table from the committed records (``compress_<task>_r<rate>_n<n>.json``)."""
     lines = [
         "| task | target | method | kept rate | mean abs error (max) | BERTScore-F1 mean (min) | under 0.85 "
@@ -412,7 +412,12 @@ def write_markdown_table(n: int) -> str:
                 f"| {s['under_floor']}/{s['n']} | {s['key_terms_kept']:.3f} | {s['tokens_per_s']:.0f} | {ratio} "
                 f"| {floor} |"
             )
-    table = "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown_table(n: int) -> str:
+    """``compress_table`` written beside its records (``compress_table_n<n>.md``) and printed."""
+    table = compress_table(n)
     (RECORDS / f"compress_table_n{n}.md").write_text(table)
     print(table)
     return table
@@ -441,9 +446,13 @@ def first_contexts_table(n: int, sub: int = 20) -> str:
             f"| {statistics.fmean(x['f1'] for x in first):.3f} | {lingua['mean_rate']:.3f} "
             f"({lingua['mean_abs_error']:.3f}) | {lingua['bertscore_f1']['mean']:.3f} | first {sub} |"
         )
-    table = "\n".join(lines) + "\n"
-    print(table)
-    return table
+    return "\n".join(lines) + "\n"
+
+
+def render_tables(n: int = 40) -> str:
+    """The tables of ``results/data_compress.md`` that the records give (no model runs): the comparison
+    table and the first-contexts one. ``assemble_results.py --check`` finds each in the page."""
+    return compress_table(n) + "\n" + first_contexts_table(n)
 
 
 def run_filters_part(args) -> None:
@@ -479,7 +488,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.table:
         write_markdown_table(args.n)
-        first_contexts_table(args.n)
+        print(first_contexts_table(args.n))
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("DAMOC_NO_PROGRESS", "1")

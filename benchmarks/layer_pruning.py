@@ -229,6 +229,16 @@ def render(methods: list[str]) -> str:
     return "\n".join(rows) + "\n\n" + "\n".join(cost) + "\n"
 
 
+PAGE_METHODS = ["none", "magnitude", "dare", "linear", "linear-v0", "linear-r1e-4", "linear-invnorm"]
+
+
+def render_tables() -> str:
+    """The tables of ``results/layer_pruning.md`` from the committed records, for the methods the page
+    compares (``--table-only --methods`` of PAGE_METHODS; no model runs). ``assemble_results.py --check``
+    finds each in the page."""
+    return render(PAGE_METHODS)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))

@@ -68,3 +68,44 @@ def test_missing_results_folder_is_bad_input(tmp_path):
     result = _run(tmp_path, "--check")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no results/ folder" in result.stderr
+
+
+def _assemble_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_assemble_results", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rendered_pages_and_tables_must_be_what_their_records_give(tmp_path, monkeypatch):
+    mod = _assemble_module()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "area.py").write_text(
+        "import json, pathlib\n"
+        "REC = pathlib.Path(__file__).parent / 'rec.json'\n"
+        "def render_tables():\n"
+        "    return '| a |\\n|---|\\n| %d |\\n' % json.loads(REC.read_text())['a']\n"
+        "def render_page():\n"
+        "    return '# Area\\n\\nText.\\n\\n' + render_tables()\n"
+    )
+    (tmp_path / "rec.json").write_text('{"a": 1}')
+    (tmp_path / "results" / "area.md").write_text("# Area\n\nText.\n\n| a |\n|---|\n| 1 |\n")
+    (tmp_path / "results" / "hand.md").write_text(
+        "# Hand\n\nWritten around.\n\n| a |\n|---|\n| 1 |\n\nMore.\n"
+    )
+    monkeypatch.setattr(
+        mod,
+        "RENDERED",
+        {"area": ("area.py", "render_page", "page"), "hand": ("area.py", "render_tables", "tables")},
+    )
+    assert mod.stale_pages(tmp_path) == []
+    (tmp_path / "rec.json").write_text('{"a": 2}')  # the record changed, the pages did not
+    problems = mod.stale_pages(tmp_path)
+    assert len(problems) == 2 and "results/area.md" in problems[0] and "hand.md: table 1" in problems[1]
+
+
+def test_tables_are_runs_of_pipe_lines():
+    mod = _assemble_module()
+    assert mod.tables("x\n| a |\n|---|\ny\n| b |\n") == ["| a |\n|---|", "| b |"]
