@@ -26,8 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from damoc.config import check_key_envs, parse_config, read_yaml
 from damoc.errors import DamocError
-from damoc.io.tasks import Example, FieldMap
+from damoc.hardware import resolve_device, using
+from damoc.io.files import atomic_output_dir, check_output_dir, write_jsonl_atomic
+from damoc.io.tasks import Example, FieldMap, calibration_texts, load_examples
+
+# Each function imports the stage it runs when it is called, so that `damoc.filter(...)` loads neither
+# the selection pipeline (Ray) nor a model library it does not use.
 
 ModelLike = Any  # a name, a directory, a hub id or an nn.Module
 TaskLike = Any  # a task name/file/directory/hub dataset, or a list of Example
@@ -53,8 +59,6 @@ class Filtered:
 
 
 def _examples(task: TaskLike, fields: FieldMap | dict | None = None) -> list[Example]:
-    from damoc.io.tasks import load_examples
-
     if isinstance(task, list | tuple):
         if not all(isinstance(e, Example) for e in task):
             raise DamocError("pass a task name/file or a list of damoc.io.tasks.Example")
@@ -64,8 +68,6 @@ def _examples(task: TaskLike, fields: FieldMap | dict | None = None) -> list[Exa
 
 
 def _texts(data: TaskLike) -> list[str]:
-    from damoc.io.tasks import calibration_texts
-
     if isinstance(data, list | tuple):
         return [e.text() if isinstance(e, Example) else str(e) for e in data]
     return calibration_texts(data)
@@ -73,8 +75,6 @@ def _texts(data: TaskLike) -> list[str]:
 
 def _load(model: ModelLike, tokenizer, device: str | None, dtype: str | None):
     """``(model, tokenizer, name)``: a name is loaded; a model in memory is used as it is."""
-    from damoc.hardware import using
-
     if isinstance(model, str | Path):
         from damoc.model.arch import load_model
 
@@ -87,8 +87,6 @@ def _load(model: ModelLike, tokenizer, device: str | None, dtype: str | None):
 
 
 def _options(cls, where: str, **values):
-    from damoc.config import parse_config
-
     return parse_config(cls, {k: v for k, v in values.items() if v is not None}, where=where)
 
 
@@ -101,7 +99,6 @@ def select(job: Any, *, resume: bool = False, overwrite: bool = False, **overrid
     its own process). As with ``damoc select``, a YAML file's ``api_key_env`` must be ``OPENAI_API_KEY`` or
     a name listed in ``DAMOC_API_KEY_ENVS``; a dict or ``SelectConfig`` built in code is the caller's choice.
     """
-    from damoc.config import check_key_envs, parse_config, read_yaml
     from damoc.select.config import SelectConfig
     from damoc.select.pipeline import run_select
 
@@ -153,8 +150,6 @@ def prune_layers(
     if cfg.remove is None and cfg.fraction is None and cfg.layers is None:
         raise DamocError("say how many layers to remove: fraction=, remove= or layers=")
     if out is not None:
-        from damoc.io.files import check_output_dir
-
         check_output_dir(out, overwrite)
     texts = _texts(data)
     mdl, tok, name = _load(model, tokenizer, device, dtype)
@@ -196,15 +191,12 @@ def compress(
     ``scorer=``, ``fidelity_floor=``, ...); returns the ``CompressResult`` (examples, records, summary),
     written as JSONL to ``out`` when given."""
     from damoc.data.compress import CompressConfig, compress_examples
-    from damoc.hardware import using
 
     cfg = _options(CompressConfig, "compress", rate=rate, **options)
     examples = _examples(task, fields)
     with using(device, dtype):
         result = compress_examples(examples, cfg)
     if out is not None:
-        from damoc.io.files import write_jsonl_atomic
-
         write_jsonl_atomic(out, [e.to_row() for e in result.examples])
     return result
 
@@ -212,7 +204,6 @@ def compress(
 def _calibrated(
     family: str, model, tokenizer, method, spec, calibration, out, overwrite, device, dtype, fmt="dense"
 ):
-    from damoc.hardware import resolve_device, using
     from damoc.model.calibrated.config import CalibrationConfig
     from damoc.model.calibrated.run import (
         calibration_sequences,
@@ -226,8 +217,6 @@ def _calibrated(
     check_method(method, family)
     calib_cfg = _options(CalibrationConfig, family, **calibration)
     if out is not None:
-        from damoc.io.files import check_output_dir
-
         check_output_dir(out, overwrite)
     with using(device, dtype):
         exec_device = resolve_device(device or "auto")
@@ -254,7 +243,6 @@ def _calibrated(
     record = compression_record(job, result, storage)
     path = None
     if out is not None:
-        from damoc.io.files import atomic_output_dir
         from damoc.model.calibrated.checkpoint import save_checkpoint
 
         # packing changes the model it packs: a copy is packed, the returned model keeps its float weights

@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from damoc.errors import DamocError
 from damoc.registry import Entry, Registry
 
+# load_job and the input checks import io.tasks and model.arch when called: io.tasks imports the zoo
+# registry, which imports this module (a circle), and model.arch imports torch.
+
 
 class StrictModel(BaseModel):
     """Base for every config: unknown keys are an error, values are validated on assignment."""

@@ -15,15 +15,17 @@ import typer
 
 from damoc.cli.apps import app
 from damoc.errors import DamocError
+from damoc.io.redact import install_log_redaction, redact
 from damoc.logging_utils import setup_logging
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 COMMAND_MODULES = ["zoo", "layers", "filter", "compress", "calibrated", "finescope", "select"]
 
 
 @app.callback()
 def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug messages.")) -> None:
-    from damoc.io.redact import install_log_redaction
-
     setup_logging(verbose)
     install_log_redaction()
 
@@ -106,8 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line_text(text: str) -> str:
-    from damoc.io.redact import redact
-
     return redact(" ".join(text.split()))
 
 

@@ -8,6 +8,12 @@ import typer
 
 from damoc.cli.apps import app, prune_app
 from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
+from damoc.errors import DamocError
+from damoc.io.files import write_json_atomic
+from damoc.io.outputs import check_output_dir, check_output_file
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 _GENERAL_HELP = (
     "General text: 'general' (bundled SQuAD paragraphs), a task name/file or a .txt file; 'none' for none."
@@ -70,7 +76,6 @@ def _run_job(
         _list_methods(family)
         return
     from damoc.config import parse_config
-    from damoc.errors import DamocError
     from damoc.model.calibrated.config import PruneCalibratedJob, QuantizeJob
     from damoc.model.calibrated.run import compress_job
 
@@ -80,7 +85,6 @@ def _run_job(
     data = {"model": model, "out": str(out), "method": method, spec_key: spec, "calibration": calibration}
     job = parse_config(cls, {**data, **(extra or {}), "overwrite": overwrite})
     use_hardware(*hardware, job=job)
-    from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 
     check_output_dir(job.out, job.overwrite)
@@ -241,10 +245,7 @@ def eval_(
 ) -> None:
     """Perplexity on held-out general and domain text, and the domain task score (bits/byte, label accuracy)."""
     from damoc.config import parse_config
-    from damoc.errors import DamocError
     from damoc.evaluate.report_eval import EvalConfig, evaluate_model, render_markdown
-    from damoc.io.files import write_json_atomic
-    from damoc.io.outputs import check_output_file
     from damoc.model.arch import check_model
     from damoc.model.calibrated.run import load_model_quietly
 

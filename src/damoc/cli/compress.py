@@ -8,6 +8,11 @@ import typer
 
 from damoc.cli.apps import app
 from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
+from damoc.io.outputs import check_output_file
+from damoc.io.redact import redact
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 _FIELDS = "Field mapping"
 
@@ -25,7 +30,6 @@ def _fields(id_field, question_field, context_field, answer_field, label_field) 
 def _check_outputs(out: Path, overwrite: bool) -> None:
     """The examples file and the report beside it, before any work."""
     from damoc.data.compress.jobs import report_path
-    from damoc.io.outputs import check_output_file
 
     check_output_file(out, overwrite)
     check_output_file(report_path(out), overwrite, "report")
@@ -227,7 +231,6 @@ def rewrite_cmd(
     built = None
     if job.rewrite.endpoint:  # built from the real URL; the job written to the report has it masked
         from damoc.data.compress.rewrite import build_rewriter
-        from damoc.io.redact import redact
 
         built = build_rewriter(job.rewrite)
         job = job.model_copy(

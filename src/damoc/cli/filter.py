@@ -9,6 +9,10 @@ import typer
 from damoc.cli.apps import app
 from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
+from damoc.io.outputs import check_output_dir, check_output_file
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 
 def _parse_options(items: list[str]) -> dict:
@@ -29,7 +33,6 @@ def _parse_options(items: list[str]) -> dict:
 def _check_outputs(cfg) -> None:
     """The subset and its scores (one method), or the comparison directory, before any work."""
     from damoc.data.filters.job import scores_path
-    from damoc.io.outputs import check_output_dir, check_output_file
 
     if cfg.out is None:
         return

@@ -10,6 +10,10 @@ import typer
 from damoc.cli.apps import app, prune_app
 from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
+from damoc.io.outputs import check_output_dir, check_output_file
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 
 def _split(csv: str) -> list[str]:
@@ -103,7 +107,6 @@ def curate_cmd(
         }
         cfg = parse_config(CurateJob, data, where="curate")
     use_hardware(device, dtype, offline, cfg)
-    from damoc.io.outputs import check_output_file
 
     check_output_file(cfg.out, cfg.overwrite)
     check_output_file(report_path(cfg.out), cfg.overwrite, "report")
@@ -156,7 +159,6 @@ def prune_structured_cmd(
     if not 0.0 < ratio < 1.0:
         raise DamocError(f"--ratio must be in (0, 1), got {ratio}")
     use_hardware(device, dtype, offline)
-    from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 
     check_output_dir(out, overwrite)
@@ -214,7 +216,6 @@ def distill_cmd(
 
     if max_rows is not None and max_rows < 1:
         raise DamocError(f"--max-rows must be at least 1, got {max_rows}")
-    from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 
     check_output_dir(out, overwrite)
@@ -261,7 +262,6 @@ def finescope_cmd(
     if overwrite:
         cfg.overwrite = True
     use_hardware(device, dtype, offline, cfg)
-    from damoc.io.outputs import check_output_dir
     from damoc.model.arch import check_model
 
     check_output_dir(cfg.out, cfg.overwrite)

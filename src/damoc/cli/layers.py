@@ -9,6 +9,11 @@ import typer
 from damoc.cli.apps import layers_app, prune_app
 from damoc.cli.options import DEVICE_OPT, DTYPE_OPT, OFFLINE_OPT, use_hardware
 from damoc.errors import DamocError
+from damoc.io.files import check_output_dir, write_json_atomic
+from damoc.io.outputs import check_output_file
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 
 def _parse_layers(text: str | None) -> list[int] | None:
@@ -54,7 +59,6 @@ def score(
     """Score every decoder layer on calibration text: block influence BI = 1 − cos(h_l, h_l+1)
     (low = the layer changes little = safe to remove), and with --metric angular the angular distance of
     every block of --block layers (Gromov et al.). One forward pass per batch."""
-    from damoc.io.files import write_json_atomic
     from damoc.model.arch import load_model
     from damoc.model.importance import METRICS, choose_layers, layer_scores
 
@@ -62,8 +66,6 @@ def score(
         raise DamocError(f"unknown --metric '{metric}' (known: {', '.join(METRICS)})")
     use_hardware(device, dtype, offline)
     if out is not None:
-        from damoc.io.outputs import check_output_file
-
         check_output_file(out, overwrite)
     from damoc.model.arch import check_model
 
@@ -115,7 +117,6 @@ def prune_layers_cmd(
     """Remove decoder layers, merge them into the kept ones, and write a loadable Hugging Face checkpoint
     plus damoc_prune.json. The first and last layers are protected."""
     from damoc.config import load_job, parse_config
-    from damoc.io.files import check_output_dir
     from damoc.model.arch import check_model, load_model, resolve_model
     from damoc.model.config import PruneLayersJob
     from damoc.model.layer_pruning import prune_layers, save_pruned

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import typer
 
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
+
 DEVICE_OPT = typer.Option(
     None,
     "--device",

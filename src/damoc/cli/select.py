@@ -8,6 +8,11 @@ from typing import Any
 import typer
 
 from damoc.cli.apps import app
+from damoc.errors import DamocError
+from damoc.io.outputs import check_cache_dir, check_run_dir
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 # Exit codes of `damoc select` besides 0 (every unit ran) and 2 (bad input, nothing run):
 EXIT_UNITS_FAILED = 3  # the run finished, but some units failed (the leaderboard says which and why)
@@ -25,8 +30,6 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _splits(items: list[str]) -> dict[str, str]:
-    from damoc.errors import DamocError
-
     out = {}
     for item in items:
         role, sep, name = item.partition("=")
@@ -190,8 +193,6 @@ def select(
     if api_key_env is None:  # a name given on the command line is the user's own choice
         check_key_envs(data, where)
     if data.get("job", "select") != "select":
-        from damoc.errors import DamocError
-
         raise DamocError(f"{job}: this is a '{data.get('job')}' job, not a 'select' job")
     if task:
         data["task"] = {**(data.get("task") or {}), "path": task}
@@ -200,8 +201,6 @@ def select(
     data.setdefault("candidates", [])
     data.setdefault("task", {})
     if "path" not in data["task"]:
-        from damoc.errors import DamocError
-
         raise DamocError("no task: pass --task FILE (or a built-in name) or set task.path in the job file")
     if dev_size is not None:
         _set(data, "task.dev_size", int(dev_size) if dev_size >= 1 else dev_size)
@@ -224,8 +223,6 @@ def select(
         "model.calibrated.alpha": calib_alpha,
     }
     if any(v is not None for v in calib_flags.values()) and not (data.get("model") or {}).get("calibrated"):
-        from damoc.errors import DamocError
-
         raise DamocError("--calib-* options need --calibrated METHOD (or model.calibrated in the job file)")
     for key, value in {
         **calib_flags,
@@ -264,7 +261,6 @@ def select(
     }.items():
         _set(data, key, value)
 
-    from damoc.io.outputs import check_cache_dir, check_run_dir
     from damoc.select.config import SelectConfig
     from damoc.select.pipeline import run_select
     from damoc.select.report import failure_hint, render_table

@@ -5,6 +5,11 @@ from __future__ import annotations
 import typer
 
 from damoc.cli.apps import zoo_app
+from damoc.errors import DamocError
+from damoc.io.outputs import check_cache_dir
+
+# The work (configs, models, data: pydantic, torch, transformers) is imported inside each command, when it
+# runs: `damoc --help` imports every command module and stays fast.
 
 
 def _human(n: int) -> str:
@@ -46,7 +51,6 @@ def fetch(
 
     A model already in the cache is not fetched again (use --force).
     """
-    from damoc.errors import DamocError
     from damoc.zoo.convert import DTYPES
     from damoc.zoo.fetch import FetchConfig, fetch_zoo_model
     from damoc.zoo.registry import zoo_entry
@@ -54,7 +58,6 @@ def fetch(
     if dtype not in DTYPES:
         raise DamocError(f"unknown dtype '{dtype}' (choose from {', '.join(DTYPES)})")
     entry = zoo_entry(name)
-    from damoc.io.outputs import check_cache_dir
     from damoc.zoo.fetch import zoo_dir
 
     check_cache_dir(zoo_dir(entry.name).parent, "zoo cache")

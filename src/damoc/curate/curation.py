@@ -17,6 +17,11 @@ from typing import Literal
 import numpy as np
 import torch
 
+from damoc.curate.activations import residual_activations, resolve_layer
+from damoc.curate.sae_cache import SAECache, cache_key, model_fingerprint, texts_hash
+from damoc.curate.sae_io import load_sae
+from damoc.curate.train_sae import train_sae
+from damoc.data.embed import embed_texts, get_embedder
 from damoc.errors import DamocError
 from damoc.registry import Registry
 
@@ -99,8 +104,6 @@ def row_signatures(sae, acts: Sequence[torch.Tensor], chunk: int = 4096) -> torc
 
 
 def _pool_cache_key(ctx: CurateContext, layer: int, pool: Sequence[str]) -> str | None:
-    from damoc.curate.sae_cache import cache_key, model_fingerprint, texts_hash
-
     cfg = ctx.cfg
     if not cfg.sae_cache or not ctx.model_name:
         return None
@@ -124,11 +127,6 @@ def sae_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) ->
     steps; ``encode_s``: the signatures; each also as process CPU time, ``*_cpu_s``) in the report's
     ``sae`` entry.
     """
-    from damoc.curate.activations import residual_activations, resolve_layer
-    from damoc.curate.sae_cache import SAECache
-    from damoc.curate.sae_io import load_sae
-    from damoc.curate.train_sae import train_sae
-
     cfg = ctx.cfg
     if ctx.model is None:
         raise ValueError("the sae method needs a model")
@@ -207,11 +205,6 @@ def tfidf_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) 
     "embed", help="sentence-embedding cosine similarity (damoc.data.embed: MiniLM, else TF-IDF+SVD)"
 )
 def embed_scores(pool: Sequence[str], seeds: Sequence[str], ctx: CurateContext) -> np.ndarray:
-    try:
-        from damoc.data.embed import embed_texts, get_embedder
-    except ImportError:  # the filters' encoder is not installed: plain TF-IDF
-        ctx.artifacts["embed_backend"] = "tfidf"
-        return tfidf_scores(pool, seeds, ctx)
     ctx.artifacts["embed_backend"] = get_embedder("auto").name
     emb = torch.as_tensor(embed_texts(list(pool) + list(seeds)), dtype=torch.float32)
     return similarity_scores(emb[: len(pool)], emb[len(pool) :], *_sim_settings(ctx)).numpy()

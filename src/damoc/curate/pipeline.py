@@ -11,9 +11,11 @@ from typing import Any
 
 from damoc.curate.config import CurateJob, CurationSettings
 from damoc.curate.curation import CURATORS, CurateContext, expected_random_precision, run_method
+from damoc.curate.sae_io import export_sae_lens, load_sae, save_sae
 from damoc.errors import DamocError
-from damoc.io.files import write_json_atomic, write_jsonl_atomic
+from damoc.io.files import check_output_dir, write_json_atomic, write_jsonl_atomic
 from damoc.io.tasks import Example, load_examples
+from damoc.model.arch import load_model
 
 LOG = logging.getLogger(__name__)
 
@@ -154,16 +156,12 @@ def report_path(out: str | Path) -> Path:
 
 def run_curate(job: CurateJob) -> Curated:
     """Load files (and the model when the sae method is used), curate, write rows and report."""
-    from damoc.curate.sae_io import load_sae
-
     out = Path(job.out)
     if out.suffix != ".jsonl":
         raise DamocError(f"--out must be a .jsonl file, got {out}")
     if out.exists() and not job.overwrite:
         raise DamocError(f"{out} exists (pass --overwrite to replace it)")
     if job.save_sae:
-        from damoc.io.files import check_output_dir
-
         if "sae" not in [job.method, *job.compare]:
             raise DamocError("--save-sae needs the sae method (in --method or --compare)")
         check_output_dir(job.save_sae, job.overwrite)
@@ -179,7 +177,6 @@ def run_curate(job: CurateJob) -> Curated:
     if "sae" in [settings.method, *settings.compare]:
         if not job.model:
             raise DamocError("the sae curation method needs a model (pass --model)")
-        from damoc.model.arch import load_model
 
         model, tok = load_model(job.model)
     curated = curate_examples(pool, seeds, settings, model, tok, job.model)
@@ -192,8 +189,6 @@ def run_curate(job: CurateJob) -> Curated:
 
 def save_sae_as(curated: Curated, job: CurateJob) -> None:
     """Write the SAE a curation used, in damoc's layout or sae-lens's (``job.save_sae_format``)."""
-    from damoc.curate.sae_io import export_sae_lens, save_sae
-
     info = {k: v for k, v in (curated.report.sae or {}).items() if isinstance(v, str | int | float | bool)}
     info["model"] = job.model
     if job.save_sae_format == "sae-lens":

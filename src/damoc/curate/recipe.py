@@ -34,6 +34,7 @@ from damoc.evaluate.likelihood import answer_scores, collate
 from damoc.evaluate.paired import bits_per_byte, paired_bpb_difference
 from damoc.io.files import (
     atomic_output_dir,
+    check_output_dir,
     read_json,
     write_json_atomic,
     write_jsonl_atomic,
@@ -42,6 +43,7 @@ from damoc.io.files import (
 from damoc.io.hashing import bytes_digest, digest
 from damoc.io.tasks import Example, load_examples
 from damoc.logging_utils import progress
+from damoc.model.arch import load_model
 from damoc.model.structured.prune import count_params, structured_prune
 from damoc.model.structured.save import save_model_dir
 from damoc.train.distill import DistillConfig, DistillRow, self_distill, teacher_rows, token_kl
@@ -318,8 +320,6 @@ def _curate_stage(job: FinescopeJob, pool, seeds, source, tok, cache: StageCache
 
 
 def _prune_stage(job: FinescopeJob, source, tok, rows, cache: StageCache, key: str) -> tuple[Any, dict]:
-    from damoc.model.arch import load_model
-
     hit = cache.get("prune", key)
     if hit is not None:
         d = cache.dir("prune", key)
@@ -428,9 +428,6 @@ def run_finescope(
     distillation settings (same curated rows, same pruned model); ``cache_dir`` keeps stage outputs for
     re-runs (see the module docstring).
     """
-    from damoc.io.files import check_output_dir
-    from damoc.model.arch import load_model
-
     check_output_dir(job.out, job.overwrite)
     cache = StageCache(cache_dir)
     pool, seeds = load_examples(job.pool), load_examples(job.seeds)

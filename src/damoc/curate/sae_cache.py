@@ -25,6 +25,7 @@ from damoc.curate.sae import TopKSAE
 from damoc.curate.sae_io import LoadedSAE, load_sae, write_sae_files
 from damoc.errors import DamocError
 from damoc.io.files import atomic_output_dir
+from damoc.model.arch import resolve_model
 
 LOG = logging.getLogger(__name__)
 SIGNATURES = "pool_signatures.safetensors"
@@ -41,8 +42,6 @@ def texts_hash(texts: list[str]) -> str:
 
 def model_fingerprint(name: str | Path) -> str | None:
     """A content-ish id of a local or zoo model; None when it cannot be resolved without loading it."""
-    from damoc.model.arch import resolve_model
-
     try:
         path = resolve_model(name).resolve()
     except DamocError:

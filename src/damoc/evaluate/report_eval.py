@@ -18,11 +18,13 @@ import torch
 from pydantic import Field
 
 from damoc.config import StrictModel
+from damoc.errors import DamocError
 from damoc.evaluate.likelihood import answer_scores, collate, encode_pair
 from damoc.evaluate.perplexity import pack_sequences, sequence_perplexity
 from damoc.io.prompts import PromptFormat, format_prompts
 from damoc.io.tasks import Task, load_task, source_splits, to_examples
 from damoc.logging_utils import progress
+from damoc.model.calibrated.general_text import load_source_texts
 
 
 class EvalConfig(StrictModel):
@@ -112,7 +114,6 @@ def eval_task(source: str, cfg: EvalConfig) -> Task:
     """The task to score: ``cfg.split`` of a source with named splits, else :func:`load_task`'s dev split."""
     if cfg.split is None:
         return load_task(source, dev_size=cfg.dev_size, seed=cfg.seed)
-    from damoc.errors import DamocError
 
     own = source_splits(source)
     if own is None:
@@ -127,8 +128,6 @@ def eval_task(source: str, cfg: EvalConfig) -> Task:
 
 def evaluate_model(model, tok, cfg: EvalConfig, name: str = "") -> EvalReport:
     """Measure one model; every part that has no source configured is left ``None``."""
-    from damoc.model.calibrated.general_text import load_source_texts
-
     t0 = time.perf_counter()
     rep = EvalReport(model=name, config=cfg.model_dump(mode="json"))
     for key, src in (("general", cfg.general), ("domain", cfg.domain)):

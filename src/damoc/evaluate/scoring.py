@@ -21,10 +21,11 @@ from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.evaluate.likelihood import answer_scores, encode_pair, left_pad
 from damoc.evaluate.metrics import Metric, accuracy, get_metric, text_metric
-from damoc.hardware import Precision
+from damoc.hardware import Precision, resolve_precision
 from damoc.io.prompts import PromptFormat, format_prompts
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
+from damoc.model.arch import text_config
 
 
 class EvalConfig(StrictModel):
@@ -146,8 +147,6 @@ def _pair_tokens(tok, prompts: Sequence[str], answers: Sequence[str], max_length
 
 def effective_batch(model, cfg: EvalConfig, max_length: int) -> int:
     """``cfg.batch_size``, shrunk so the logits of a batch fit ``cfg.logits_budget_mb`` (large vocabularies)."""
-    from damoc.model.arch import text_config
-
     vocab = int(getattr(text_config(model.config), "vocab_size", 0) or 0)
     if vocab <= 0:
         return cfg.batch_size
@@ -298,8 +297,6 @@ def score_examples(
 def scoring_precision(model, precision: str):
     """The autocast context scoring runs in: bf16 matmuls for ``"bf16"``, a no-op for ``"fp32"``; ``"auto"``
     is bf16 where the model's device runs it natively."""
-    from damoc.hardware import resolve_precision
-
     dev = next(model.parameters()).device
     bf16 = resolve_precision(precision, str(dev)) == "bf16"
     return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)

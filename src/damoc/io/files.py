@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from damoc.errors import DamocError
+from damoc.io.outputs import check_output_dir as _check
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -66,8 +67,6 @@ def read_json(path: str | Path) -> Any:
 
 def check_output_dir(path: str | Path, overwrite: bool = False) -> Path:
     """Refuse to clobber a non-empty output directory unless asked to, or to write where it cannot."""
-    from damoc.io.outputs import check_output_dir as _check
-
     return _check(path, overwrite)
 
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict
 
 from damoc.errors import DamocError
 from damoc.io.hashing import rows_digest
+from damoc.zoo.registry import hub_download, is_hub_id
 
 BUILTIN_TASKS = {
     "pubmedqa": "PubMedQA PQA-L, 1,000 biomedical yes/no/maybe questions with abstracts (MIT)",
@@ -169,8 +170,6 @@ def is_datasets_dir(path: Path) -> bool:
 
 def is_hub_dataset(name: str) -> bool:
     """``org/name`` that is not a local path: a Hugging Face hub dataset."""
-    from damoc.zoo.registry import is_hub_id
-
     return not Path(name).expanduser().exists() and str(name) not in BUILTIN_TASKS and is_hub_id(str(name))
 
 
@@ -178,7 +177,6 @@ def _hub_dataset(repo_id: str, subset: str | None = None):
     """A hub dataset as a ``DatasetDict``: its repository through the hub client (downloaded when the
     network is there, the cache when offline), then read by ``datasets`` from the local snapshot."""
     datasets = _require_datasets(f"{repo_id} is a hub dataset")
-    from damoc.zoo.registry import hub_download
 
     try:
         local = hub_download(repo_id, repo_type="dataset")

@@ -15,8 +15,11 @@ import torch
 from torch import nn
 
 from damoc.errors import DamocError
+from damoc.hardware import load_defaults, resolve_device, resolve_dtype
 from damoc.hf import quiet_load
 from damoc.hf import text_config as text_config  # re-exported: model code imports it from here
+from damoc.zoo import resolve_zoo_model
+from damoc.zoo.registry import ZOO, hub_offline, hub_snapshot, is_hub_id
 
 LOG = logging.getLogger(__name__)
 
@@ -71,8 +74,6 @@ def resolve_model(name_or_path: str | Path) -> Path:
         return p
     if p.exists():
         raise DamocError(f"{p} is not a model directory (no config.json)")
-    from damoc.zoo import resolve_zoo_model  # lazy: the zoo pulls in pip and gguf
-    from damoc.zoo.registry import ZOO, is_hub_id
 
     name = str(name_or_path)
     try:
@@ -202,8 +203,6 @@ def check_model(name_or_path: str | Path, what: str = "model") -> None:
     """Before any work: ``name_or_path`` is a model directory that will load (its files checked, the weights
     not read), a zoo model, a Hugging Face id in the local cache, or (hub on) a hub id, downloaded when it
     is loaded; a one-line error otherwise. Nothing is fetched here."""
-    from damoc.zoo.registry import ZOO, hub_offline, hub_snapshot, is_hub_id
-
     p = Path(name_or_path).expanduser()
     if is_model_dir(p):
         problem = model_files_problem(p)
@@ -291,8 +290,6 @@ def source_dtype(path: str | Path) -> torch.dtype | None:
 
 
 def _load_dtype(dtype: torch.dtype | str | None, device: str, source: torch.dtype | None) -> torch.dtype:
-    from damoc.hardware import load_defaults, resolve_dtype
-
     if isinstance(dtype, torch.dtype):
         return dtype
     return resolve_dtype(dtype or load_defaults()["dtype"], device, source)
@@ -316,8 +313,6 @@ def load_model(
     A compressed-tensors checkpoint (``damoc quantize``'s default output) is dequantized while loading, the
     route transformers documents: damoc's tools work on plain weights.
     """
-    from damoc.hardware import load_defaults, resolve_device
-
     target = resolve_device(str(device) if device is not None else load_defaults()["device"])
     path = resolve_model(name_or_path)
     source = source_dtype(path)

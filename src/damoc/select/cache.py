@@ -12,6 +12,7 @@ from typing import Any
 
 from damoc.io.hashing import bytes_digest, digest
 from damoc.io.tasks import Example, examples_fingerprint
+from damoc.select.config import hash_default
 from damoc.select.records import UnitRecord
 
 LOG = logging.getLogger(__name__)
@@ -36,8 +37,6 @@ SPEED_ONLY_FIELDS = ("head_positions",)
 def stable_fields(cfg, fields: tuple[str, ...]) -> dict[str, Any]:
     """``fields`` of a pydantic config, plus any other field set away from its default (and from its hash
     default: a field whose default became ``auto`` keeps its old default out of the key)."""
-    from damoc.select.config import hash_default
-
     data = cfg.model_dump(mode="json")
     out = {k: data[k] for k in fields if k in data}
     for name, info in type(cfg).model_fields.items():

@@ -14,9 +14,10 @@ from pydantic import Field, field_validator, model_validator
 from damoc.config import JobConfig, StrictModel
 from damoc.evaluate.metrics import METRICS
 from damoc.evaluate.scoring import EvalConfig
-from damoc.hardware import DeviceName, DTypeName, Precision
+from damoc.hardware import DeviceName, DTypeName, Precision, resolve_device, resolve_precision
 from damoc.io.hashing import digest
 from damoc.io.prompts import PromptFormat
+from damoc.io.redact import redact
 from damoc.io.tasks import FieldMap
 from damoc.model.calibrated.config import GENERAL_DEFAULT, PruneSpec, QuantSpec
 from damoc.train.finetune import FinetuneConfig
@@ -352,8 +353,6 @@ class SelectConfig(JobConfig):
 
     def dump(self) -> dict[str, Any]:
         """The settings as written to the run directory (credentials in URLs masked)."""
-        from damoc.io.redact import redact
-
         return redact(self.model_dump(mode="json", by_alias=True))
 
 
@@ -430,8 +429,6 @@ def resolve_auto(cfg: SelectConfig) -> SelectConfig:
 
     A device that does not exist is a one-line error here, before anything is written.
     """
-    from damoc.hardware import resolve_device, resolve_precision
-
     device = resolve_device(cfg.run.device)
 
     def concrete(p: str) -> str:

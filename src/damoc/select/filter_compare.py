@@ -30,9 +30,12 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from damoc.config import StrictModel
-from damoc.errors import DamocError
+from damoc.data.filters import FILTERS
+from damoc.data.filters.run import CONTEXT_KEYS
+from damoc.errors import DamocError, require
 from damoc.io.files import read_json, write_json_atomic, write_text_atomic
 from damoc.select.config import SelectConfig
+from damoc.select.pipeline import check_candidates, run_select
 from damoc.select.ranking import agreement
 from damoc.select.records import Agreement, Leaderboard, Record, UnitRecord, now_iso
 
@@ -57,8 +60,6 @@ class FilterRankingConfig(StrictModel):
     @field_validator("filters")
     @classmethod
     def _filters(cls, v: list[str]) -> list[str]:
-        from damoc.data.filters import FILTERS
-
         if not v:
             raise ValueError("give at least one filter to compare")
         names = [FILTERS.entry(n).name for n in v]
@@ -196,16 +197,11 @@ def sweep_config(cfg: FilterRankingConfig, method: str) -> SelectConfig:
 
 
 def _options_for(method: str, options: dict[str, Any]) -> dict[str, Any]:
-    from damoc.data.filters import FILTERS
-    from damoc.data.filters.run import CONTEXT_KEYS
-
     own = FILTERS.get(method).Options.model_fields
     return {k: v for k, v in options.items() if k in own or k in CONTEXT_KEYS}
 
 
 def _row(method: str, board: Leaderboard) -> FilterRankingRow:
-    from damoc.data.filters import FILTERS
-
     proxy = [r for r in board.records if r.method == "proxy"]
     scores = {c: None for c in board.candidates}
     for r in proxy:
@@ -237,8 +233,6 @@ def _agree(pred: dict[str, float | None], ref: dict[str, float | None] | dict[st
 
 def run_filter_ranking(cfg: FilterRankingConfig, resume: bool = False) -> FilterRankingReport:
     """Run the reference sweep and one sweep per filter (each resumable), then compare the rankings."""
-    from damoc.select.pipeline import check_candidates, run_select
-
     truth: dict[str, float] = {}
     truth_hib: bool | None = None
     if cfg.truth:
@@ -366,8 +360,6 @@ def render_markdown(r: FilterRankingReport) -> str:
 
 
 def plot_ranking(r: FilterRankingReport, path: str | Path) -> Path:
-    from damoc.errors import require
-
     require("matplotlib", "plot")
     import matplotlib
 

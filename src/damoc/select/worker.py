@@ -22,14 +22,25 @@ import traceback
 from pathlib import Path
 from typing import Literal
 
-from damoc.config import StrictModel
+from damoc.config import StrictModel, parse_config
 from damoc.errors import DamocError
-from damoc.hardware import DeviceName, DTypeName
+from damoc.evaluate.metrics import get_metric
+from damoc.evaluate.scoring import score_examples
+from damoc.hardware import DeviceName, DTypeName, resolve_device
+from damoc.io.files import write_json_atomic
+from damoc.io.prompts import format_prompts
+from damoc.io.redact import install_log_redaction, redact
 from damoc.io.tasks import Example, FieldMap, read_jsonl, to_examples
+from damoc.logging_utils import set_progress_sink, setup_logging
+from damoc.model.arch import load_model, num_layers
+from damoc.model.layer_pruning import LayerPruneConfig, prune_layers
+from damoc.select.calibrated_stage import apply_calibrated
 from damoc.select.config import ModelSettings, SelectEval
+from damoc.select.orphans import die_with_parent
+from damoc.select.peak_memory import peak_gpu_mb, peak_rss_mb, reset_peak
 from damoc.select.records import Method, MetricScore, UnitRecord, now_iso
 from damoc.train.checkpoint import remove as remove_checkpoint
-from damoc.train.finetune import FinetuneConfig
+from damoc.train.finetune import FinetuneConfig, finetune
 
 LOG = logging.getLogger("damoc.select.worker")  # also when run as __main__ (python -m)
 
@@ -79,8 +90,6 @@ class CandidateJob(StrictModel):
         return Path(self.log_path).with_name("progress.json")
 
     def save(self) -> Path:
-        from damoc.io.files import write_json_atomic
-
         return write_json_atomic(self.job_path, self.model_dump(mode="json"))
 
 
@@ -102,8 +111,6 @@ class _ProgressFile:
         self.unit = ""
 
     def __call__(self, line: str) -> None:
-        from damoc.io.files import write_json_atomic
-
         LOG.info("%s: %s", self.unit, line)
         try:
             write_json_atomic(self.path, {"unit": self.unit, "line": line, "at": now_iso()})
@@ -120,8 +127,6 @@ def _pairs(
     examples: list[Example], target: str, tok=None, prompt_format: str = "raw"
 ) -> list[tuple[str, str]]:
     """(prompt, target) training pairs in the unit's prompt format (the one its scoring uses)."""
-    from damoc.io.prompts import format_prompts
-
     if target == "label":
         examples = [e for e in examples if e.label is not None]
     prompts = format_prompts(tok, examples, prompt_format)
@@ -136,9 +141,6 @@ def _count_params(model) -> int:
 
 def layer_prune_config(settings: ModelSettings):
     """The layer-pruning config of a run's model settings (a one-line error for bad options)."""
-    from damoc.config import parse_config
-    from damoc.model.layer_pruning import LayerPruneConfig
-
     options = dict(settings.prune_options)
     options["fraction"] = settings.layer_fraction
     if settings.merge is not None:
@@ -153,7 +155,6 @@ def _prune(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
     settings = spec.model
     if settings is None or settings.layer_fraction <= 0:
         return
-    from damoc.model.layer_pruning import prune_layers
 
     cfg = layer_prune_config(settings)
     texts = (
@@ -176,7 +177,6 @@ def _calibrate(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
     settings = spec.model.calibrated if spec.model is not None else None
     if settings is None:
         return
-    from damoc.select.calibrated_stage import apply_calibrated
 
     texts = [e.text() for e in read_examples(spec.calib_path)] if spec.calib_path else []
     rec.compression = apply_calibrated(model, tok, settings, texts)
@@ -186,12 +186,6 @@ def _calibrate(model, tok, spec: UnitSpec, rec: UnitRecord) -> None:
 def run_unit(spec: UnitSpec) -> UnitRecord:
     """Do one unit of work and return its record (raises on failure; :func:`main` records the error)."""
     import torch
-
-    from damoc.evaluate.scoring import score_examples
-    from damoc.hardware import resolve_device
-    from damoc.model.arch import load_model, num_layers
-    from damoc.select.peak_memory import peak_gpu_mb, peak_rss_mb, reset_peak
-    from damoc.train.finetune import finetune
 
     rec = UnitRecord(
         candidate=spec.candidate,
@@ -286,8 +280,6 @@ def checkpoint_path(spec: UnitSpec) -> Path:
 
 
 def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord:
-    from damoc.evaluate.metrics import get_metric
-
     return UnitRecord(
         candidate=spec.candidate,
         slug=spec.slug,
@@ -309,16 +301,12 @@ def failed_record(spec: UnitSpec, error: str, wall_s: float = 0.0) -> UnitRecord
 def failure_detail(exc: BaseException) -> str:
     """The whole account of a failure: the traceback, and what the library reported (a model's load report,
     kept by :class:`~damoc.model.arch.ModelLoadError`), for the log and the record."""
-    from damoc.io.redact import redact
-
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip()
     detail = str(getattr(exc, "detail", "") or "").strip()
     return redact(f"{trace}\n\n{detail}" if detail else trace)
 
 
 def one_line(exc: BaseException) -> str:
-    from damoc.io.redact import redact
-
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
     return redact(f"{type(exc).__name__}: {first}" if not isinstance(exc, DamocError) else first)
@@ -331,8 +319,6 @@ def run_job(job: CandidateJob) -> list[UnitRecord]:
     every that many seconds, to the log and to ``progress.json`` (read by the backend).
     """
     import gc
-
-    from damoc.logging_utils import set_progress_sink
 
     sink = _ProgressFile(job) if job.progress_s else None
     set_progress_sink(sink, job.progress_s or 0)
@@ -369,18 +355,14 @@ def run_job(job: CandidateJob) -> list[UnitRecord]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from damoc.logging_utils import setup_logging
-
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         sys.stderr.write("usage: python -m damoc.select.worker JOB.json\n")
         return 2
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from damoc.select.orphans import die_with_parent
 
     die_with_parent()
     setup_logging()
-    from damoc.io.redact import install_log_redaction
 
     install_log_redaction()
     job = CandidateJob.model_validate_json(Path(argv[0]).read_text(encoding="utf-8"))

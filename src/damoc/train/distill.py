@@ -34,8 +34,10 @@ from pydantic import Field
 
 from damoc.config import StrictModel
 from damoc.evaluate.likelihood import left_pad
+from damoc.io.files import atomic_output_dir, check_output_dir, write_json_atomic, write_jsonl_atomic
+from damoc.io.tasks import load_examples
 from damoc.logging_utils import progress
-from damoc.model.arch import save_model
+from damoc.model.arch import load_model, save_model
 from damoc.train.finetune import FinetuneConfig, FinetuneResult, finetune
 
 LOG = logging.getLogger(__name__)
@@ -337,10 +339,6 @@ def distill_to_dir(
 ) -> DistillResult:
     """Load teacher and student, self-distil on the prompts of ``data``, write the student checkpoint,
     the teacher's answers (``teacher_answers.jsonl``) and ``distill.json``."""
-    from damoc.io.files import atomic_output_dir, check_output_dir, write_json_atomic, write_jsonl_atomic
-    from damoc.io.tasks import load_examples
-    from damoc.model.arch import load_model
-
     cfg = cfg or DistillConfig()
     check_output_dir(out, overwrite)
     examples = load_examples(data)[:max_rows]

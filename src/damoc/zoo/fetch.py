@@ -32,6 +32,9 @@ from damoc.io.files import atomic_output_dir, read_json, write_json_atomic, writ
 from damoc.zoo.hashes import ARCHIVE_SHA256
 from damoc.zoo.registry import ZooEntry
 
+# build_zoo_dir imports the archive reader and the converter (transformers) itself: `damoc zoo list`
+# and `zoo path` import this module without them.
+
 LOG = logging.getLogger(__name__)
 
 RECORD_FILE = "damoc_zoo.json"

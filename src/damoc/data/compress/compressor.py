@@ -35,9 +35,11 @@ from damoc.data.compress.encoder import Embedded, TokenEncoder
 from damoc.data.compress.records import Attempt, CompressRecord, CompressResult, CompressSummary
 from damoc.data.compress.scoring import PrefixCache, cache_is_exact, self_information, start_token_id
 from damoc.data.compress.units import Segment, find_spans, mark_keep, tokenize_segment
+from damoc.data.fidelity import BertScoreFidelity
 from damoc.errors import DamocError
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
+from damoc.model.arch import load_model, load_tokenizer
 
 LOG = logging.getLogger(__name__)
 
@@ -450,8 +452,6 @@ def score_fidelity(fidelity_fn: FidelityFn, originals: Sequence[Example], outs: 
 
 
 def default_fidelity(cfg: CompressConfig) -> FidelityFn:
-    from damoc.data.fidelity import BertScoreFidelity
-
     return BertScoreFidelity(cfg.fidelity_encoder, cfg.fidelity_layer, cfg.fidelity_batch_size)
 
 
@@ -508,8 +508,6 @@ def compress_examples(
     if not examples:
         raise DamocError("no examples to compress")
     if model is None and tok is None:
-        from damoc.model.arch import load_model, load_tokenizer
-
         if _uses_lm(cfg):
             model, tok = load_model(cfg.scorer)
         else:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from damoc.data.fidelity import default_encoder_dir, encoder_layers
+from damoc.errors import DamocError
 from damoc.logging_utils import progress
 
 
@@ -38,9 +40,6 @@ class TokenEncoder:
 
     def _load(self):
         from transformers import AutoModel, AutoTokenizer
-
-        from damoc.data.fidelity import default_encoder_dir, encoder_layers
-        from damoc.errors import DamocError
 
         path = Path(self.path) if self.path else default_encoder_dir()
         if not path.is_dir():

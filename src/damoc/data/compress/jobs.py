@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from damoc.data.compress.compressor import compress_examples
 from damoc.data.compress.config import CompressJob, RewriteJob
+from damoc.data.compress.rewrite import build_rewriter, rewrite_examples
 from damoc.errors import DamocError
 from damoc.io.files import write_json_atomic, write_jsonl_atomic
 from damoc.io.tasks import Example, FieldMap, load_examples
@@ -51,8 +53,6 @@ def _write_result(out, job, result) -> None:
 
 def run_compress_job(job: CompressJob, model=None, tok=None, overwrite: bool = False, fidelity_fn=None):
     """Compress ``job.task`` into ``job.out`` (+ ``.report.json``); returns the CompressResult."""
-    from damoc.data.compress.compressor import compress_examples
-
     out = check_out(job.out, overwrite)
     examples = _load(job.task, job.fields, job.limit)
     result = compress_examples(examples, job.compress, model, tok, fidelity_fn)
@@ -73,8 +73,6 @@ def pair_examples(compressed: list[Example], original: list[Example], where: str
 
 def run_rewrite_job(job: RewriteJob, rewriter=None, fidelity_fn=None, overwrite: bool = False):
     """Rewrite ``job.compressed`` against ``job.original`` into ``job.out``; returns the RewriteResult."""
-    from damoc.data.compress.rewrite import build_rewriter, rewrite_examples
-
     out = check_out(job.out, overwrite)
     compressed = load_examples(job.compressed)
     original = pair_examples(compressed, load_examples(job.original, job.fields), job.original)

@@ -24,10 +24,12 @@ from dataclasses import dataclass, field, replace
 
 from damoc.data.compress.config import RewriteConfig
 from damoc.data.compress.units import find_spans
+from damoc.data.fidelity import BertScoreFidelity
 from damoc.errors import DamocError
 from damoc.io.redact import redact, register_secret, split_userinfo
 from damoc.io.tasks import Example
 from damoc.logging_utils import progress
+from damoc.model.arch import load_model
 
 LOG = logging.getLogger(__name__)
 
@@ -165,8 +167,6 @@ def rewrite_examples(
     if len(compressed) != len(original):
         raise DamocError("rewrite: compressed and original example lists differ in length")
     if fidelity_fn is None:
-        from damoc.data.fidelity import BertScoreFidelity
-
         fidelity_fn = BertScoreFidelity(cfg.fidelity_encoder, cfg.fidelity_layer, cfg.fidelity_batch_size)
     items: list[_Item] = []
     for i, (c, o) in enumerate(zip(compressed, original, strict=True)):
@@ -337,7 +337,6 @@ def build_rewriter(cfg: RewriteConfig) -> Rewriter:
             cfg.temperature,
             cfg.timeout_s,
         )
-    from damoc.model.arch import load_model
 
     model, tok = load_model(cfg.rewriter)
     return LocalChatRewriter(model, tok, cfg.max_new_tokens, cfg.temperature)

@@ -22,6 +22,9 @@ from damoc.errors import DamocError
 from damoc.io.tasks import Example
 from damoc.registry import Entry, Registry
 
+# The reference LM's loader (torch, transformers) is imported when a model-based filter first asks for
+# it: `damoc filter --list` and the embedding filters do not load it.
+
 log = logging.getLogger(__name__)
 
 FAMILIES = ("distribution", "quality", "hybrid")

@@ -19,7 +19,7 @@ from damoc.data.filters.base import FILTERS, Selection, resolve_budget
 from damoc.data.filters.config import FilterJob
 from damoc.data.filters.run import Comparison, compare_filters, run_filter
 from damoc.errors import DamocError
-from damoc.io.files import atomic_output_dir, write_json_atomic, write_jsonl_atomic
+from damoc.io.files import atomic_output_dir, check_output_dir, write_json_atomic, write_jsonl_atomic
 from damoc.io.tasks import Example, load_examples, load_task
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,6 @@ def _run_compare(
     if "dsir" in names and not ctx_opts["target"]:
         raise DamocError("dsir needs target rows: pass --target FILE or keep a dev split (--dev-size > 0)")
     if cfg.out is not None:
-        from damoc.io.files import check_output_dir
-
         check_output_dir(cfg.out, cfg.overwrite)
     t0 = time.perf_counter()
     comp = compare_filters(names, pool, k, seed=cfg.seed, **ctx_opts, **cfg.options)

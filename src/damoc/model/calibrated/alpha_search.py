@@ -21,6 +21,11 @@ from pydantic import Field, field_validator
 
 from damoc.config import StrictModel
 from damoc.errors import DamocError
+from damoc.evaluate.perplexity import pack_sequences, sequence_perplexity
+from damoc.model.calibrated.config import PruneCalibratedJob
+from damoc.model.calibrated.general_text import load_source_texts
+from damoc.model.calibrated.pipeline import compress_model
+from damoc.model.calibrated.run import calibration_sequences, mixing_weights
 
 LOG = logging.getLogger(__name__)
 
@@ -82,9 +87,6 @@ def choose_alpha(points: Sequence[AlphaPoint], general_tolerance: float) -> Alph
 
 def validation_windows(tok, calibration, cfg: AlphaSearchConfig) -> dict:
     """Token windows of each source's validation part (the same for every α)."""
-    from damoc.evaluate.perplexity import pack_sequences
-    from damoc.model.calibrated.general_text import load_source_texts
-
     out = {}
     for name, src in (("general", calibration.general), ("domain", calibration.domain)):
         if not src:
@@ -108,11 +110,6 @@ def search_alpha(
     calibration's ``val_size`` is set to ``cfg.val_size``); ``on_point(point, model, tok)`` sees each
     compressed model (e.g. to evaluate it elsewhere) before it is dropped.
     """
-    from damoc.evaluate.perplexity import sequence_perplexity
-    from damoc.model.calibrated.config import PruneCalibratedJob
-    from damoc.model.calibrated.pipeline import compress_model
-    from damoc.model.calibrated.run import calibration_sequences, mixing_weights
-
     spec = job.prune if isinstance(job, PruneCalibratedJob) else job.quant
     points = []
     windows = None

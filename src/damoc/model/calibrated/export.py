@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from damoc.errors import DamocError
+from damoc.model.arch import decoder_layers, find_layers_path, save_model
 from damoc.model.calibrated.config import QuantSpec
 from damoc.model.calibrated.methods import QuantPayload
 
@@ -62,8 +63,6 @@ def _suggest_group(sizes: list[int], group: int) -> int | None:
 
 def quantized_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """The linears the calibrated pipeline quantizes: every ``nn.Linear`` inside a decoder block."""
-    from damoc.model.arch import decoder_layers, find_layers_path
-
     prefix = find_layers_path(model)
     out = {}
     for idx, block in enumerate(decoder_layers(model)):
@@ -157,6 +156,4 @@ def save_compressed(
 def save_dense(model: nn.Module, out: str | Path, dtype: torch.dtype) -> None:
     """Plain weights (pruned zeros, or dequantized values) in ``dtype``: every loader reads them. The
     in-memory model keeps its dtype (the weights are cast on the way out)."""
-    from damoc.model.arch import save_model
-
     _quietly(save_model, model, out, dtype)

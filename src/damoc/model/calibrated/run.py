@@ -12,8 +12,9 @@ import torch
 
 from damoc.errors import DamocError
 from damoc.evaluate.perplexity import pack_sequences
+from damoc.hardware import load_defaults, resolve_device, resolve_dtype
 from damoc.io.files import atomic_output_dir, check_output_dir
-from damoc.model.arch import save_dtype
+from damoc.model.arch import load_model, load_tokenizer, resolve_model, save_dtype, source_dtype
 from damoc.model.calibrated.checkpoint import save_checkpoint
 from damoc.model.calibrated.config import CalibrationConfig, PruneCalibratedJob, QuantizeJob
 from damoc.model.calibrated.export import COMPRESSED, DENSE, PACKED_FORMAT, check_exportable
@@ -94,8 +95,6 @@ def check_method(method: str, family: str) -> None:
 def load_model_quietly(name: str, device: str | None = None, dtype=None):
     from transformers.utils import logging as hf_logging
 
-    from damoc.model.arch import load_model
-
     enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -108,9 +107,6 @@ def load_model_quietly(name: str, device: str | None = None, dtype=None):
 def load_for_offload(name: str):
     """``(model, tok, device)``: on an accelerator the model is loaded into CPU memory in the dtype it would
     have on the device, so that the sequential pipeline moves one block at a time onto the device."""
-    from damoc.hardware import load_defaults, resolve_device, resolve_dtype
-    from damoc.model.arch import resolve_model, source_dtype
-
     device = resolve_device(load_defaults()["device"])
     if device == "cpu":
         model, tok = load_model_quietly(name, device="cpu")
@@ -131,8 +127,6 @@ def compress_job(job: PruneCalibratedJob | QuantizeJob, model=None, tok=None) ->
     check_output_dir(job.out, job.overwrite)
     needs_data = needs_calibration(job.method)
     if model is None:
-        from damoc.model.arch import load_tokenizer
-
         tok = load_tokenizer(job.model)
     calib = calibration_sequences(tok, job.calibration) if needs_data else {}  # bad text fails before loading
     device = None

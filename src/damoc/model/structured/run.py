@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from damoc.errors import DamocError
 from damoc.io.files import check_output_dir
 from damoc.io.tasks import calibration_texts
+from damoc.model.arch import load_model
 from damoc.model.structured.config import StructuredPruneConfig
 from damoc.model.structured.importance import IMPORTANCE
 from damoc.model.structured.prune import PruneReport, structured_prune
@@ -20,9 +22,6 @@ def prune_to_dir(
     overwrite: bool = False,
 ) -> PruneReport:
     """Prune ``model_name`` to ``cfg.ratio`` fewer parameters using ``data`` for importance; write ``out``."""
-    from damoc.errors import DamocError
-    from damoc.model.arch import load_model
-
     check_output_dir(out, overwrite)
     method = IMPORTANCE.entry(cfg.importance)
     texts: list[str] = []

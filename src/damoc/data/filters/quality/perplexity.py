@@ -9,6 +9,9 @@ import numpy as np
 from damoc.data.filters.base import FilterContext, FilterOptions, QualityFilter
 from damoc.io.tasks import Example
 
+# The likelihood scorer (torch) is imported when the filter runs: `damoc filter --list` imports every
+# filter module and loads no torch.
+
 
 class PerplexityOptions(FilterOptions):
     low: float = 0.25  # band of perplexity quantiles to keep: [low, high]
