@@ -20,7 +20,7 @@ from damoc.config import StrictModel
 from damoc.errors import DamocError
 from damoc.registry import Registry
 
-# ZooEntry.fetch imports damoc.zoo.fetch when called: that module imports this one.
+# resolve_zoo_model imports damoc.zoo.fetch when it fetches: that module imports this one (a circle).
 
 
 class GgufPart(StrictModel):
