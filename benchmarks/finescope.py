@@ -358,7 +358,7 @@ def _recovery_one(model_name, args, ctx) -> None:
 
     from damoc.curate.config import CurationSettings
     from damoc.curate.pipeline import curate_examples
-    from damoc.curate.recipe import domain_score, recovered
+    from damoc.curate.scores import domain_score, recovered
     from damoc.evaluate.paired import paired_bpb_difference
     from damoc.model.arch import load_model
     from damoc.model.structured import structured_prune
@@ -613,7 +613,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from damoc.config import parse_config
     from damoc.curate.config import FinescopeJob
-    from damoc.curate.recipe import render_markdown, run_finescope
+    from damoc.curate.finescope_report import render_markdown
+    from damoc.curate.recipe import run_finescope
     from damoc.io.tasks import read_jsonl
     from damoc.logging_utils import setup_logging
     from damoc.train.distill import DistillConfig

@@ -252,7 +252,8 @@ def finescope_cmd(
     """FineScope end to end: SAE curation -> structured pruning -> self-distillation, with domain scores."""
     from damoc.config import load_job
     from damoc.curate.config import FinescopeJob
-    from damoc.curate.recipe import render_markdown, run_finescope
+    from damoc.curate.finescope_report import render_markdown
+    from damoc.curate.recipe import run_finescope
 
     cfg = load_job(job)
     if not isinstance(cfg, FinescopeJob):

@@ -1,293 +1,49 @@
 """The FineScope recipe, top to bottom: curate -> structured prune -> plain fine-tune / self-distil -> score.
 
-Each stage is scored on held-out domain rows by:
-
-- answer bits per byte: teacher-forced bits per byte of the rows' gold answers (lower is better);
-- label accuracy, where rows carry labels (the label whose text is most likely as the answer);
-- fidelity: mean KL(source || model) per token over the rows' whole text (prompt and gold answer), in
-  nats; 0 for the source itself. This is what self-distillation is meant to restore: the source
-  model's own distribution on the domain, not only the likelihood of the gold answers.
-
+Each stage is scored on held-out domain rows (:mod:`damoc.curate.scores`: answer bits per byte, label
+accuracy, fidelity KL to the source) and the run is reported by :mod:`damoc.curate.finescope_report`.
 With a ``cache_dir``, every stage's output (curated rows, pruned checkpoint, teacher answers, scores of
-the recovered models) is kept under a key made of the settings (and input file hashes) that produced
-it, so a re-run that only changes the distillation does not curate or prune again.
+the recovered models) is kept under a key made of the settings (and input file hashes) that produced it
+(:mod:`damoc.curate.stage_cache`), so a re-run that only changes the distillation does not curate or
+prune again.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from damoc.curate.config import FinescopeJob, ScoreSettings
+from damoc.curate.finescope_report import FinescopeReport, render_markdown
 from damoc.curate.pipeline import Curated, CurationReport, MethodSummary, curate_examples
+from damoc.curate.scores import StageResult, recovered, score_stage
+from damoc.curate.stage_cache import StageCache, file_hash
 from damoc.errors import DamocError
-from damoc.evaluate.likelihood import answer_scores, collate
-from damoc.evaluate.paired import bits_per_byte, paired_bpb_difference
+from damoc.evaluate.paired import paired_bpb_difference
 from damoc.io.files import (
     atomic_output_dir,
     check_output_dir,
-    read_json,
     write_json_atomic,
     write_jsonl_atomic,
     write_text_atomic,
 )
-from damoc.io.hashing import bytes_digest, digest
 from damoc.io.tasks import Example, load_examples
-from damoc.logging_utils import progress
 from damoc.model.arch import load_model
-from damoc.model.structured.prune import count_params, structured_prune
+from damoc.model.structured.prune import structured_prune
 from damoc.model.structured.save import save_model_dir
-from damoc.train.distill import DistillConfig, DistillRow, self_distill, teacher_rows, token_kl
+from damoc.train.distill import DistillConfig, DistillRow, self_distill, teacher_rows
 from damoc.train.finetune import finetune
 
 LOG = logging.getLogger(__name__)
 
-MAX_LABELS = 10  # more distinct labels than this: not a classification task, no label accuracy
 PLAIN = "pruned + fine-tune"
 DISTILLED = "pruned + self-distillation"
-
-
-@dataclass
-class DomainScore:
-    answer_bpb: float
-    label_accuracy: float | None
-    n_rows: int
-    n_labelled: int
-    fidelity_kl: float | None = None  # mean KL(source || model), nats per token of the rows' text
-    fidelity_tokens: int = 0
-    row_bits: list[float] = field(default_factory=list)  # per eval row: answer bits (for paired tests)
-    row_bytes: list[int] = field(default_factory=list)  # per eval row: answer bytes
-
-
-@dataclass
-class StageResult:
-    stage: str
-    params: int
-    score: DomainScore
-    stage_wall_s: float  # time to produce this model (curation excluded)
-    score_wall_s: float
-    cached: bool = False  # read from the stage cache (times are those of the run that made it)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> StageResult:
-        return cls(**{**d, "score": DomainScore(**d["score"])})
-
-
-@dataclass
-class FinescopeReport:
-    model: str
-    stages: list[StageResult]
-    recovery: dict[str, float | None]  # share of the pruning loss in answer bpb won back, per recovery stage
-    curation: dict
-    pruning: dict
-    distill: dict  # per self-distillation stage: teacher mode, fallbacks, answer lengths, timings
-    wall_s: dict[str, float] = field(default_factory=dict)
-    config: dict = field(default_factory=dict)
-    fidelity_recovery: dict[str, float | None] = field(default_factory=dict)  # same, for fidelity KL
-    # per self-distillation stage: its answer bpb minus plain fine-tuning's on the same rows, with a
-    # paired bootstrap interval (negative: self-distillation is better)
-    versus_plain: dict[str, dict] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def stage(self, name: str) -> StageResult:
-        return next(s for s in self.stages if s.stage == name)
-
-
-# ---------------------------------------------------------------- scores
-
-
-def label_accuracy(model, tok, examples: Sequence[Example], cfg: ScoreSettings) -> tuple[float | None, int]:
-    """Accuracy of picking the gold label among the eval rows' labels by answer likelihood."""
-    rows = [e for e in examples if e.label is not None]
-    labels = sorted({e.label for e in rows})
-    if len(labels) < 2 or len(labels) > MAX_LABELS:
-        return None, 0
-    prompts = [e.prompt() for e in rows for _ in labels]
-    answers = [lab for _ in rows for lab in labels]
-    scores = answer_scores(model, tok, prompts, answers, cfg.batch_size, cfg.max_length, desc="labels")
-    correct = 0
-    for i, e in enumerate(rows):
-        nll = [scores[i * len(labels) + j].nll for j in range(len(labels))]
-        correct += labels[min(range(len(labels)), key=nll.__getitem__)] == e.label
-    return correct / len(rows), len(rows)
-
-
-@torch.no_grad()
-def fidelity_kl(
-    source, model, tok, texts: Sequence[str], batch_size: int = 8, max_length: int = 384
-) -> tuple[float, int]:
-    """Mean KL(source || model) per next-token position over ``texts`` (nats) and the position count.
-
-    Both models must share ``tok`` (a pruned model keeps its source's tokenizer)."""
-    seqs = [
-        tok(t, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"] for t in texts
-    ]
-    seqs = [s for s in seqs if len(s) >= 2]
-    if not seqs:
-        raise ValueError("no text with at least two tokens")
-    if model is source:
-        return 0.0, sum(len(s) - 1 for s in seqs)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    dev = next(model.parameters()).device
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    total, count = 0.0, 0
-    for b in progress(range(0, len(order), batch_size), desc="fidelity", unit="batch"):
-        chunk = [seqs[i] for i in order[b : b + batch_size]]
-        batch = collate(chunk, [0] * len(chunk), pad)
-        ids, mask = batch["input_ids"].to(dev), batch["attention_mask"].to(dev)
-        p = source(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        q = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        kl, n = token_kl(p, q, (batch["labels"][:, 1:] != -100).to(dev))
-        total, count = total + float(kl), count + n
-    return total / max(1, count), count
-
-
-def domain_score(model, tok, examples: Sequence[Example], cfg: ScoreSettings, source=None) -> DomainScore:
-    """Answer bits/byte, label accuracy and (given the ``source`` model) fidelity KL on ``examples``."""
-    scores = answer_scores(
-        model,
-        tok,
-        [e.prompt() for e in examples],
-        [e.answer for e in examples],
-        cfg.batch_size,
-        cfg.max_length,
-    )
-    row_bits = [s.nll / math.log(2) for s in scores]
-    row_bytes = [s.n_bytes for s in scores]
-    acc, n_lab = label_accuracy(model, tok, examples, cfg)
-    kl, n_kl = (None, 0)
-    if source is not None:
-        kl, n_kl = fidelity_kl(
-            source, model, tok, [e.text() for e in examples], cfg.batch_size, cfg.max_length
-        )
-    return DomainScore(
-        answer_bpb=bits_per_byte(row_bits, row_bytes),
-        label_accuracy=acc,
-        n_rows=len(examples),
-        n_labelled=n_lab,
-        fidelity_kl=kl,
-        fidelity_tokens=n_kl,
-        row_bits=row_bits,
-        row_bytes=row_bytes,
-    )
-
-
-def recovered(source: float, pruned: float, stage: float) -> float | None:
-    """(pruned - stage) / (pruned - source): 1 = back to the source's score, 0 = no better than pruned."""
-    gap = pruned - source
-    return None if abs(gap) < 1e-12 else (pruned - stage) / gap
-
-
-def _scored(stage: str, model, tok, rows, cfg: ScoreSettings, stage_s: float, source=None) -> StageResult:
-    t0 = time.perf_counter()
-    sc = domain_score(model, tok, rows, cfg, source)
-    LOG.info(
-        "%s: answer bpb %.4f, label acc %s, fidelity KL %s",
-        stage,
-        sc.answer_bpb,
-        sc.label_accuracy,
-        sc.fidelity_kl,
-    )
-    return StageResult(stage, count_params(model), sc, stage_s, time.perf_counter() - t0)
-
-
-# ---------------------------------------------------------------- stage cache
-
-
-def file_hash(path: str | Path) -> str:
-    """Content hash of a file, or of the name for a built-in task (no file)."""
-    p = Path(path)
-    return bytes_digest([p.read_bytes()]) if p.is_file() else f"name:{path}"
-
-
-class StageCache:
-    """Stage outputs under ``root``, each in ``<kind>-<key>`` where the key hashes the settings that made it.
-
-    ``root=None`` disables it (every lookup misses, nothing is written)."""
-
-    def __init__(self, root: str | Path | None):
-        self.root = Path(root) if root is not None else None
-
-    @staticmethod
-    def key(*parts: Any) -> str:
-        return digest(parts)
-
-    def dir(self, kind: str, key: str) -> Path | None:
-        return None if self.root is None else self.root / f"{kind}-{key}"
-
-    def get(self, kind: str, key: str) -> Any | None:
-        d = self.dir(kind, key)
-        if d is None or not (d / "value.json").is_file():
-            return None
-        LOG.info("stage cache: reusing %s", d)
-        return read_json(d / "value.json")
-
-    def put(self, kind: str, key: str, value: Any, model=None, tok=None) -> None:
-        d = self.dir(kind, key)
-        if d is None:
-            return
-        with atomic_output_dir(d, overwrite=True) as tmp:
-            if model is not None:
-                save_model_dir(model, tok, tmp)
-            write_json_atomic(tmp / "value.json", value)
-
-
-# ---------------------------------------------------------------- report
-
-
-def render_markdown(r: FinescopeReport) -> str:
-    lines = [
-        f"# FineScope on {r.model}",
-        "",
-        "| stage | params | answer bits/byte (lower is better) | label accuracy | fidelity KL to source "
-        "(nats/token, lower is better) | stage time (s) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for s in r.stages:
-        acc = "-" if s.score.label_accuracy is None else f"{s.score.label_accuracy:.3f}"
-        kl = "-" if s.score.fidelity_kl is None else f"{s.score.fidelity_kl:.4f}"
-        cached = " (cached)" if s.cached else ""
-        lines.append(
-            f"| {s.stage} | {s.params:,} | {s.score.answer_bpb:.4f} | {acc} | {kl} | {s.stage_wall_s:.1f}{cached} |"
-        )
-    lines += ["", "Share of the pruning loss won back (answer bits/byte; fidelity KL):", ""]
-    for k, v in r.recovery.items():
-        f = r.fidelity_recovery.get(k)
-        lines.append(f"- {k}: {'n/a' if v is None else f'{v:.3f}'}; {'n/a' if f is None else f'{f:.3f}'}")
-    if r.versus_plain:
-        lines += [
-            "",
-            "Answer bits/byte minus plain fine-tuning's, same rows (negative: better than plain):",
-            "",
-        ]
-        for k, d in r.versus_plain.items():
-            lines.append(
-                f"- {k}: {d['diff']:+.4f}, {100 * d['level']:.0f}% paired bootstrap interval "
-                f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] over {d['n_rows']} rows; "
-                f"better in {100 * d['share_a_better']:.0f}% of draws"
-            )
-    for name, d in r.distill.items():
-        lines.append(
-            f"- {name}: teacher mode {d['teacher_mode']}, {d['kept']} answers "
-            f"(mean {d['mean_answer_chars']:.0f} chars), {d['fallbacks']} gold fallbacks, KL weight {d['kl_weight']}"
-        )
-    cur = r.curation
-    lines += ["", f"Curation: top {cur['top']} of {cur['n_pool']} pool rows, {cur['n_seeds']} seeds."]
-    for m in cur["methods"]:
-        p = "n/a" if m["precision"] is None else f"{m['precision']:.3f}"
-        lines.append(f"- {m['method']}: precision {p} ({m['wall_s']:.1f} s)")
-    return "\n".join(lines) + "\n"
 
 
 def _drop_overlap(eval_rows: list[Example], pool: list[Example]) -> tuple[list[Example], int]:
@@ -390,7 +146,7 @@ def _recover_stage(
         sd = self_distill(source, copy.deepcopy(pruned), tok, [e.prompt() for e in rows], cfg, rows=drows)
         model = sd.model
         distill = {"kept": sd.kept, "generate_wall_s": gen_s, "train_wall_s": sd.train.wall_s, **sd.stats}
-    res = _scored(name, model, tok, eval_rows, job.score, time.perf_counter() - t0, source)
+    res = score_stage(name, model, tok, eval_rows, job.score, time.perf_counter() - t0, source)
     cache.put(
         "stage",
         key,
@@ -448,11 +204,11 @@ def run_finescope(
     wall["curate"] = time.perf_counter() - t0
     rows = curated.examples
 
-    stages = [_scored("source", source, tok, eval_rows, job.score, 0.0, source)]
+    stages = [score_stage("source", source, tok, eval_rows, job.score, 0.0, source)]
     t0 = time.perf_counter()
     pruned, prune_report = _prune_stage(job, source, tok, rows, cache, keys["prune"])
     wall["prune"] = time.perf_counter() - t0
-    stages.append(_scored("pruned", pruned, tok, eval_rows, job.score, wall["prune"], source))
+    stages.append(score_stage("pruned", pruned, tok, eval_rows, job.score, wall["prune"], source))
 
     plan: list[tuple[str, DistillConfig | None]] = [(PLAIN, None), (DISTILLED, job.distill)]
     plan += [(f"{DISTILLED} ({n})", c) for n, c in (variants or {}).items()]
@@ -515,13 +271,4 @@ def run_finescope(
     return report
 
 
-__all__ = [
-    "DomainScore",
-    "FinescopeReport",
-    "StageCache",
-    "StageResult",
-    "domain_score",
-    "fidelity_kl",
-    "label_accuracy",
-    "run_finescope",
-]
+__all__ = ["PLAIN", "DISTILLED", "run_finescope"]

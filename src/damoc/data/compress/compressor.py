@@ -32,7 +32,13 @@ from damoc.data.compress.budget import chunk_budget, closest_step, segment_floor
 from damoc.data.compress.config import CompressConfig
 from damoc.data.compress.coverage import Coverage, build_coverage, join_coverage, select_covering
 from damoc.data.compress.encoder import Embedded, TokenEncoder
-from damoc.data.compress.records import Attempt, CompressRecord, CompressResult, CompressSummary
+from damoc.data.compress.records import (
+    Attempt,
+    CompressRecord,
+    CompressResult,
+    CompressSummary,
+    SegmentTokens,
+)
 from damoc.data.compress.scoring import PrefixCache, cache_is_exact, self_information, start_token_id
 from damoc.data.compress.units import Segment, find_spans, mark_keep, tokenize_segment
 from damoc.data.fidelity import BertScoreFidelity
@@ -405,7 +411,7 @@ class _Out:
     """An example as compressed by one attempt: the text, tokens per segment, rates, fidelity."""
 
     ex: Example
-    seg_tokens: dict[str, list[int]]
+    seg_tokens: dict[str, SegmentTokens]
     achieved: float
     selected: float
     fidelity: float | None = None
@@ -422,7 +428,7 @@ def finish_plan(plan: _Plan, tok, kept: list[set[int]] | None = None) -> _Out:
         text = seg.text if plan.targets[si] >= seg.n_tokens else seg.render(kept[si])
         texts[seg.name] = text
         k = seg.n_tokens if text == seg.text else _count(tok, text)
-        seg_tokens[seg.name] = [seg.n_tokens, k]
+        seg_tokens[seg.name] = SegmentTokens(seg.n_tokens, k)
         if plan.in_budget[si]:
             orig += seg.n_tokens
             k_all += k
@@ -518,19 +524,15 @@ def compress_examples(
     if floor is not None and fidelity_fn is None:
         fidelity_fn = default_fidelity(cfg)
     t0 = time.perf_counter()
-    segs = [prepare_segments(ex, tok, cfg) for ex in examples]
-    covers = _Covers(encoder or default_encoder(cfg), segs)
-    n = len(examples)
-    final: list[_Out | None] = [None] * n
-    attempts: list[list[Attempt]] = [[] for _ in range(n)]
-    status = ["compressed"] * n
+    items = [_Item(ex, prepare_segments(ex, tok, cfg)) for ex in examples]
+    covers = _Covers(encoder or default_encoder(cfg), [it.segs for it in items])
     scored_tokens = 0
-    todo = list(range(n))
+    todo = list(range(len(items)))
     rate = cfg.rate
     tries = 1 + (cfg.max_retries if cfg.on_floor == "back_off" else 0)
     left: list[int] = []
     for attempt in range(tries):
-        plans = [plan_example(examples[i], segs[i], cfg, rate) for i in todo]
+        plans = [plan_example(items[i].ex, items[i].segs, cfg, rate) for i in todo]
         covers.attach(list(zip(todo, plans, strict=True)), cfg)
         scored_tokens += sum(p.scored_tokens() for p in plans)
         run_plans(plans, model, tok, cfg, desc=f"compress r={rate:.2f}", kv_cache=kv_cache)
@@ -538,30 +540,29 @@ def compress_examples(
             land(p)
         outs = [finish_plan(p, tok) for p in plans]
         if fidelity_fn is not None and floor is not None:
-            score_fidelity(fidelity_fn, [examples[i] for i in todo], outs)
-        for k, i in enumerate(todo):
-            final[i] = outs[k]
-            attempts[i].append(
-                Attempt(rate, cfg.info_weight, outs[k].achieved, outs[k].selected, outs[k].fidelity)
-            )
-            status[i] = "compressed" if attempt == 0 else "retried"
+            score_fidelity(fidelity_fn, [items[i].ex for i in todo], outs)
+        for i, out in zip(todo, outs, strict=True):
+            it = items[i]
+            it.out = out
+            it.attempts.append(Attempt(rate, cfg.info_weight, out.achieved, out.selected, out.fidelity))
+            it.status = "compressed" if attempt == 0 else "retried"
         under = [k for k, o in enumerate(outs) if o.fidelity is not None and o.fidelity < floor]
         for w in cfg.repair_info_weights if under and rate < 1.0 else []:
             # the same rate, the words of all shortened segments chosen again at once
             redo = [finish_plan(plans[k], tok, reselect(plans[k], w)) for k in under]
-            score_fidelity(fidelity_fn, [examples[todo[k]] for k in under], redo)
+            score_fidelity(fidelity_fn, [items[todo[k]].ex for k in under], redo)
             for k, o in zip(under, redo, strict=True):
-                i = todo[k]
-                attempts[i].append(Attempt(rate, w, o.achieved, o.selected, o.fidelity))
-                if o.fidelity > final[i].fidelity:
-                    final[i] = o
+                it = items[todo[k]]
+                it.attempts.append(Attempt(rate, w, o.achieved, o.selected, o.fidelity))
+                if o.fidelity > it.out.fidelity:
+                    it.out = o
                     if o.fidelity >= floor:
-                        status[i] = "repaired" if attempt == 0 else "retried"
-            under = [k for k in under if final[todo[k]].fidelity < floor]
+                        it.status = "repaired" if attempt == 0 else "retried"
+            under = [k for k in under if items[todo[k]].out.fidelity < floor]
         left = [todo[k] for k in under]
         if cfg.on_floor == "keep_rate":
             for i in left:
-                status[i] = "under_floor"
+                items[i].status = "under_floor"
             left = []
         if cfg.on_floor != "back_off" or rate >= 1.0:
             break
@@ -570,52 +571,64 @@ def compress_examples(
             break
         rate = min(1.0, rate + cfg.retry_step)
     for i in left:  # still under the floor: keep the example whole
-        plan = plan_example(examples[i], segs[i], cfg, 1.0)
-        final[i] = finish_plan(plan, tok)
-        final[i].fidelity = 1.0
-        status[i] = "kept_whole"
+        it = items[i]
+        it.out = finish_plan(plan_example(it.ex, it.segs, cfg, 1.0), tok)
+        it.out.fidelity = 1.0
+        it.status = "kept_whole"
     if cfg.rate >= 1.0:
-        status = ["unchanged"] * n
-    records = []
-    compress_tokens = 0
-    for i, ex in enumerate(examples):
-        out = final[i]
-        assert out is not None
-        budget_names = [s.name for s, b in zip(segs[i], in_budget(segs[i], cfg), strict=True) if b]
-        compress_tokens += out.seg_tokens["context"][0] + out.seg_tokens["question"][0]
-        shortfall = max(0.0, floor - out.fidelity) if floor is not None and out.fidelity is not None else 0.0
-        records.append(
-            CompressRecord(
-                id=ex.id,
-                target_rate=cfg.rate,
-                status=status[i],
-                original_tokens=sum(out.seg_tokens[nm][0] for nm in budget_names),
-                kept_tokens=sum(out.seg_tokens[nm][1] for nm in budget_names),
-                achieved_rate=out.achieved,
-                error=abs(out.achieved - cfg.rate),
-                fidelity=out.fidelity,
-                shortfall=shortfall,
-                must_keep_tokens=sum(s.must_keep_tokens for s in segs[i]),
-                segment_tokens=out.seg_tokens,
-                attempts=attempts[i],
-            )
-        )
-    wall = time.perf_counter() - t0
+        for it in items:
+            it.status = "unchanged"
+    records = [_record(it, cfg) for it in items]
     summary = CompressSummary.from_records(
         records,
         cfg.rate,
-        budget_segments=[s.name for s, b in zip(segs[0], in_budget(segs[0], cfg), strict=True) if b],
+        budget_segments=[
+            s.name for s, b in zip(items[0].segs, in_budget(items[0].segs, cfg), strict=True) if b
+        ],
         tokenizer=cfg.scorer,
         fidelity_floor=floor,
         on_floor=cfg.on_floor,
-        compress_tokens=compress_tokens,
+        compress_tokens=sum(
+            it.out.seg_tokens["context"].original + it.out.seg_tokens["question"].original for it in items
+        ),
         scored_tokens=scored_tokens,
-        wall_s=wall,
+        wall_s=time.perf_counter() - t0,
     )
-    LOG.info("compressed %d examples: %s", n, summary.rate_text())
+    LOG.info("compressed %d examples: %s", len(items), summary.rate_text())
     if summary.fidelity:
         LOG.info("%s", summary.fidelity_text())
-    return CompressResult(examples=[o.ex for o in final if o is not None], records=records, summary=summary)
+    return CompressResult(examples=[it.out.ex for it in items], records=records, summary=summary)
+
+
+@dataclass
+class _Item:
+    """One example through a run: its segments, its best output so far, every attempt and its status."""
+
+    ex: Example
+    segs: list[Segment]
+    out: _Out | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: str = "compressed"  # a CompressRecord status
+
+
+def _record(it: _Item, cfg: CompressConfig) -> CompressRecord:
+    """The example's record: tokens of the budget segments, the rate achieved, fidelity and attempts."""
+    out, floor = it.out, cfg.fidelity_floor
+    budget = [s.name for s, b in zip(it.segs, in_budget(it.segs, cfg), strict=True) if b]
+    return CompressRecord(
+        id=it.ex.id,
+        target_rate=cfg.rate,
+        status=it.status,
+        original_tokens=sum(out.seg_tokens[nm].original for nm in budget),
+        kept_tokens=sum(out.seg_tokens[nm].kept for nm in budget),
+        achieved_rate=out.achieved,
+        error=abs(out.achieved - cfg.rate),
+        fidelity=out.fidelity,
+        shortfall=max(0.0, floor - out.fidelity) if floor is not None and out.fidelity is not None else 0.0,
+        must_keep_tokens=sum(s.must_keep_tokens for s in it.segs),
+        segment_tokens=out.seg_tokens,
+        attempts=it.attempts,
+    )
 
 
 def compress_text(

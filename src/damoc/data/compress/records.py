@@ -5,9 +5,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from damoc.io.tasks import Example
+
+
+class SegmentTokens(NamedTuple):
+    """Scorer tokens of one segment before and after compression (a JSON pair ``[original, kept]``)."""
+
+    original: int
+    kept: int
 
 
 @dataclass
@@ -31,7 +38,7 @@ class CompressRecord:
     fidelity: float | None
     must_keep_tokens: int
     shortfall: float = 0.0  # how far the final BERTScore-F1 is under the floor (0: at or above it)
-    segment_tokens: dict[str, list[int]] = field(default_factory=dict)  # name: [original, kept]
+    segment_tokens: dict[str, SegmentTokens] = field(default_factory=dict)  # per segment name
     attempts: list[Attempt] = field(default_factory=list)
 
 
@@ -110,13 +117,13 @@ class CompressSummary:
         seg_rates = {
             nm: _mean(
                 [
-                    r.segment_tokens[nm][1] / r.segment_tokens[nm][0]
+                    r.segment_tokens[nm].kept / r.segment_tokens[nm].original
                     for r in records
-                    if r.segment_tokens[nm][0]
+                    if r.segment_tokens[nm].original
                 ]
             )
             for nm in names
-            if any(r.segment_tokens[nm][0] for r in records)
+            if any(r.segment_tokens[nm].original for r in records)
         }
         return cls(
             n_examples=n,
