@@ -230,7 +230,7 @@ def _curation_inputs():
 
 
 def test_sae_cache_reuses_training_and_pool_signatures(tmp_path, tiny_dirs, monkeypatch):
-    import damoc.curate.train_sae as ts
+    import damoc.curate.curation as cur  # the SAE method looks train_sae and residual_activations up here
     from damoc.curate.config import CurationSettings
     from damoc.curate.pipeline import curate_examples
     from damoc.model.arch import load_model
@@ -247,13 +247,11 @@ def test_sae_cache_reuses_training_and_pool_signatures(tmp_path, tiny_dirs, monk
     def boom(*a, **k):
         raise AssertionError("the SAE should come from the cache")
 
-    monkeypatch.setattr(ts, "train_sae", boom)
+    monkeypatch.setattr(cur, "train_sae", boom)
     calls = []
-    import damoc.curate.activations as act
-
-    real = act.residual_activations
+    real = cur.residual_activations
     monkeypatch.setattr(
-        act,
+        cur,
         "residual_activations",
         lambda m, t, texts, *a, **k: calls.append(len(texts)) or real(m, t, texts, *a, **k),
     )
@@ -266,7 +264,7 @@ def test_sae_cache_reuses_training_and_pool_signatures(tmp_path, tiny_dirs, monk
 
 
 def test_curation_with_a_given_sae_uses_its_layer_and_skips_training(tmp_path, tiny_dirs, monkeypatch):
-    import damoc.curate.train_sae as ts
+    import damoc.curate.curation as cur  # the SAE method looks train_sae up here
     from damoc.curate.config import CurationSettings
     from damoc.curate.pipeline import curate_examples
     from damoc.curate.sae_io import export_sae_lens
@@ -290,7 +288,7 @@ def test_curation_with_a_given_sae_uses_its_layer_and_skips_training(tmp_path, t
     def boom(*a, **k):
         raise AssertionError("trained")
 
-    monkeypatch.setattr(ts, "train_sae", boom)
+    monkeypatch.setattr(cur, "train_sae", boom)
     given_cfg = CurationSettings(top=6, compare=[], max_length=32, sae_path=str(tmp_path / "sl"))
     given = curate_examples(pool, seeds, given_cfg, model, tok)
     assert given.report.sae["source"] == "file" and given.report.sae["layer"] == 1
