@@ -63,6 +63,7 @@ RENDERED = {
     "adaptive_vs_fixed": ("adaptive_vs_fixed.py", "render_page", "page"),
     "data_compress": ("data_level.py", "render_tables", "tables"),
     "layer_pruning": ("layer_pruning.py", "render_tables", "tables"),
+    "robustness": ("robustness.py", "render_page", "page"),
 }
 _SKIP_PREFIXES = ("#", "|", "![", "<")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")

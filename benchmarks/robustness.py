@@ -419,6 +419,13 @@ def summary_rows(record: dict) -> list[tuple[str, int, int]]:
 
 
 def write_page(record: dict) -> None:
+    PAGE.write_text(render_page(record), encoding="utf-8")
+    print(f"wrote {PAGE}")
+
+
+def render_page(record: dict | None = None) -> str:
+    """The results page from the record alone (by default the committed one; no command runs)."""
+    record = record if record is not None else json.loads(RECORD.read_text())
     cases = record["cases"]
     commands = sorted({c["command"] for c in cases})
     clean = sum(c["clean"] for c in cases)
@@ -549,8 +556,7 @@ def write_page(record: dict) -> None:
                     f"interruptions survived; symlink refused, leaderboard equal, units once, records kept: "
                     f"{'yes' if e['nothing_lost'] else 'NO'}.",
                 ]
-    PAGE.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {PAGE}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
