@@ -161,6 +161,11 @@ def _eval_cfg(a, domain: str):
                       max_length=a.max_length)  # fmt: skip
 
 
+def alpha_dir(a, model: str) -> Path:
+    """Records of one α search: alpha_val/<model>-<domain>[-<tag>]/."""
+    return RECORDS / "alpha_val" / (f"{model}-{a.domain}" + (f"-{a.tag}" if a.tag else ""))
+
+
 def alpha_search_run(a, model: str, method: str, pattern: str) -> dict:
     """Every α of the grid, calibrated with a validation part held out; α chosen on validation perplexity,
     then every α evaluated on the held-out evaluation text (the choice never sees it)."""
@@ -180,8 +185,7 @@ def alpha_search_run(a, model: str, method: str, pattern: str) -> dict:
     from damoc.model.calibrated.pipeline import compress_model
     from damoc.model.calibrated.run import calibration_sequences, load_model_quietly, mixing_weights
 
-    tag = f"{model}-{a.domain}"
-    rec_dir = RECORDS / "alpha_val" / tag
+    rec_dir = alpha_dir(a, model)
     rec_dir.mkdir(parents=True, exist_ok=True)
     name = f"{method}-{pattern.replace(':', 'of')}"
     search = AlphaSearchConfig(alphas=a.alphas, val_size=a.val_size, samples=a.val_samples, length=a.length,
@@ -306,7 +310,9 @@ def main() -> None:
         help="more cross-calibration weights besides 0.5 (rows named cross-a<α>)",
     )
     ap.add_argument(
-        "--tag", default="", help="records under <model>-<tag>/ (e.g. a different --samples), not <model>/"
+        "--tag",
+        default="",
+        help="records under <model>-<tag>/ (alpha_val/<model>-<domain>-<tag>/ with --alpha-search), e.g. for a different --samples",
     )
     ap.add_argument(
         "--alpha-search", action="store_true", help="choose α on a validation part (see alpha_search_run)"
@@ -333,12 +339,7 @@ def main() -> None:
                         f"## {model}, {a.domain}, {method} {pattern}\n\n{out['choice']['reason']}\n\n"
                         + alpha_table(out)
                     )
-                    (
-                        RECORDS
-                        / "alpha_val"
-                        / f"{model}-{a.domain}"
-                        / f"{method}-{pattern.replace(':', 'of')}.md"
-                    ).write_text(md)
+                    (alpha_dir(a, model) / f"{method}-{pattern.replace(':', 'of')}.md").write_text(md)
                     print(md)
         return
     alphas = {**ALPHAS, **{f"cross-a{x:g}": x for x in a.extra_alphas}}

@@ -366,10 +366,11 @@ def _recovery_one(model_name, args, ctx) -> None:
 
     pool, seeds, eval_rows = ctx["pool"], ctx["seeds"], ctx["eval_rows"]
     score_cfg, prune_cfg, ft_cfg, out_dir = ctx["score_cfg"], ctx["prune_cfg"], ctx["ft_cfg"], ctx["out_dir"]
-    path = out_dir / f"{Path(args.recovery_pool).stem}.{model_name}.{args.curate_method}.json"
+    name = f"{Path(args.recovery_pool).stem}.{model_name}.{args.curate_method}"
+    path = out_dir / (f"{name}.{args.record}.json" if args.record else f"{name}.json")
     rec = json.loads(path.read_text()) if path.is_file() else {}
     rec.update(model=model_name, pool=args.recovery_pool, curate_method=args.curate_method,
-               eval_rows=len(eval_rows), prune=prune_cfg.model_dump(), finetune=ft_cfg.model_dump(),
+               eval_rows=len(eval_rows), eval_file=args.eval_file, top=args.top, sae_steps=args.sae_steps, prune=prune_cfg.model_dump(), finetune=ft_cfg.model_dump(),
                command=" ".join(["python", *sys.argv]),
                machine=f"2-core CPU shared with other jobs, {args.threads} thread(s)")  # fmt: skip
     stages = rec.setdefault("stages", {})
@@ -557,7 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--rewrite-max-new-tokens", type=int, default=64, help="longest teacher rewrite")
     ap.add_argument("--cache", default="/tmp/damoc-finescope-cache", help="stage cache ('' = none)")
-    ap.add_argument("--record", default=None, help="record file name (default <model>.json)")
+    ap.add_argument(
+        "--record",
+        default=None,
+        help="record file name (default <model>.json); with --recovery a tag: <pool>.<model>.<method>.<tag>.json",
+    )
     ap.add_argument("--out", default="/tmp/damoc-finescope-bench")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--write-data", action="store_true", help="only write the data files")
