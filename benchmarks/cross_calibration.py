@@ -197,9 +197,12 @@ def alpha_search_run(a, model: str, method: str, pattern: str) -> dict:
     dense_path = rec_dir / "dense.json"
     for alpha in search.alphas:
         path = rec_dir / f"{name}-a{alpha:g}.json"
-        if path.is_file():
-            rec = json.loads(path.read_text())
-        else:
+        rec = json.loads(path.read_text()) if path.is_file() else None
+        # a record from before the masked LoRA evaluation existed: compress again, redo only the LoRA
+        redo_lora = (
+            rec is not None and alpha == 0.0 and a.lora_baseline and "masked_eval" not in rec.get("lora", {})
+        )
+        if rec is None or redo_lora:
             torch.manual_seed(0)
             m, tok = load_model_quietly(model)
             if windows is None:
@@ -214,10 +217,14 @@ def alpha_search_run(a, model: str, method: str, pattern: str) -> dict:
                 m, calibration_sequences(tok, cfg), mixing_weights(cfg), method, spec, cfg.batch_size
             )
             wall = time.perf_counter() - t0
-            val = {k: sequence_perplexity(m, w, 8).perplexity for k, w in windows.items()}
-            ev = evaluate_model(m, tok, _eval_cfg(a, a.domain), model).__dict__
-            rec = {"alpha": alpha, "method": method, "pattern": pattern, "sparsity": res.sparsity,
-                   "compress_s": wall, "val": val, "eval": ev, "calibration": cfg.model_dump()}  # fmt: skip
+            if redo_lora:
+                if "lora" in rec:
+                    rec["lora_earlier_run"] = rec.pop("lora")
+            else:
+                val = {k: sequence_perplexity(m, w, 8).perplexity for k, w in windows.items()}
+                ev = evaluate_model(m, tok, _eval_cfg(a, a.domain), model).__dict__
+                rec = {"alpha": alpha, "method": method, "pattern": pattern, "sparsity": res.sparsity,
+                       "compress_s": wall, "val": val, "eval": ev, "calibration": cfg.model_dump()}  # fmt: skip
             if alpha == 0.0 and a.lora_baseline:
                 rec["lora"] = lora_baseline(a, m, tok, cfg)
             path.write_text(json.dumps(rec, indent=2) + "\n")
@@ -233,9 +240,38 @@ def alpha_search_run(a, model: str, method: str, pattern: str) -> dict:
     return out
 
 
+def _zero_masks(model) -> dict:
+    """Where each decoder linear's weight is zero (the pruning mask), to restore it after a LoRA merge."""
+    import torch
+
+    from damoc.model.arch import decoder_layers
+
+    return {
+        f"{i}.{n}": mod.weight == 0
+        for i, layer in enumerate(decoder_layers(model))
+        for n, mod in layer.named_modules()
+        if isinstance(mod, torch.nn.Linear)
+    }
+
+
+def _apply_masks(model, masks: dict) -> None:
+    import torch
+
+    from damoc.model.arch import decoder_layers
+
+    with torch.no_grad():
+        for i, layer in enumerate(decoder_layers(model)):
+            for n, mod in layer.named_modules():
+                if f"{i}.{n}" in masks:
+                    mod.weight[masks[f"{i}.{n}"]] = 0.0
+
+
 def lora_baseline(a, model, tok, calib_cfg) -> dict:
     """The training-based alternative: the general-only pruned model fine-tuned with LoRA on the same domain
-    calibration text (its first ``samples`` texts, cut to ``length`` tokens), then evaluated like the others."""
+    calibration text (its first ``samples`` texts, cut to ``length`` tokens), then evaluated like the others.
+
+    The merged LoRA update is dense, so the merged model is no longer sparse; it is evaluated as merged
+    (``eval``) and with the pruning mask put back (``masked_eval``, as sparse as the pruned model)."""
     from damoc.evaluate.report_eval import evaluate_model
     from damoc.model.calibrated.general_text import load_source_texts
     from damoc.train.finetune import FinetuneConfig, finetune
@@ -244,12 +280,17 @@ def lora_baseline(a, model, tok, calib_cfg) -> dict:
     texts = [t for t in texts if t.strip()][: a.samples]
     ft = FinetuneConfig(method="lora", epochs=a.lora_epochs, batch_size=4, max_length=a.length, lr=a.lora_lr,
                         head_positions="all")  # fmt: skip
+    masks = _zero_masks(model)
     t0 = time.perf_counter()
     res = finetune(model, tok, [("", t) for t in texts], ft, desc="domain LoRA")
     wall = time.perf_counter() - t0
     ev = evaluate_model(res.model, tok, _eval_cfg(a, a.domain), "general-only + domain LoRA").__dict__
+    merged_sparsity = _sparsity(res.model)
+    _apply_masks(res.model, masks)
+    masked = evaluate_model(res.model, tok, _eval_cfg(a, a.domain), "general-only + domain LoRA, masked")
     return {"finetune": ft.model_dump(), "texts": len(texts), "steps": res.steps, "tokens": res.tokens,
-            "train_s": wall, "eval": ev, "sparsity_after_merge": _sparsity(res.model)}  # fmt: skip
+            "train_s": wall, "eval": ev, "sparsity_after_merge": merged_sparsity,
+            "masked_eval": masked.__dict__, "sparsity_masked": _sparsity(res.model)}  # fmt: skip
 
 
 def alpha_table(choice: dict) -> str:
@@ -273,8 +314,12 @@ def alpha_table(choice: dict) -> str:
                      f"{f(e['domain_ppl'])} | {f(e['task_bpb'], 3)} |")  # fmt: skip
         if "lora" in rec:
             e = rec["lora"]["eval"]
-            lines.append(f"| α=0 + domain LoRA (merged) | – | – | {f(e['general_ppl'])} | {f(e['domain_ppl'])} | "
+            lines.append(f"| α=0 + domain LoRA (merged, dense) | – | – | {f(e['general_ppl'])} | {f(e['domain_ppl'])} | "
                          f"{f(e['task_bpb'], 3)} |")  # fmt: skip
+            if "masked_eval" in rec["lora"]:
+                e = rec["lora"]["masked_eval"]
+                lines.append(f"| α=0 + domain LoRA, mask put back | – | – | {f(e['general_ppl'])} | "
+                             f"{f(e['domain_ppl'])} | {f(e['task_bpb'], 3)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

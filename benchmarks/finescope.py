@@ -479,7 +479,7 @@ def run_recovery(args) -> int:
     seeds = load_examples(str(DATA / "seeds.jsonl"))
     eval_rows = load_examples(str(DATA / args.eval_file))[: args.eval_rows]
     score_cfg = ScoreSettings(eval_rows=args.eval_rows, max_length=256, batch_size=8)
-    prune_cfg = StructuredPruneConfig(ratio=args.ratio, samples=32, max_length=256)
+    prune_cfg = StructuredPruneConfig(ratio=args.ratio, samples=args.prune_samples, max_length=256)
     ft_cfg = FinetuneConfig(
         method="lora", epochs=args.epochs, batch_size=4, max_length=256, seed=args.ft_seed
     )
@@ -586,6 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fresh", action="store_true", help="--curation: redo records that exist")
     ap.add_argument("--recovery", action="store_true", help="curated vs random rows: prune + FT, unpruned FT")
     ap.add_argument("--recovery-pool", default="hard_pool.jsonl", help="--recovery: pool file under data/")
+    ap.add_argument(
+        "--prune-samples", type=int, default=32, help="--recovery: rows the Taylor importance is measured on"
+    )
     args = ap.parse_args(argv)
     if args.recovery:
         return run_recovery(args)
