@@ -64,6 +64,7 @@ RENDERED = {
     "data_compress": ("data_level.py", "render_tables", "tables"),
     "layer_pruning": ("layer_pruning.py", "render_tables", "tables"),
     "robustness": ("robustness.py", "render_page", "page"),
+    "demo_precision": ("demo_precision.py", "render_page", "page"),
 }
 _SKIP_PREFIXES = ("#", "|", "![", "<")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")

@@ -6,6 +6,7 @@ same job under another prompt format.
     python benchmarks/demo_precision.py --mode chat        # native, eval.prompt_format auto (chat templates)
     python benchmarks/demo_precision.py --mode no-bf16 --reuse-data native   # its data stages from native
     python benchmarks/demo_precision.py --table            # the results table from the records
+    python benchmarks/demo_precision.py --page             # benchmarks/results/demo_precision.md
 
 Each mode runs the command as a user does (one subprocess, its workers below it) into
 ``runs/demo_precision/<mode>/`` and records wall time, the CPU seconds of the whole process tree, the load
@@ -112,7 +113,7 @@ def run(mode: str, reuse_from: str | None = None) -> dict:
         "bf16_native_as_seen": cpu_bf16_native() if mode != "no-bf16" else False,
         "precision": {
             "eval": board["settings"]["eval"]["precision"],
-            "proxy": board["settings"]["proxy"]["precision"],
+            "proxy": board["settings"]["proxy_finetune"]["precision"],
         },
         "prompt_format": board["settings"]["eval"].get("prompt_format", "raw"),
         "wall_s": round(wall, 1),
@@ -123,6 +124,8 @@ def run(mode: str, reuse_from: str | None = None) -> dict:
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "order": [r["candidate"] for r in ranked],
+        # the leaderboard's adjacent pairs with their paired intervals (a pair crossing zero is a tie)
+        "pairs": board.get("pairs", []),
         "scores": {r["candidate"]: r["scores"] for r in board["rows"]},
         "units": [
             {
@@ -209,12 +212,81 @@ def table() -> str:
     return "\n".join(lines) + "\n"
 
 
+PAGE = ROOT / "benchmarks" / "results" / "demo_precision.md"
+
+
+def tie_text(*recs: dict) -> str:
+    """Which runs' proxy leaderboards cannot separate any adjacent pair (from the records' intervals)."""
+    tied = [
+        r["mode"]
+        for r in recs
+        if r.get("pairs")
+        and all(p["ci_low"] <= 0 <= p["ci_high"] for p in r["pairs"] if p["method"] == "proxy")
+    ]
+    if not tied:
+        return ""
+    return f" The proxy's adjacent pairs are all tied within noise in the {' and '.join(tied)} run(s)."
+
+
+def render_page() -> str:
+    """The results page from the committed records alone (no run)."""
+    recs = {
+        m: json.loads((RECORDS / f"{m}.json").read_text()) for m in MODES if (RECORDS / f"{m}.json").exists()
+    }
+    lines = ["# The README's demo on a CPU without native bf16, and the chat prompt format", ""]
+    native = recs.get("native")
+    if native:
+        extra = native.get("reused_data") or {"wall_s": 0.0}
+        minutes = (native["wall_s"] + extra.get("wall_s", 0.0)) / 60
+        lines += [
+            f"**Current answer.** `damoc select examples/select_demo.yaml` (three zoo models, the 3-epoch LoRA "
+            f"proxy on 12 compressed rows plus zero- and 1-shot baselines) ran in {minutes:.1f} min of wall time "
+            f"on this project's 2-core CPU, which has no AVX-512 at all: `precision: auto` resolved to "
+            f"{native['precision']['proxy']} (proxy) / {native['precision']['eval']} (scoring), the path every "
+            f"CPU without AVX512-BF16 takes. Leaderboard: {' > '.join(native['order'])}.",
+            "",
+        ]
+    chat = recs.get("chat")
+    if native and chat:
+        same = chat["order"] == native["order"]
+        lines += [
+            "With `eval.prompt_format: auto` (the instruct models SmolLM2 and Qwen2.5-Coder get their chat "
+            "template; Gemma-3, a base model, keeps raw text) the leaderboard order "
+            + ("is the same" if same else f"changes to {' > '.join(chat['order'])}")
+            + "; every score is in the second table."
+            + tie_text(native, chat),
+            "",
+        ]
+    lines += [
+        "```",
+        "python benchmarks/demo_precision.py --mode native                     # the demo as this CPU runs it",
+        "python benchmarks/demo_precision.py --mode chat --reuse-data native   # the same with chat templates",
+        "python benchmarks/demo_precision.py --page                            # this page, from the records",
+        "```",
+        "",
+        table(),
+        "Reading: wall time is the whole `damoc select` command as a user starts it (data stages, a worker "
+        "process per candidate, the report); CPU time sums every process of the run. Scores are answer "
+        "bits/byte on the demo's dev rows (lower is better). A chat run reuses the raw run's data stages "
+        "(filtering and compression do not depend on the prompt format), and its wall time adds theirs as "
+        "measured in that run.",
+        "",
+        "Limits: one run per mode on one machine (a 2-core AMD EPYC VM with AVX2 only); the load average "
+        "around each run is in the table. A CPU with AVX512-BF16 or AMX (where `auto` picks bf16) was not "
+        "available, nor a GPU (`benchmarks/gpu_check.py` is ready for one). Records: "
+        "`benchmarks/records/demo_precision/<mode>.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--mode", choices=MODES)
     ap.add_argument("--reuse-data", choices=MODES, help="take the data stages from this mode's run")
     ap.add_argument("--autocast", action="store_true", help="time fp32 vs bf16 autocast scoring here")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--page", action="store_true", help="write benchmarks/results/demo_precision.md")
     args = ap.parse_args()
     if args.mode:
         rec = run(args.mode, args.reuse_data)
@@ -228,6 +300,9 @@ def main() -> None:
         print(json.dumps(rec))
     if args.table:
         print(table(), end="")
+    if args.page:
+        PAGE.write_text(render_page(), encoding="utf-8")
+        print(f"wrote {PAGE}")
 
 
 if __name__ == "__main__":
