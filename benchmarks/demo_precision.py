@@ -184,10 +184,15 @@ def autocast_check(model_name: str = "smollm2-135m", rounds: int = 2) -> dict:
     }
 
 
-def table() -> str:
-    recs = [
-        json.loads((RECORDS / f"{m}.json").read_text()) for m in MODES if (RECORDS / f"{m}.json").exists()
-    ]
+def load_records() -> dict[str, dict]:
+    """The committed record of each mode that has one."""
+    return {
+        m: json.loads((RECORDS / f"{m}.json").read_text()) for m in MODES if (RECORDS / f"{m}.json").exists()
+    }
+
+
+def table(records: dict[str, dict] | None = None) -> str:
+    recs = list((records if records is not None else load_records()).values())
     lines = [
         "| mode | precision (proxy / scoring) | prompt | wall | CPU time (all processes) | load avg (1 min, before → after) | leaderboard |",
         "|---|---|---|---|---|---|---|",
@@ -230,9 +235,7 @@ def tie_text(*recs: dict) -> str:
 
 def render_page() -> str:
     """The results page from the committed records alone (no run)."""
-    recs = {
-        m: json.loads((RECORDS / f"{m}.json").read_text()) for m in MODES if (RECORDS / f"{m}.json").exists()
-    }
+    recs = load_records()
     lines = ["# The README's demo on a CPU without native bf16, and the chat prompt format", ""]
     native = recs.get("native")
     if native:
@@ -264,7 +267,7 @@ def render_page() -> str:
         "python benchmarks/demo_precision.py --page                            # this page, from the records",
         "```",
         "",
-        table(),
+        table(recs),
         "Reading: wall time is the whole `damoc select` command as a user starts it (data stages, a worker "
         "process per candidate, the report); CPU time sums every process of the run. Scores are answer "
         "bits/byte on the demo's dev rows (lower is better). A chat run reuses the raw run's data stages "

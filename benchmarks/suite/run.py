@@ -137,8 +137,9 @@ def run_method(args) -> None:
     over = experiment(args.experiment)
     methods = over.get("methods", ["proxy"])
     out = RECORDS / "methods" / args.experiment
-    check_held_out(args.experiment, _tasks(args))
-    for name in _tasks(args):
+    names = _tasks(args)
+    check_held_out(args.experiment, names)
+    for name in names:
         run_dir = RUNS / name / args.experiment
         cfg = task_config(name, over, run_dir, truth=False)
         board = run_select(cfg, resume=True, methods=methods, retry_failed=True)
